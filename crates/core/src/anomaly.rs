@@ -1,0 +1,98 @@
+//! Anomalies: an unusual window of one entity for one detector, with what
+//! was expected and who and what accounts for it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::account::{AccountMetadata, Environment};
+
+/// Why an anomaly was raised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyKind {
+    /// Far above what the model expected.
+    Spike,
+    /// A steadily active entity fell to zero or far below expected.
+    Drop,
+    /// First activity in a region the account never used.
+    NewRegion,
+}
+
+impl AnomalyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyKind::Spike => "spike",
+            AnomalyKind::Drop => "drop",
+            AnomalyKind::NewRegion => "new_region",
+        }
+    }
+}
+
+/// One feature's value in the window and what was expected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureValue {
+    pub name: String,
+    pub actual: f64,
+    pub expected: f64,
+}
+
+/// Something that accounts for part of a window's activity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Contributor {
+    /// "principal", "source_ip", "user_agent", "event_name", "error_code",
+    /// or a detector's contributor name such as "instance_type".
+    pub dimension: String,
+    pub value: String,
+    pub count: u64,
+    /// Share of the window's matching events (or summed value), 0..1.
+    pub share: f64,
+    /// Occurrences in this entity's earlier windows.
+    pub baseline_count: u64,
+    /// Never seen for this account before the window.
+    pub is_new: bool,
+}
+
+/// An unusual window. The flat account fields repeat what `account` holds so
+/// that the JSON Lines output is easy to filter with jq.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Anomaly {
+    pub id: String,
+    pub detector: String,
+    pub service: String,
+    pub kind: AnomalyKind,
+    pub account_id: String,
+    pub account_name: String,
+    pub environment: Environment,
+    pub ou_path: Vec<String>,
+    pub region: String,
+    /// Category field → value, in the detector's order.
+    pub entity: Vec<(String, String)>,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub actual: f64,
+    pub expected: f64,
+    pub features: Vec<FeatureValue>,
+    pub grade: f64,
+    pub confidence: f64,
+    pub score: f64,
+    pub event_count: u64,
+    pub top_contributors: Vec<Contributor>,
+    pub detected_at: DateTime<Utc>,
+    pub account: AccountMetadata,
+}
+
+impl Anomaly {
+    /// The deterministic id: the same window of the same entity always gets
+    /// the same id, so a replay updates rather than duplicates.
+    pub fn make_id(detector: &str, entity: &[(String, String)], window_start_ms: i64) -> String {
+        let mut id = String::with_capacity(64);
+        id.push_str(detector);
+        for (_, v) in entity {
+            id.push(':');
+            id.push_str(v);
+        }
+        id.push(':');
+        id.push_str(&window_start_ms.to_string());
+        id
+    }
+}

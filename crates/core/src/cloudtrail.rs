@@ -1,0 +1,649 @@
+//! CloudTrail parsers: S3 log files (`{"Records":[...]}`, plain or gzip),
+//! JSON arrays of records, single records, and CloudWatch Logs subscription
+//! payloads.
+//!
+//! Every parser streams: each record is validated on its own and handed to a
+//! [`RecordSink`] as an [`Event`] or a [`Rejection`], so one bad record never
+//! costs the good ones around it. A syntax error part-way through a file
+//! keeps every record before it and rejects the remainder with the position.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::Read;
+
+use base64::Engine;
+use chrono::DateTime;
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::event::{Event, UserIdentity};
+use crate::is_account_id;
+
+/// Bounds that keep one hostile input from exhausting memory or poisoning
+/// the timeline.
+#[derive(Clone, Debug)]
+pub struct ParseLimits {
+    /// Largest single record accepted, in bytes (CloudTrail's own events are
+    /// far below 256 KiB).
+    pub max_record_bytes: usize,
+    /// Largest decompressed document accepted, in bytes.
+    pub max_document_bytes: usize,
+    /// Earliest plausible eventTime, ms since epoch (CloudTrail began in 2013).
+    pub min_time_ms: i64,
+    /// How far past the wall clock an eventTime may be, ms.
+    pub max_future_skew_ms: i64,
+    /// Keep each record's original JSON in `Event::raw`. Services keep it
+    /// (it travels in the contract); a local replay that only detects does
+    /// not need the copy.
+    pub keep_raw: bool,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: 1 << 20,
+            max_document_bytes: 1 << 30,
+            // 2010-01-01T00:00:00Z
+            min_time_ms: 1_262_304_000_000,
+            max_future_skew_ms: 24 * 3600 * 1000,
+            keep_raw: true,
+        }
+    }
+}
+
+/// A record that could not be accepted, with why and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Rejection {
+    pub source: String,
+    pub reason: String,
+    /// The start of the offending input (at most 2 KiB), for the dead letter.
+    pub record: String,
+}
+
+const REJECTION_SNIPPET: usize = 2048;
+
+impl Rejection {
+    pub fn new(source: impl Into<String>, reason: impl Into<String>, record: &str) -> Self {
+        let mut end = record.len().min(REJECTION_SNIPPET);
+        while !record.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self {
+            source: source.into(),
+            reason: reason.into(),
+            record: record[..end].to_string(),
+        }
+    }
+}
+
+/// Receives what a parser finds.
+pub trait RecordSink {
+    fn event(&mut self, event: Event);
+    fn reject(&mut self, rejection: Rejection);
+}
+
+/// A sink that collects into vectors; handy for tests and small inputs.
+#[derive(Debug, Default)]
+pub struct Collect {
+    pub events: Vec<Event>,
+    pub rejections: Vec<Rejection>,
+}
+
+impl RecordSink for Collect {
+    fn event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+    fn reject(&mut self, rejection: Rejection) {
+        self.rejections.push(rejection);
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRecord<'a> {
+    #[serde(rename = "eventID", borrow)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event_time: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event_source: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    aws_region: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    recipient_account_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user_identity: Option<WireIdentity<'a>>,
+    #[serde(rename = "sourceIPAddress", borrow)]
+    source_ip_address: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    error_code: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    error_message: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    read_only: Option<&'a RawValue>,
+    #[serde(borrow)]
+    management_event: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event_category: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    request_parameters: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response_elements: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireIdentity<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arn: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    account_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    invoked_by: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    principal_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user_name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    access_key_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    session_context: Option<WireSessionContext<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireSessionContext<'a> {
+    #[serde(borrow)]
+    session_issuer: Option<WireIssuer<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireIssuer<'a> {
+    #[serde(borrow)]
+    arn: Option<Cow<'a, str>>,
+}
+
+fn own(s: Option<Cow<'_, str>>) -> String {
+    s.map(Cow::into_owned).unwrap_or_default()
+}
+
+fn required<'a>(s: Option<Cow<'a, str>>, field: &str) -> Result<Cow<'a, str>, String> {
+    match s {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(format!("missing required field {field}")),
+    }
+}
+
+/// Reads a CloudTrail boolean, which some producers send as a string.
+fn lenient_bool(raw: Option<&RawValue>, field: &str) -> Result<Option<bool>, String> {
+    match raw.map(|r| r.get().trim()) {
+        None | Some("null") => Ok(None),
+        Some("true") | Some("\"true\"") => Ok(Some(true)),
+        Some("false") | Some("\"false\"") => Ok(Some(false)),
+        Some(other) => Err(format!("field {field} is not a boolean: {other}")),
+    }
+}
+
+fn json_text(raw: Option<&RawValue>) -> String {
+    match raw.map(|r| r.get()) {
+        None | Some("null") => String::new(),
+        Some(s) => s.to_string(),
+    }
+}
+
+fn valid_region(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Validates and normalizes one CloudTrail record given as JSON text.
+pub fn parse_record(json: &str, limits: &ParseLimits, now_ms: i64) -> Result<Event, String> {
+    if json.len() > limits.max_record_bytes {
+        return Err(format!(
+            "record is {} bytes, over the {} byte limit",
+            json.len(),
+            limits.max_record_bytes
+        ));
+    }
+    let wire: WireRecord<'_> =
+        serde_json::from_str(json).map_err(|e| format!("malformed record: {e}"))?;
+
+    let event_id = required(wire.event_id, "eventID")?.into_owned();
+    let time_text = required(wire.event_time, "eventTime")?;
+    let event_time_ms = DateTime::parse_from_rfc3339(&time_text)
+        .map_err(|e| format!("field eventTime is not RFC 3339 ({time_text}): {e}"))?
+        .timestamp_millis();
+    if event_time_ms < limits.min_time_ms {
+        return Err(format!(
+            "field eventTime {time_text} is before 2010, implausible for CloudTrail"
+        ));
+    }
+    if event_time_ms > now_ms.saturating_add(limits.max_future_skew_ms) {
+        return Err(format!("field eventTime {time_text} is in the future"));
+    }
+    let event_source = required(wire.event_source, "eventSource")?.into_owned();
+    let event_name = required(wire.event_name, "eventName")?.into_owned();
+    let aws_region = required(wire.aws_region, "awsRegion")?.into_owned();
+    if !valid_region(&aws_region) {
+        return Err(format!(
+            "field awsRegion is not a region name: {aws_region:?}"
+        ));
+    }
+
+    let identity = wire.user_identity.map(|id| UserIdentity {
+        kind: own(id.kind),
+        arn: own(id.arn),
+        account_id: own(id.account_id),
+        invoked_by: own(id.invoked_by),
+        principal_id: own(id.principal_id),
+        user_name: own(id.user_name),
+        access_key_id: own(id.access_key_id),
+        session_issuer_arn: id
+            .session_context
+            .and_then(|c| c.session_issuer)
+            .map(|i| own(i.arn))
+            .unwrap_or_default(),
+    });
+    let user_identity = identity.unwrap_or_default();
+
+    let recipient_account_id = match wire.recipient_account_id {
+        Some(id) => id.into_owned(),
+        None if !user_identity.account_id.is_empty() => user_identity.account_id.clone(),
+        None => return Err("missing required field recipientAccountId".into()),
+    };
+    if !is_account_id(&recipient_account_id) {
+        return Err(format!(
+            "field recipientAccountId is not a 12-digit account id: {recipient_account_id:?}"
+        ));
+    }
+
+    Ok(Event {
+        event_id,
+        event_time_ms,
+        event_source,
+        event_name,
+        aws_region,
+        recipient_account_id,
+        user_identity,
+        source_ip_address: own(wire.source_ip_address),
+        user_agent: own(wire.user_agent),
+        error_code: own(wire.error_code),
+        error_message: own(wire.error_message),
+        read_only: lenient_bool(wire.read_only, "readOnly")?,
+        management_event: lenient_bool(wire.management_event, "managementEvent")?,
+        event_category: own(wire.event_category),
+        event_type: own(wire.event_type),
+        event_version: own(wire.event_version),
+        request_parameters: json_text(wire.request_parameters),
+        response_elements: json_text(wire.response_elements),
+        raw: if limits.keep_raw {
+            json.to_string()
+        } else {
+            String::new()
+        },
+    })
+}
+
+struct Ctx<'s, S> {
+    sink: &'s mut S,
+    source: &'s str,
+    limits: &'s ParseLimits,
+    now_ms: i64,
+    index: usize,
+}
+
+impl<S: RecordSink> Ctx<'_, S> {
+    fn record(&mut self, raw: &RawValue) {
+        let text = raw.get();
+        let source = format!("{}#{}", self.source, self.index);
+        self.index += 1;
+        match parse_record(text, self.limits, self.now_ms) {
+            Ok(event) => self.sink.event(event),
+            Err(reason) => self.sink.reject(Rejection::new(source, reason, text)),
+        }
+    }
+}
+
+/// Streams the elements of a JSON array of records into the sink.
+struct RecordArray<'c, 's, S>(&'c mut Ctx<'s, S>);
+
+impl<'de, S: RecordSink> Visitor<'de> for RecordArray<'_, '_, S> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of CloudTrail records")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            self.0.record(raw);
+        }
+        Ok(())
+    }
+}
+
+impl<'de, S: RecordSink> DeserializeSeed<'de> for RecordArray<'_, '_, S> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+/// Visits `{"Records":[...], ...}`, streaming the Records array.
+struct RecordsObject<'c, 's, S>(&'c mut Ctx<'s, S>);
+
+impl<'de, S: RecordSink> Visitor<'de> for RecordsObject<'_, '_, S> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a CloudTrail log document {\"Records\":[...]}")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == "Records" {
+                map.next_value_seed(RecordArray(&mut *self.0))?;
+                found = true;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// What kind of JSON document a body holds, from its first bytes.
+fn document_shape(text: &str) -> Shape {
+    let t = text.trim_start();
+    if t.starts_with('[') {
+        return Shape::Array;
+    }
+    if let Some(rest) = t.strip_prefix('{') {
+        if rest.trim_start().starts_with("\"Records\"") {
+            return Shape::RecordsObject;
+        }
+        return Shape::Single;
+    }
+    Shape::Unknown
+}
+
+enum Shape {
+    Array,
+    RecordsObject,
+    Single,
+    Unknown,
+}
+
+/// Parses a decompressed CloudTrail document: `{"Records":[...]}`, a JSON
+/// array of records, or one record. Returns how many records it saw.
+pub fn parse_document<S: RecordSink>(
+    text: &str,
+    source: &str,
+    limits: &ParseLimits,
+    now_ms: i64,
+    sink: &mut S,
+) -> usize {
+    let mut ctx = Ctx {
+        sink,
+        source,
+        limits,
+        now_ms,
+        index: 0,
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let result = match document_shape(text) {
+        Shape::Array => RecordArray(&mut ctx).deserialize(&mut de).map(|_| true),
+        Shape::RecordsObject => de.deserialize_map(RecordsObject(&mut ctx)),
+        Shape::Single => {
+            ctx.record_text(text);
+            return ctx.index;
+        }
+        Shape::Unknown => {
+            ctx.sink.reject(Rejection::new(
+                source,
+                "not a CloudTrail document: expected {\"Records\":[...]}, an array or a record",
+                text,
+            ));
+            return 0;
+        }
+    };
+    let result = result.and_then(|found| de.end().map(|_| found));
+    match result {
+        Ok(true) => {}
+        Ok(false) => ctx.sink.reject(Rejection::new(
+            source,
+            "CloudTrail document has no Records array",
+            text,
+        )),
+        Err(e) => {
+            let seen = ctx.index;
+            ctx.sink.reject(Rejection::new(
+                format!("{source}#{seen}"),
+                format!("malformed JSON after {seen} records, rest of document skipped: {e}"),
+                "",
+            ))
+        }
+    }
+    ctx.index
+}
+
+impl<S: RecordSink> Ctx<'_, S> {
+    fn record_text(&mut self, text: &str) {
+        let source = format!("{}#{}", self.source, self.index);
+        self.index += 1;
+        match parse_record(text.trim(), self.limits, self.now_ms) {
+            Ok(event) => self.sink.event(event),
+            Err(reason) => self.sink.reject(Rejection::new(source, reason, text)),
+        }
+    }
+}
+
+/// Decompresses gzip input (by magic number, so a mislabelled file still
+/// works), refusing to inflate past `limit` bytes. Plain input is returned
+/// as is.
+pub fn maybe_gunzip(bytes: Vec<u8>, limit: usize) -> Result<Vec<u8>, String> {
+    if !is_gzip(&bytes) {
+        if bytes.len() > limit {
+            return Err(format!(
+                "document is {} bytes, over the {limit} byte limit",
+                bytes.len()
+            ));
+        }
+        return Ok(bytes);
+    }
+    let mut out = Vec::new();
+    gunzip_into(&bytes, limit, &mut out)?;
+    Ok(out)
+}
+
+fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b
+}
+
+/// Decompresses into `out` (cleared first, capacity kept), refusing more
+/// than `limit` bytes of output.
+fn gunzip_into(bytes: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    out.clear();
+    let decoder = flate2::read::MultiGzDecoder::new(bytes);
+    let read = decoder
+        .take(limit as u64 + 1)
+        .read_to_end(out)
+        .map_err(|e| format!("corrupt or truncated gzip: {e}"))?;
+    if read > limit {
+        return Err(format!(
+            "decompressed document exceeds the {limit} byte limit"
+        ));
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// Decompressed text of the file being parsed, reused across files: a
+    /// fresh multi-megabyte buffer per file costs more in page faults than
+    /// the decompression itself.
+    static BODY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Parses a whole file body (gzip or plain) as a CloudTrail document.
+pub fn parse_file_bytes<S: RecordSink>(
+    bytes: &[u8],
+    source: &str,
+    limits: &ParseLimits,
+    now_ms: i64,
+    sink: &mut S,
+) -> usize {
+    if !is_gzip(bytes) {
+        if bytes.len() > limits.max_document_bytes {
+            sink.reject(Rejection::new(
+                source,
+                format!(
+                    "document is {} bytes, over the {} byte limit",
+                    bytes.len(),
+                    limits.max_document_bytes
+                ),
+                "",
+            ));
+            return 0;
+        }
+        return parse_text(bytes, source, limits, now_ms, sink);
+    }
+    BODY.with(|cell| {
+        // Taken out for the parse, so a nested call (none today) could not
+        // find the buffer borrowed.
+        let mut body = std::mem::take(&mut *cell.borrow_mut());
+        let n = match gunzip_into(bytes, limits.max_document_bytes, &mut body) {
+            Ok(()) => parse_text(&body, source, limits, now_ms, sink),
+            Err(reason) => {
+                sink.reject(Rejection::new(source, reason, ""));
+                0
+            }
+        };
+        // A rare huge file should not pin its buffer for ever.
+        if body.capacity() <= 64 << 20 {
+            *cell.borrow_mut() = body;
+        }
+        n
+    })
+}
+
+fn parse_text<S: RecordSink>(
+    body: &[u8],
+    source: &str,
+    limits: &ParseLimits,
+    now_ms: i64,
+    sink: &mut S,
+) -> usize {
+    match std::str::from_utf8(body) {
+        Ok(text) => parse_document(text, source, limits, now_ms, sink),
+        Err(e) => {
+            sink.reject(Rejection::new(source, format!("not UTF-8 text: {e}"), ""));
+            0
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CwlPayload<'a> {
+    #[serde(borrow)]
+    message_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    log_group: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    log_stream: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    log_events: Vec<CwlLogEvent<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CwlLogEvent<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    message: Option<Cow<'a, str>>,
+}
+
+/// Parses a CloudWatch Logs subscription delivery: base64 of gzip JSON with
+/// `logEvents`, each `message` one CloudTrail record. `CONTROL_MESSAGE`
+/// deliveries (sent when a subscription is created) carry no events and are
+/// ignored. Returns the number of log events seen.
+pub fn parse_cloudwatch_payload<S: RecordSink>(
+    data: &str,
+    source: &str,
+    limits: &ParseLimits,
+    now_ms: i64,
+    sink: &mut S,
+) -> usize {
+    let compressed = match base64::engine::general_purpose::STANDARD.decode(data.trim()) {
+        Ok(b) => b,
+        Err(e) => {
+            sink.reject(Rejection::new(
+                source,
+                format!("CloudWatch Logs payload is not valid base64: {e}"),
+                data,
+            ));
+            return 0;
+        }
+    };
+    let body = match maybe_gunzip(compressed, limits.max_document_bytes) {
+        Ok(b) => b,
+        Err(reason) => {
+            sink.reject(Rejection::new(
+                source,
+                format!("CloudWatch Logs payload: {reason}"),
+                "",
+            ));
+            return 0;
+        }
+    };
+    parse_cloudwatch_json(&body, source, limits, now_ms, sink)
+}
+
+/// Parses the decompressed JSON of a CloudWatch Logs subscription delivery.
+pub fn parse_cloudwatch_json<S: RecordSink>(
+    body: &[u8],
+    source: &str,
+    limits: &ParseLimits,
+    now_ms: i64,
+    sink: &mut S,
+) -> usize {
+    let payload: CwlPayload<'_> = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => {
+            sink.reject(Rejection::new(
+                source,
+                format!("malformed CloudWatch Logs payload: {e}"),
+                &String::from_utf8_lossy(&body[..body.len().min(REJECTION_SNIPPET)]),
+            ));
+            return 0;
+        }
+    };
+    if payload.message_type.as_deref() == Some("CONTROL_MESSAGE") {
+        return 0;
+    }
+    let group = payload.log_group.as_deref().unwrap_or("");
+    let stream = payload.log_stream.as_deref().unwrap_or("");
+    let n = payload.log_events.len();
+    for (i, ev) in payload.log_events.into_iter().enumerate() {
+        let id = ev.id.map(Cow::into_owned).unwrap_or_else(|| i.to_string());
+        let src = format!("{source}:{group}/{stream}#{id}");
+        match ev.message {
+            Some(msg) => match parse_record(msg.trim(), limits, now_ms) {
+                Ok(event) => sink.event(event),
+                Err(reason) => sink.reject(Rejection::new(src, reason, &msg)),
+            },
+            None => sink.reject(Rejection::new(src, "log event has no message", "")),
+        }
+    }
+    n
+}

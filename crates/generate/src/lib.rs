@@ -1,0 +1,930 @@
+//! Synthetic AWS Organizations with labelled incidents: the project's own
+//! test and benchmark data.
+//!
+//! An organization of accounts across production, staging, development,
+//! testing and sandbox, each active in one to three regions with daily and
+//! weekly rhythms, many principals, user agents and source IPs, and plenty
+//! of unrelated noise; into it go the incidents trailhound exists to catch
+//! (a cryptomining burst, a Lambda invoke storm, an EBS spike, a drop to
+//! zero, a subtle night-time rise), each written to `labels.json` with its
+//! exact entity and time. The trail is written the way an organization trail
+//! lands in S3 (`trail/AWSLogs/<org>/<account>/CloudTrail/<region>/Y/M/D/
+//! …json.gz`), with the org snapshot beside it.
+//!
+//! Everything is derived from the seed (file names and event ids too), so a
+//! seed names one dataset exactly. Accounts are generated on parallel
+//! threads, each from its own seeded stream.
+
+mod events;
+mod labels;
+mod org;
+pub mod score;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Datelike, Duration, SecondsFormat, TimeZone, Timelike, Utc};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+pub use labels::{Incident, IncidentKind, Labels, read_labels};
+
+use events::{CORP_UAS, NOISE, Who, corp_ip, record};
+use org::{Account, Env, REGIONS, pick};
+
+#[derive(Clone, Debug)]
+pub struct GenerateConfig {
+    pub days: u32,
+    pub accounts: u32,
+    pub seed: u64,
+    pub start: DateTime<Utc>,
+    /// Mean unrelated events per account per hour.
+    pub noise_per_account_hour: u32,
+    pub incidents: bool,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        Self {
+            days: 14,
+            accounts: 12,
+            seed: 1,
+            start: Utc
+                .with_ymd_and_hms(2026, 1, 5, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
+            noise_per_account_hour: 40,
+            incidents: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GenerateSummary {
+    pub events: u64,
+    pub files: u64,
+    pub incidents: usize,
+    pub accounts: usize,
+    pub bytes_compressed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("failed to write {path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{path} is not valid: {message}")]
+    Format { path: String, message: String },
+}
+
+impl GenerateError {
+    fn io(path: &Path, e: impl std::fmt::Display) -> Self {
+        GenerateError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+const WINDOW_MS: i64 = 600_000;
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// Per-window rates at production scale: (day peak, night).
+const LAMBDA: (f64, f64) = (80.0, 12.0);
+const EC2_CALLS: (f64, f64) = (1.2, 0.15);
+const EBS_CALLS: (f64, f64) = (0.8, 0.1);
+
+fn diurnal(t: i64) -> f64 {
+    let h = t.rem_euclid(DAY_MS) as f64 / HOUR_MS as f64;
+    if (6.0..21.0).contains(&h) {
+        (std::f64::consts::PI * (h - 6.0) / 15.0).sin()
+    } else {
+        0.0
+    }
+}
+
+fn weekend(t: i64) -> bool {
+    matches!(t.div_euclid(DAY_MS).rem_euclid(7), 2 | 3)
+}
+
+fn rate(t: i64, (day, night): (f64, f64), scale: f64, weekend_factor: f64) -> f64 {
+    let r = night + (day - night) * diurnal(t);
+    r * scale * if weekend(t) { weekend_factor } else { 1.0 }
+}
+
+/// A Poisson draw (Knuth for small means, normal approximation above).
+fn poisson(rng: &mut ChaCha8Rng, mean: f64) -> u64 {
+    if mean <= 0.0 {
+        return 0;
+    }
+    if mean > 30.0 {
+        let u: f64 = rng.random::<f64>().max(1e-12);
+        let v: f64 = rng.random();
+        let z = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
+        return (mean + z * mean.sqrt()).round().max(0.0) as u64;
+    }
+    let l = (-mean).exp();
+    let (mut k, mut p) = (0u64, 1.0);
+    loop {
+        p *= rng.random::<f64>();
+        if p <= l {
+            return k;
+        }
+        k += 1;
+    }
+}
+
+fn iso(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// What an incident does to the baseline of its entity.
+#[derive(Clone, Debug)]
+struct Plan {
+    incident: Incident,
+    /// Index into the accounts.
+    account: usize,
+    /// Multiplier on the entity's lambda rate (0 = silence) within the span.
+    lambda_factor: Option<f64>,
+    /// For storms: one function gets the extra calls.
+    seed: u64,
+}
+
+fn plan_incidents(cfg: &GenerateConfig, accounts: &[Account], rng: &mut ChaCha8Rng) -> Vec<Plan> {
+    if !cfg.incidents || cfg.days == 0 {
+        return Vec::new();
+    }
+    let per_kind = if cfg.days >= 10 && cfg.accounts >= 8 {
+        2
+    } else {
+        1
+    };
+    let kinds = [
+        IncidentKind::Cryptomining,
+        IncidentKind::InvokeStorm,
+        IncidentKind::EbsSpike,
+        IncidentKind::DropToZero,
+        IncidentKind::NightRise,
+    ];
+    let active: Vec<usize> = (0..accounts.len())
+        .filter(|i| accounts[*i].status == "ACTIVE")
+        .collect();
+    let mut used: Vec<usize> = Vec::new();
+    let mut plans = Vec::new();
+    let first_day = if cfg.days < 5 { cfg.days - 1 } else { 3 };
+    let span_days = (cfg.days - first_day).max(1);
+    let mut n = 0u32;
+    for round in 0..per_kind {
+        for kind in kinds {
+            let prefer: &[Env] = match kind {
+                IncidentKind::Cryptomining => &[Env::Sandbox, Env::Development, Env::Testing],
+                IncidentKind::InvokeStorm => &[Env::Staging, Env::Production, Env::Development],
+                IncidentKind::EbsSpike => &[
+                    Env::Development,
+                    Env::Production,
+                    Env::Testing,
+                    Env::Staging,
+                ],
+                IncidentKind::DropToZero | IncidentKind::NightRise => &[Env::Production],
+            };
+            let candidates = || {
+                prefer.iter().flat_map(|e| {
+                    active
+                        .iter()
+                        .copied()
+                        .filter(move |i| accounts[*i].env == *e)
+                })
+            };
+            let Some(ai) = candidates()
+                .find(|i| !used.contains(i))
+                .or_else(|| candidates().nth(round as usize))
+                .or_else(|| candidates().next())
+            else {
+                continue;
+            };
+            used.push(ai);
+            let a = &accounts[ai];
+            let day = first_day + (n * 7 + round * 3) % span_days;
+            n += 1;
+            let day_start = cfg.start.timestamp_millis() + i64::from(day) * DAY_MS;
+            let window = |h: f64| {
+                day_start + ((h * HOUR_MS as f64) as i64).div_euclid(WINDOW_MS) * WINDOW_MS
+            };
+            let home = a.regions[0];
+            let seed = rng.random();
+            let (detector, region, start, minutes, factor, principal, ip, ua, itype, what) =
+                match kind {
+                    IncidentKind::Cryptomining => {
+                        let region = *REGIONS
+                            .iter()
+                            .rev()
+                            .find(|r| !a.regions.contains(r))
+                            .unwrap_or(&"ap-southeast-1");
+                        let t = day_start
+                            + rng.random_range(1..22) * HOUR_MS
+                            + rng.random_range(0..60) * 60_000
+                            + rng.random_range(0..60) * 1000;
+                        let user = format!(
+                            "arn:aws:iam::{}:user/svc-backup-{:04x}",
+                            a.id,
+                            rng.random::<u16>()
+                        );
+                        let ip = format!("203.0.113.{}", rng.random_range(100..250));
+                        let itype = *pick(
+                            rng,
+                            &["p3.2xlarge", "p4d.24xlarge", "g5.12xlarge", "g4dn.xlarge"],
+                        );
+                        ("ec2-run-instances", region, t, rng.random_range(10..30), None, Some(user), Some(ip), Some("Boto3/1.34.2 md/Botocore#1.34.2 ua/2.0 os/linux#5.15.0 md/arch#x86_64 lang/python#3.10.12".to_string()), Some(itype.to_string()), "GPU instances launched by a new IAM user from a new IP in a region the account never used")
+                    }
+                    IncidentKind::InvokeStorm => {
+                        let t = day_start
+                            + rng.random_range(9..17) * HOUR_MS
+                            + rng.random_range(0..60) * 60_000;
+                        (
+                            "lambda-invoke",
+                            home,
+                            t,
+                            rng.random_range(30..60),
+                            Some(rng.random_range(20.0..50.0)),
+                            Some(format!(
+                                "arn:aws:sts::{}:assumed-role/{}-role/{}",
+                                a.id, a.functions[1], a.functions[1]
+                            )),
+                            Some("lambda.amazonaws.com".to_string()),
+                            None,
+                            None,
+                            "a Lambda function invoking itself recursively",
+                        )
+                    }
+                    IncidentKind::EbsSpike => {
+                        let t = day_start
+                            + rng.random_range(8..18) * HOUR_MS
+                            + rng.random_range(0..60) * 60_000;
+                        (
+                            "ebs-create-volume",
+                            home,
+                            t,
+                            rng.random_range(20..40),
+                            None,
+                            Some(a.roles[1].clone()),
+                            None,
+                            None,
+                            None,
+                            "many large io2/gp3 volumes created at once",
+                        )
+                    }
+                    IncidentKind::DropToZero => {
+                        let t = window(9.0 + rng.random_range(0.0..2.0));
+                        (
+                            "lambda-invoke",
+                            home,
+                            t,
+                            rng.random_range(120..360),
+                            Some(0.0),
+                            None,
+                            None,
+                            None,
+                            None,
+                            "a steadily busy Lambda workload falls silent",
+                        )
+                    }
+                    IncidentKind::NightRise => {
+                        let t = window(rng.random_range(0.5..2.5));
+                        (
+                            "lambda-invoke",
+                            home,
+                            t,
+                            rng.random_range(120..180),
+                            Some(rng.random_range(3.0..5.0)),
+                            None,
+                            None,
+                            None,
+                            None,
+                            "night-time invocations rise several times over, still below the daytime peak",
+                        )
+                    }
+                };
+            plans.push(Plan {
+                incident: Incident {
+                    id: format!(
+                        "{}-{}",
+                        serde_json::to_value(kind)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default(),
+                        plans.len() + 1
+                    ),
+                    kind,
+                    detector: detector.into(),
+                    account_id: a.id.clone(),
+                    region: region.into(),
+                    start: Utc.timestamp_millis_opt(start).single().unwrap_or_default(),
+                    end: Utc
+                        .timestamp_millis_opt(start + minutes * 60_000)
+                        .single()
+                        .unwrap_or_default(),
+                    description: what.into(),
+                    principal_arn: principal,
+                    source_ip: ip,
+                    user_agent: ua,
+                    instance_type: itype,
+                },
+                account: ai,
+                lambda_factor: factor,
+                seed,
+            });
+        }
+    }
+    plans
+}
+
+/// Events of one account, grouped by (region, hour).
+struct Sink {
+    files: std::collections::BTreeMap<(usize, i64), Vec<(i64, Value)>>,
+}
+
+impl Sink {
+    fn push(&mut self, region: usize, t: i64, v: Value) {
+        self.files
+            .entry((region, t.div_euclid(HOUR_MS)))
+            .or_default()
+            .push((t, v));
+    }
+}
+
+fn region_index(r: &str) -> usize {
+    REGIONS.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+fn instance_items(rng: &mut ChaCha8Rng, n: u64, itype: &str) -> Value {
+    let items: Vec<Value> = (0..n)
+        .map(|_| json!({"instanceId": format!("i-{:017x}", rng.random::<u64>() >> 4), "imageId": "ami-0abcdef1234567890", "instanceType": itype, "instanceState": {"code": 0, "name": "pending"}, "privateIpAddress": format!("10.0.{}.{}", rng.random_range(0..255), rng.random_range(1..255))}))
+        .collect();
+    json!({"instancesSet": {"items": items}, "reservationId": format!("r-{:017x}", rng.random::<u64>() >> 4), "ownerId": "000000000000"})
+}
+
+/// Services that invoke Lambda functions on an account's behalf.
+const INVOKERS: [&str; 3] = [
+    "apigateway.amazonaws.com",
+    "events.amazonaws.com",
+    "sqs.amazonaws.com",
+];
+
+#[allow(clippy::too_many_arguments)] // one record's fields, in record order
+fn run_instances(
+    rng: &mut ChaCha8Rng,
+    t: i64,
+    a: &Account,
+    region: &str,
+    who: &Who,
+    ip: &str,
+    ua: &str,
+    n: u64,
+    itype: &str,
+    error: Option<(&str, &str)>,
+) -> Value {
+    let req = json!({"instancesSet": {"items": [{"imageId": "ami-0abcdef1234567890", "minCount": 1, "maxCount": n}]}, "instanceType": itype, "monitoring": {"enabled": false}, "disableApiTermination": false});
+    match error {
+        None => {
+            let resp = instance_items(rng, n, itype);
+            record(
+                rng,
+                &iso(t),
+                &a.id,
+                region,
+                who,
+                "ec2.amazonaws.com",
+                "RunInstances",
+                ip,
+                ua,
+                false,
+                req,
+                resp,
+                None,
+            )
+        }
+        Some((code, msg)) => record(
+            rng,
+            &iso(t),
+            &a.id,
+            region,
+            who,
+            "ec2.amazonaws.com",
+            "RunInstances",
+            ip,
+            ua,
+            false,
+            req,
+            Value::Null,
+            Some(json!({"errorCode": code, "errorMessage": msg})),
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one record's fields, in record order
+fn create_volume(
+    rng: &mut ChaCha8Rng,
+    t: i64,
+    a: &Account,
+    region: &str,
+    who: &Who,
+    ip: &str,
+    ua: &str,
+    size: u64,
+    vtype: &str,
+) -> Value {
+    let az = format!("{region}{}", pick(rng, &["a", "b", "c"]));
+    let mut req = json!({"size": size, "zone": az, "volumeType": vtype, "encrypted": true});
+    if vtype == "io2" {
+        req["iops"] = json!(3000 + 1000 * (size / 1000));
+    }
+    let resp = json!({"volumeId": format!("vol-{:017x}", rng.random::<u64>() >> 4), "size": size.to_string(), "zone": az, "status": "creating", "volumeType": vtype, "encrypted": true});
+    record(
+        rng,
+        &iso(t),
+        &a.id,
+        region,
+        who,
+        "ec2.amazonaws.com",
+        "CreateVolume",
+        ip,
+        ua,
+        false,
+        req,
+        resp,
+        None,
+    )
+}
+
+fn invoke(
+    rng: &mut ChaCha8Rng,
+    t: i64,
+    a: &Account,
+    region: &str,
+    function: &str,
+    who: &Who,
+    ip: &str,
+) -> Value {
+    let arn = format!("arn:aws:lambda:{region}:{}:function:{function}", a.id);
+    let extra = json!({"eventCategory": "Data", "managementEvent": false, "readOnly": false, "resources": [{"accountId": a.id, "type": "AWS::Lambda::Function", "ARN": arn}]});
+    record(
+        rng,
+        &iso(t),
+        &a.id,
+        region,
+        who,
+        "lambda.amazonaws.com",
+        "Invoke",
+        ip,
+        "aws-internal/3 aws-sdk-java/1.12.667",
+        false,
+        json!({"functionName": arn, "invocationType": "Event"}),
+        Value::Null,
+        Some(extra),
+    )
+}
+
+/// Generates one account's whole history into its sink.
+fn account_events(
+    cfg: &GenerateConfig,
+    a: &Account,
+    index: usize,
+    plans: &[&Plan],
+    rng: &mut ChaCha8Rng,
+    sink: &mut Sink,
+) {
+    let start = cfg.start.timestamp_millis();
+    let end = start + i64::from(cfg.days) * DAY_MS;
+    let scale = a.env.scale();
+    let weekend_factor = if a.env == Env::Production { 0.7 } else { 0.4 };
+    let autoscaling = Who::Role(
+        format!(
+            "arn:aws:iam::{}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
+            a.id
+        ),
+        "AutoScaling".into(),
+    );
+    let external = format!("{}", 999_900_000_000u64 + index as u64);
+    let mut w = start;
+    while w < end {
+        for (ri, region) in a.regions.iter().enumerate() {
+            let rx = region_index(region);
+            let share = if ri == 0 { 1.0 } else { 0.5 };
+            // Lambda: in the home region and the second one.
+            if ri < 2 {
+                let mut mean = rate(w, LAMBDA, scale * share, weekend_factor);
+                for p in plans {
+                    let inc = &p.incident;
+                    if inc.detector == "lambda-invoke"
+                        && inc.region == *region
+                        && p.incident.kind != IncidentKind::InvokeStorm
+                    {
+                        let (s, e) = (inc.start.timestamp_millis(), inc.end.timestamp_millis());
+                        if w >= s && w < e {
+                            mean *= p.lambda_factor.unwrap_or(1.0);
+                        }
+                    }
+                }
+                for _ in 0..poisson(rng, mean) {
+                    let t = w + rng.random_range(0..WINDOW_MS);
+                    let function = pick(rng, &a.functions).clone();
+                    let (who, ip) = if rng.random_bool(0.6) {
+                        (
+                            Who::Service(INVOKERS[rng.random_range(0..INVOKERS.len())]),
+                            "".to_string(),
+                        )
+                    } else {
+                        (
+                            Who::Role(a.roles[0].clone(), format!("{function}-session")),
+                            "lambda.amazonaws.com".to_string(),
+                        )
+                    };
+                    let ip = if ip.is_empty() {
+                        match &who {
+                            Who::Service(s) => s.to_string(),
+                            _ => ip,
+                        }
+                    } else {
+                        ip
+                    };
+                    let v = invoke(rng, t, a, region, &function, &who, &ip);
+                    sink.push(rx, t, v);
+                }
+            }
+            // EC2 launches: autoscaling mostly, CI and people sometimes.
+            for _ in 0..poisson(
+                rng,
+                rate(w, EC2_CALLS, scale.max(0.2) * share, weekend_factor),
+            ) {
+                let t = w + rng.random_range(0..WINDOW_MS);
+                let itype = *pick(
+                    rng,
+                    &[
+                        "m5.large",
+                        "m5.xlarge",
+                        "c5.xlarge",
+                        "t3.medium",
+                        "t3.large",
+                        "r5.large",
+                    ],
+                );
+                let (who, ip, ua, n) = match rng.random_range(0..10) {
+                    0..=5 => (
+                        autoscaling.clone(),
+                        "autoscaling.amazonaws.com".to_string(),
+                        "autoscaling.amazonaws.com",
+                        rng.random_range(1..4),
+                    ),
+                    6..=7 => (
+                        Who::Role(a.roles[1].clone(), "ci".into()),
+                        corp_ip(rng),
+                        CORP_UAS[2],
+                        rng.random_range(1..3),
+                    ),
+                    _ => (
+                        Who::Sso(pick(rng, &a.users).clone()),
+                        corp_ip(rng),
+                        CORP_UAS[1],
+                        1,
+                    ),
+                };
+                let err = rng.random_bool(0.03).then_some((
+                    "Client.UnauthorizedOperation",
+                    "You are not authorized to perform this operation.",
+                ));
+                let v = run_instances(rng, t, a, region, &who, &ip, ua, n, itype, err);
+                sink.push(rx, t, v);
+            }
+            for _ in 0..poisson(
+                rng,
+                rate(w, EBS_CALLS, scale.max(0.2) * share, weekend_factor),
+            ) {
+                let t = w + rng.random_range(0..WINDOW_MS);
+                let who = Who::Role(
+                    a.roles[rng.random_range(0..3)].clone(),
+                    "provisioner".into(),
+                );
+                let ip = corp_ip(rng);
+                let size = *pick(rng, &[8u64, 20, 50, 100, 100, 200, 500]);
+                let vtype = *pick(rng, &["gp3", "gp3", "gp2"]);
+                let v = create_volume(rng, t, a, region, &who, &ip, CORP_UAS[2], size, vtype);
+                sink.push(rx, t, v);
+            }
+            // Noise.
+            let noise_mean = f64::from(cfg.noise_per_account_hour) / 6.0
+                * if ri == 0 {
+                    0.7
+                } else {
+                    0.3 / (a.regions.len() - 1).max(1) as f64
+                }
+                * (0.3 + 0.7 * diurnal(w) / 0.6).min(1.6);
+            for _ in 0..poisson(rng, noise_mean) {
+                let t = w + rng.random_range(0..WINDOW_MS);
+                let (src, name, ro) = *pick(rng, &NOISE);
+                let who = match rng.random_range(0..4) {
+                    0 => Who::Sso(pick(rng, &a.users).clone()),
+                    1 => Who::User(format!(
+                        "arn:aws:iam::{}:user/{}",
+                        a.id,
+                        pick(rng, &["deploy-bot", "grafana", "backup-agent"])
+                    )),
+                    _ => Who::Role(pick(rng, &a.roles).clone(), "session".into()),
+                };
+                let ip = corp_ip(rng);
+                let ua = *pick(rng, &CORP_UAS);
+                let mut extra = json!({});
+                if rng.random_bool(0.04) {
+                    extra = json!({"errorCode": "AccessDenied", "errorMessage": format!("User is not authorized to perform: {name}")});
+                }
+                if rng.random_bool(0.005) {
+                    // A cross-account call: recipient is an account outside the org.
+                    extra["recipientAccountId"] = json!(external);
+                }
+                let v = record(
+                    rng,
+                    &iso(t),
+                    &a.id,
+                    region,
+                    &who,
+                    src,
+                    name,
+                    &ip,
+                    ua,
+                    ro,
+                    json!({}),
+                    Value::Null,
+                    Some(extra),
+                );
+                sink.push(rx, t, v);
+            }
+        }
+        w += WINDOW_MS;
+    }
+    for p in plans {
+        let mut irng = ChaCha8Rng::seed_from_u64(p.seed);
+        incident_events(p, a, &mut irng, sink);
+    }
+}
+
+fn incident_events(p: &Plan, a: &Account, rng: &mut ChaCha8Rng, sink: &mut Sink) {
+    let inc = &p.incident;
+    let (s, e) = (inc.start.timestamp_millis(), inc.end.timestamp_millis());
+    let rx = region_index(&inc.region);
+    match inc.kind {
+        IncidentKind::Cryptomining => {
+            let who = Who::User(inc.principal_arn.clone().unwrap_or_default());
+            let ip = inc.source_ip.clone().unwrap_or_default();
+            let ua = inc.user_agent.clone().unwrap_or_default();
+            let itype = inc.instance_type.clone().unwrap_or_default();
+            // Reconnaissance seconds before, in the same window.
+            for (k, name) in [
+                "DescribeRegions",
+                "DescribeInstanceTypeOfferings",
+                "DescribeImages",
+            ]
+            .iter()
+            .enumerate()
+            {
+                let v = record(
+                    rng,
+                    &iso(s - 30_000 + k as i64 * 5000),
+                    &a.id,
+                    &inc.region,
+                    &who,
+                    "ec2.amazonaws.com",
+                    name,
+                    &ip,
+                    &ua,
+                    true,
+                    json!({}),
+                    Value::Null,
+                    None,
+                );
+                sink.push(rx, s - 30_000 + k as i64 * 5000, v);
+            }
+            let total: u64 = rng.random_range(20..61);
+            let mut launched = 0;
+            let mut t = s;
+            while launched < total && t < e {
+                let n = rng.random_range(5..16).min(total - launched);
+                let v = run_instances(rng, t, a, &inc.region, &who, &ip, &ua, n, &itype, None);
+                sink.push(rx, t, v);
+                launched += n;
+                if rng.random_bool(0.4) {
+                    let v = run_instances(
+                        rng,
+                        t + 2000,
+                        a,
+                        &inc.region,
+                        &who,
+                        &ip,
+                        &ua,
+                        8,
+                        &itype,
+                        Some((
+                            "Client.VcpuLimitExceeded",
+                            "You have requested more vCPU capacity than your current vCPU limit allows.",
+                        )),
+                    );
+                    sink.push(rx, t + 2000, v);
+                }
+                t += ((e - s) / 4).max(60_000);
+            }
+        }
+        IncidentKind::InvokeStorm => {
+            let factor = p.lambda_factor.unwrap_or(30.0);
+            let function = a.functions[1].clone();
+            let who = Who::Role(
+                format!("arn:aws:iam::{}:role/{function}-role", a.id),
+                function.clone(),
+            );
+            let mut w = s;
+            while w < e {
+                let extra = rate(w, LAMBDA, a.env.scale(), 1.0) * (factor - 1.0);
+                for _ in 0..poisson(rng, extra) {
+                    let t = (w + rng.random_range(0..WINDOW_MS)).min(e - 1).max(s);
+                    let v = invoke(
+                        rng,
+                        t,
+                        a,
+                        &inc.region,
+                        &function,
+                        &who,
+                        "lambda.amazonaws.com",
+                    );
+                    sink.push(rx, t, v);
+                }
+                w += WINDOW_MS;
+            }
+        }
+        IncidentKind::EbsSpike => {
+            let who = Who::Role(
+                inc.principal_arn.clone().unwrap_or_default(),
+                "bulk-restore".into(),
+            );
+            let n = rng.random_range(12..25);
+            for _ in 0..n {
+                let t = rng.random_range(s..e);
+                let size = rng.random_range(1000..16000);
+                let vtype = *pick(rng, &["io2", "gp3"]);
+                let ip = corp_ip(rng);
+                let v = create_volume(rng, t, a, &inc.region, &who, &ip, CORP_UAS[4], size, vtype);
+                sink.push(rx, t, v);
+            }
+        }
+        // Shaped through the baseline rates.
+        IncidentKind::DropToZero | IncidentKind::NightRise => {}
+    }
+}
+
+fn file_name(rng: &mut ChaCha8Rng, account: &str, region: &str, hour_ms: i64) -> (PathBuf, String) {
+    let t = Utc
+        .timestamp_millis_opt(hour_ms)
+        .single()
+        .unwrap_or_default();
+    let suffix: String = (0..16)
+        .map(|_| {
+            char::from(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                    [rng.random_range(0..62)],
+            )
+        })
+        .collect();
+    let dir = PathBuf::from(format!("{:04}/{:02}/{:02}", t.year(), t.month(), t.day()));
+    (
+        dir,
+        format!(
+            "{account}_CloudTrail_{region}_{:04}{:02}{:02}T{:02}{:02}Z_{suffix}.json.gz",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+    )
+}
+
+/// Writes one account's files; returns (events, files, bytes).
+fn write_account(
+    out: &Path,
+    org_id: &str,
+    a: &Account,
+    sink: Sink,
+    rng: &mut ChaCha8Rng,
+) -> Result<(u64, u64, u64), GenerateError> {
+    let (mut events, mut files, mut bytes) = (0, 0, 0);
+    let mut buf = Vec::with_capacity(1 << 20);
+    for ((rx, hour), mut recs) in sink.files {
+        recs.sort_by_key(|(t, _)| *t);
+        let region = REGIONS[rx];
+        let (dir, name) = file_name(rng, &a.id, region, hour * HOUR_MS);
+        let dir = out
+            .join("trail/AWSLogs")
+            .join(org_id)
+            .join(&a.id)
+            .join("CloudTrail")
+            .join(region)
+            .join(dir);
+        std::fs::create_dir_all(&dir).map_err(|e| GenerateError::io(&dir, e))?;
+        buf.clear();
+        buf.extend_from_slice(b"{\"Records\":[");
+        for (i, (_, v)) in recs.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            serde_json::to_writer(&mut buf, v).map_err(|e| GenerateError::io(&dir, e))?;
+        }
+        buf.extend_from_slice(b"]}");
+        let path = dir.join(name);
+        let f = std::fs::File::create(&path).map_err(|e| GenerateError::io(&path, e))?;
+        let mut gz =
+            flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast());
+        gz.write_all(&buf)
+            .map_err(|e| GenerateError::io(&path, e))?;
+        let mut w = gz.finish().map_err(|e| GenerateError::io(&path, e))?;
+        w.flush().map_err(|e| GenerateError::io(&path, e))?;
+        bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        events += recs.len() as u64;
+        files += 1;
+    }
+    Ok((events, files, bytes))
+}
+
+/// Writes a whole organization under `out_dir`: `trail/`, `org.json` and
+/// `labels.json`.
+pub fn generate(config: &GenerateConfig, out_dir: &Path) -> Result<GenerateSummary, GenerateError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let (org_id, accounts) = org::build(&mut rng, config.accounts);
+    let plans = plan_incidents(config, &accounts, &mut rng);
+    std::fs::create_dir_all(out_dir).map_err(|e| GenerateError::io(out_dir, e))?;
+    let snap = org::snapshot_json(&org_id, &accounts).map_err(|e| GenerateError::io(out_dir, e))?;
+    let org_path = out_dir.join("org.json");
+    std::fs::write(&org_path, snap).map_err(|e| GenerateError::io(&org_path, e))?;
+
+    let active: Vec<usize> = (0..accounts.len())
+        .filter(|i| accounts[*i].status == "ACTIVE")
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(active.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<(u64, u64, u64), GenerateError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = active.get(k) else { return mine };
+                        let a = &accounts[i];
+                        let mut arng = ChaCha8Rng::seed_from_u64(
+                            config
+                                .seed
+                                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                                .wrapping_add(i as u64 + 1),
+                        );
+                        let mine_plans: Vec<&Plan> =
+                            plans.iter().filter(|p| p.account == i).collect();
+                        let mut sink = Sink {
+                            files: Default::default(),
+                        };
+                        account_events(config, a, i, &mine_plans, &mut arng, &mut sink);
+                        mine.push(write_account(out_dir, &org_id, a, sink, &mut arng));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut summary = GenerateSummary {
+        incidents: plans.len(),
+        accounts: accounts.len(),
+        ..Default::default()
+    };
+    for r in results {
+        let (e, f, b) = r?;
+        summary.events += e;
+        summary.files += f;
+        summary.bytes_compressed += b;
+    }
+    let labels = Labels {
+        seed: config.seed,
+        start: config.start,
+        end: config.start + Duration::days(i64::from(config.days)),
+        interval_seconds: 600,
+        incidents: plans.into_iter().map(|p| p.incident).collect(),
+    };
+    let labels_path = out_dir.join("labels.json");
+    let text =
+        serde_json::to_string_pretty(&labels).map_err(|e| GenerateError::io(&labels_path, e))?;
+    std::fs::write(&labels_path, text).map_err(|e| GenerateError::io(&labels_path, e))?;
+    Ok(summary)
+}

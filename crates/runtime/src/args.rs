@@ -1,0 +1,42 @@
+//! Flags every service binary shares. Each has a `TRAILHOUND_*` variable.
+
+use std::path::PathBuf;
+
+use crate::telemetry::TelemetryOptions;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct CommonArgs {
+    /// TOML configuration file; each service reads its own [section].
+    #[arg(long, env = "TRAILHOUND_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Directory for embedded stores (caches, anomalies, checkpoints,
+    /// dead letters).
+    #[arg(
+        long,
+        env = "TRAILHOUND_DATA_DIR",
+        default_value = "trailhound-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Log filter, e.g. info or trailhound_detect=debug.
+    #[arg(long, env = "TRAILHOUND_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// Log JSON lines instead of text.
+    #[arg(long, env = "TRAILHOUND_LOG_JSON", global = true)]
+    pub log_json: bool,
+    /// Export traces over OTLP/gRPC to this endpoint (off when unset;
+    /// OTEL_EXPORTER_OTLP_ENDPOINT is honoured too).
+    #[arg(long, env = "TRAILHOUND_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl CommonArgs {
+    pub fn telemetry(&self, service_name: &str) -> TelemetryOptions {
+        TelemetryOptions {
+            service_name: service_name.to_string(),
+            log_filter: self.log.clone(),
+            json_logs: self.log_json,
+            otlp_endpoint: self.otlp_endpoint.clone(),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The runtime every trailhound service shares, written once: configuration
+//! loading, telemetry and W3C trace propagation, the gRPC server bootstrap
+//! (health, reflection, timeouts, concurrency limits, graceful shutdown) and
+//! client channels that carry trace context.
+//!
+//! Services own their logic; how they are configured, observed, served and
+//! stopped is decided here so that all six behave the same.
+
+pub mod args;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod metrics;
+pub mod server;
+pub mod shutdown;
+pub mod stats;
+pub mod status;
+pub mod telemetry;
+
+pub use args::CommonArgs;
+pub use client::{TracedChannel, connect};
+pub use config::{ConfigError, load_section};
+pub use control::{RecoverError, RecoverHandle};
+pub use server::{ServerOptions, serve};
+pub use shutdown::shutdown_on_signal;
+pub use stats::StatsHandle;
+pub use telemetry::{TelemetryGuard, TelemetryOptions};

@@ -1,0 +1,138 @@
+//! The one way every trailhound server starts and stops: a bound listener
+//! and a cancellation token come in; gRPC health and reflection (v1 and
+//! v1alpha, for grpcurl 1.8) are always on; requests run in a span parented
+//! on the caller's trace; a timeout and a concurrency limit protect the
+//! process; on cancel the health status turns NOT_SERVING and in-flight
+//! requests drain. Plain HTTP shares the port: `/metrics` when the service
+//! hands in its stats, and any routes the service adds (health's dashboard).
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::control::{Control, RecoverHandle};
+use crate::stats::StatsHandle;
+
+/// Limits applied to every request.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Longest a unary call or a stream's setup may take.
+    pub request_timeout: Duration,
+    /// Requests in flight per connection.
+    pub concurrency_limit: usize,
+    /// The service's figures: when set, `GET /metrics` on the same port
+    /// serves them as Prometheus text and OpenTelemetry instruments read
+    /// them at each export.
+    pub stats: Option<StatsHandle>,
+    /// The service's recovery actions, run through ControlService/Recover.
+    pub recover: Option<RecoverHandle>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(300),
+            concurrency_limit: 256,
+            stats: None,
+            recover: None,
+        }
+    }
+}
+
+/// Serves `routes` plus health and reflection on `listener` until `shutdown`
+/// is cancelled. `names` are the fully qualified gRPC service names reported
+/// SERVING (and the empty name, meaning the whole server).
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    names: &[&str],
+    options: ServerOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    for name in names {
+        reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(trailhound_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(trailhound_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let control =
+        trailhound_proto::common::v1::control_service_server::ControlServiceServer::new(Control {
+            reporter: reporter.clone(),
+            names: names.iter().map(|s| s.to_string()).collect(),
+            recover: options.recover.clone(),
+        });
+
+    let mut routes = routes.into_axum_router();
+    routes = Routes::from(routes)
+        .add_service(health)
+        .add_service(control)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .into_axum_router();
+
+    if let Some(stats) = options.stats.clone() {
+        crate::metrics::register_otel(stats.clone());
+        routes = routes.route(
+            "/metrics",
+            axum::routing::get(move || {
+                let stats = stats.clone();
+                async move {
+                    (
+                        [(http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+                        crate::metrics::render(&[stats.get()]),
+                    )
+                }
+            }),
+        );
+    }
+
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let stop = shutdown.clone();
+    let drain = async move {
+        stop.cancelled().await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for name in &names {
+            reporter
+                .set_service_status(name.as_str(), ServingStatus::NotServing)
+                .await;
+        }
+        tracing::info!(%addr, "draining");
+    };
+    tracing::info!(%addr, "serving");
+    Server::builder()
+        // HTTP/1.1 too, for Prometheus scrapes and browsers on the same port.
+        .accept_http1(true)
+        .timeout(options.request_timeout)
+        .concurrency_limit_per_connection(options.concurrency_limit)
+        .trace_fn(crate::telemetry::server_span)
+        .add_routes(Routes::from(routes))
+        // Accepted sockets need NODELAY set here: the server's own
+        // `tcp_nodelay` only applies to listeners it binds. Without it,
+        // Nagle and delayed ACKs stall each response by ~40 ms.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            drain,
+        )
+        .await?;
+    tracing::info!(%addr, "stopped");
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! Fixtures for trailhound's tests.
+//!
+//! [`Emulator`] is a local AWS emulator (moto's server mode) that tests
+//! point real AWS SDK clients at. By default it runs as a local process
+//! from the virtualenv `scripts/test-tools.sh` installs; with
+//! `TRAILHOUND_TEST_CONTAINERS=1` and a Docker engine it runs as a
+//! container through testcontainers (image from `TRAILHOUND_MOTO_IMAGE`,
+//! default `trailhound/moto:local`, which `scripts/moto-image.sh` builds
+//! offline; any moto image that takes `-H HOST -p PORT` arguments works). Both paths give the same fixture:
+//! an endpoint and the matching [`AwsConfig`]. Each test gets its own
+//! emulator on a free loopback port, so tests never share state.
+//!
+//! [`FaultProxy`] goes between a client and the emulator to inject the
+//! failures moto never produces: throttling, 5xx, access denied.
+
+#![allow(clippy::expect_used)] // fixtures fail a test loudly, by design
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testcontainers::core::WaitFor;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage};
+use trailhound_aws::AwsConfig;
+
+pub mod fault;
+pub mod osmem;
+pub use fault::{FaultProxy, FaultRule};
+pub use osmem::Osmem;
+
+/// The region every emulator test uses.
+pub const REGION: &str = "us-east-1";
+
+/// A free port on 127.0.0.1 (bound and released; the race with another
+/// process taking it is accepted in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// The repository root (this crate is crates/testkit).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+enum Running {
+    Process(Child),
+    /// Held so the container lives as long as the fixture; its drop
+    /// removes it.
+    Container(#[allow(dead_code)] Box<ContainerAsync<GenericImage>>),
+}
+
+/// A running AWS emulator; stopped on drop.
+pub struct Emulator {
+    endpoint: String,
+    running: Running,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+fn moto_server() -> PathBuf {
+    if let Ok(p) = std::env::var("TRAILHOUND_MOTO") {
+        return PathBuf::from(p);
+    }
+    let local = repo_root().join(".cache/venv/bin/moto_server");
+    if local.exists() {
+        return local;
+    }
+    panic!(
+        "moto_server not found: run scripts/test-tools.sh (it installs moto[server] into .cache/venv), or set TRAILHOUND_MOTO"
+    );
+}
+
+async fn wait_for(endpoint: &str, what: &str) {
+    let addr = endpoint.trim_start_matches("http://").to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not listening on {addr} after 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Emulator {
+    /// Starts an emulator: a container when `TRAILHOUND_TEST_CONTAINERS=1`,
+    /// else a local moto_server process.
+    pub async fn start() -> Emulator {
+        if std::env::var("TRAILHOUND_TEST_CONTAINERS").as_deref() == Ok("1") {
+            return Self::start_container().await;
+        }
+        let port = free_port();
+        let child = Command::new(moto_server())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("failed to start moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let e = Emulator {
+            endpoint,
+            running: Running::Process(child),
+        };
+        wait_for(&e.endpoint, "moto_server").await;
+        e
+    }
+
+    /// The container shares the host's network and listens on a free
+    /// loopback port, exactly like the process: SNS's HTTP deliveries to
+    /// a test's listener on 127.0.0.1 reach it, and endpoints look alike.
+    async fn start_container() -> Emulator {
+        use testcontainers::ImageExt;
+        let image = std::env::var("TRAILHOUND_MOTO_IMAGE")
+            .unwrap_or_else(|_| "trailhound/moto:local".to_string());
+        let (name, tag) = image.rsplit_once(':').unwrap_or((image.as_str(), "latest"));
+        let port = free_port();
+        let container = GenericImage::new(name, tag)
+            .with_wait_for(WaitFor::seconds(1))
+            .with_network("host")
+            .with_cmd(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .start()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "failed to start emulator container {image}: {e} (build it with scripts/moto-image.sh, or set TRAILHOUND_MOTO_IMAGE)"
+                )
+            });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        wait_for(&endpoint, "emulator container").await;
+        Emulator {
+            endpoint,
+            running: Running::Container(Box::new(container)),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The `[aws]` configuration that points every client at this
+    /// emulator, with emulator credentials and quick retries.
+    pub fn aws_config(&self) -> AwsConfig {
+        AwsConfig {
+            region: Some(REGION.into()),
+            endpoint_url: Some(self.endpoint.clone()),
+            emulator: true,
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(20),
+            operation_timeout: Duration::from_secs(20),
+            ..AwsConfig::default()
+        }
+    }
+
+    /// Environment for a child process (the real `trailhound` binary)
+    /// that should reach this emulator through its `[aws]` settings.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_REGION".into(), REGION.into()),
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Running::Process(child) = &mut self.running {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // A container is removed by its own drop.
+    }
+}

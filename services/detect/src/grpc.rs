@@ -1,0 +1,447 @@
+//! The gRPC face of detect: decode, call [`Detect`], map errors in one
+//! place.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use trailhound_core::convert::{
+    InvalidField, account_from_pb, anomaly_to_pb, detector_from_pb, detector_to_pb, event_from_pb,
+    timestamp_ms,
+};
+use trailhound_core::{EnrichedEvent, Environment};
+use trailhound_proto::common::v1 as common;
+use trailhound_proto::detect::v1 as pb;
+use trailhound_proto::detect::v1::detect_service_server::DetectService;
+use trailhound_proto::time::to_millis;
+use trailhound_runtime::status;
+
+use crate::service::{Detect, DetectError};
+use crate::store::AnomalyFilter;
+
+fn to_status(e: DetectError) -> Status {
+    match e {
+        DetectError::NotFound(n) => Status::not_found(format!("detector {n} not found")),
+        DetectError::AlreadyExists(n) => {
+            Status::already_exists(format!("detector {n} already exists"))
+        }
+        DetectError::InvalidDetector(reason) => status::invalid("detector", &reason),
+        DetectError::Backend { message, retryable } => {
+            tracing::warn!(error = %message, "OpenSearch backend failed");
+            if retryable {
+                Status::unavailable(message)
+            } else {
+                Status::failed_precondition(message)
+            }
+        }
+        e @ (DetectError::Store(_) | DetectError::Internal(_)) => {
+            tracing::error!(error = %e, "detect failed");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+fn invalid(e: InvalidField) -> Status {
+    status::invalid(&e.field, &e.reason)
+}
+
+pub struct DetectGrpc {
+    detect: Arc<Detect>,
+}
+
+impl DetectGrpc {
+    pub fn new(detect: Arc<Detect>) -> Self {
+        Self { detect }
+    }
+}
+
+fn decode_events(req: pb::ObserveRequest) -> Result<Vec<EnrichedEvent>, Status> {
+    req.events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let event = e
+                .event
+                .ok_or_else(|| status::invalid(&format!("events[{i}].event"), "missing"))
+                .and_then(|ev| {
+                    event_from_pb(ev).map_err(|e| {
+                        status::invalid(&format!("events[{i}].{}", e.field), &e.reason)
+                    })
+                })?;
+            let account = e.account.map(account_from_pb).unwrap_or_else(|| {
+                trailhound_core::AccountMetadata::external(&event.recipient_account_id)
+            });
+            Ok(EnrichedEvent {
+                event,
+                account: Arc::new(account),
+            })
+        })
+        .collect()
+}
+
+const MAX_PAGE: u32 = 1000;
+
+type AnomalyStream = Pin<Box<dyn Stream<Item = Result<common::Anomaly, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DetectService for DetectGrpc {
+    async fn observe(
+        &self,
+        req: Request<pb::ObserveRequest>,
+    ) -> Result<Response<pb::ObserveResponse>, Status> {
+        let events = decode_events(req.into_inner())?;
+        if self.detect.opensearch().is_some() {
+            let o = self.detect.accept(events).await.map_err(to_status)?;
+            return Ok(Response::new(pb::ObserveResponse {
+                accepted: o.accepted,
+                late: 0,
+                anomalies: 0,
+            }));
+        }
+        let detect = self.detect.clone();
+        let span = tracing::Span::current();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _g = span.enter();
+            detect.observe(&events)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("detection task failed: {e}")))?
+        .map_err(to_status)?;
+        self.detect.forward(&outcome.anomalies).await;
+        Ok(Response::new(pb::ObserveResponse {
+            accepted: outcome.accepted,
+            late: outcome.late,
+            anomalies: outcome.anomalies.len() as u32,
+        }))
+    }
+
+    async fn flush(
+        &self,
+        _req: Request<pb::FlushRequest>,
+    ) -> Result<Response<pb::FlushResponse>, Status> {
+        let detect = self.detect.clone();
+        let anomalies = tokio::task::spawn_blocking(move || detect.flush())
+            .await
+            .map_err(|e| Status::internal(format!("flush task failed: {e}")))?
+            .map_err(to_status)?;
+        self.detect.forward(&anomalies).await;
+        Ok(Response::new(pb::FlushResponse {
+            anomalies: anomalies.iter().map(anomaly_to_pb).collect(),
+        }))
+    }
+
+    async fn list_anomalies(
+        &self,
+        req: Request<pb::ListAnomaliesRequest>,
+    ) -> Result<Response<pb::ListAnomaliesResponse>, Status> {
+        let r = req.into_inner();
+        let environment = if r.environment.is_empty() {
+            None
+        } else {
+            Some(
+                r.environment
+                    .parse::<Environment>()
+                    .map_err(|e| status::invalid("environment", &e))?,
+            )
+        };
+        if !r.account_id.is_empty() && !trailhound_core::is_account_id(&r.account_id) {
+            return Err(status::invalid("account_id", "must be 12 digits"));
+        }
+        if !(0.0..=1.0).contains(&r.min_grade) {
+            return Err(status::invalid("min_grade", "must be within 0..1"));
+        }
+        if r.page_size > MAX_PAGE {
+            return Err(status::invalid(
+                "page_size",
+                &format!("must be at most {MAX_PAGE}"),
+            ));
+        }
+        let filter = AnomalyFilter {
+            account_id: r.account_id,
+            environment,
+            ou: r.ou,
+            detector: r.detector,
+            service: r.service,
+            region: r.region,
+            start_ms: r.start_time.as_ref().map(to_millis),
+            end_ms: r.end_time.as_ref().map(to_millis),
+            min_grade: r.min_grade,
+        };
+        let page_size = if r.page_size == 0 {
+            100
+        } else {
+            r.page_size as usize
+        };
+        let token = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        if let Some(t) = token
+            && !t.contains('|')
+        {
+            return Err(status::invalid(
+                "page_token",
+                "not a token from a previous response",
+            ));
+        }
+        let (anomalies, next) = self
+            .detect
+            .list_any(&filter, page_size, token)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListAnomaliesResponse {
+            anomalies: anomalies.iter().map(anomaly_to_pb).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_anomaly(
+        &self,
+        req: Request<pb::GetAnomalyRequest>,
+    ) -> Result<Response<common::Anomaly>, Status> {
+        let id = req.into_inner().id;
+        if id.is_empty() {
+            return Err(status::invalid("id", "must not be empty"));
+        }
+        match self.detect.get(&id).map_err(to_status)? {
+            Some(a) => Ok(Response::new(anomaly_to_pb(&a))),
+            None => Err(Status::not_found(format!("anomaly {id} not found"))),
+        }
+    }
+
+    type WatchAnomaliesStream = AnomalyStream;
+
+    async fn watch_anomalies(
+        &self,
+        req: Request<pb::WatchAnomaliesRequest>,
+    ) -> Result<Response<Self::WatchAnomaliesStream>, Status> {
+        let r = req.into_inner();
+        if !(0.0..=1.0).contains(&r.min_grade) {
+            return Err(status::invalid("min_grade", "must be within 0..1"));
+        }
+        // Subscribe before reading the store so nothing falls in between.
+        let mut live = self.detect.subscribe();
+        let backlog = match &r.since {
+            Some(since) => self
+                .detect
+                .detected_since(to_millis(since))
+                .map_err(to_status)?,
+            None => Vec::new(),
+        };
+        let wanted = move |a: &trailhound_core::Anomaly| {
+            (r.account_id.is_empty() || a.account_id == r.account_id)
+                && (r.detector.is_empty() || a.detector == r.detector)
+                && a.grade >= r.min_grade
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut sent = std::collections::HashSet::new();
+            for a in backlog.iter().filter(|a| wanted(a)) {
+                sent.insert(a.id.clone());
+                if tx.send(Ok(anomaly_to_pb(a))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match live.recv().await {
+                    Ok(a) => {
+                        if !wanted(&a) || sent.contains(&a.id) {
+                            continue;
+                        }
+                        if tx.send(Ok(anomaly_to_pb(&a))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            skipped = n,
+                            "watcher fell behind; anomalies skipped (they are in ListAnomalies)"
+                        );
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_usage_series(
+        &self,
+        req: Request<pb::GetUsageSeriesRequest>,
+    ) -> Result<Response<pb::GetUsageSeriesResponse>, Status> {
+        let r = req.into_inner();
+        if r.detector.is_empty() {
+            return Err(status::invalid("detector", "must not be empty"));
+        }
+        if !trailhound_core::is_account_id(&r.account_id) {
+            return Err(status::invalid("account_id", "must be 12 digits"));
+        }
+        let spec = self
+            .detect
+            .detector(&r.detector)
+            .ok_or_else(|| Status::not_found(format!("detector {} not found", r.detector)))?;
+        let mut parts = Vec::new();
+        let mut entity = Vec::new();
+        for f in &spec.category_fields {
+            let v = match f.as_str() {
+                "recipientAccountId" => r.account_id.clone(),
+                "awsRegion" => {
+                    if r.region.is_empty() {
+                        return Err(status::invalid(
+                            "region",
+                            "this detector is per region: name one",
+                        ));
+                    }
+                    r.region.clone()
+                }
+                other => {
+                    return Err(status::invalid(
+                        "detector",
+                        &format!("series by {other} are not addressable through this call"),
+                    ));
+                }
+            };
+            entity.push(common::EntityValue {
+                field: f.to_string(),
+                value: v.clone(),
+            });
+            parts.push(v);
+        }
+        let key = parts.join("/");
+        let end = match r.end_time.as_ref() {
+            Some(t) => to_millis(t),
+            None => self
+                .detect
+                .series_latest_any(&r.detector, &key)
+                .await
+                .map_err(to_status)?
+                .map(|ms| ms + spec.interval_ms())
+                .unwrap_or_else(|| Utc::now().timestamp_millis()),
+        };
+        let start = r
+            .start_time
+            .as_ref()
+            .map(to_millis)
+            .unwrap_or(end - 14 * 86_400_000);
+        if start >= end {
+            return Err(status::invalid("start_time", "must be before end_time"));
+        }
+        let points = self
+            .detect
+            .series_any(&r.detector, &key, start, end)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GetUsageSeriesResponse {
+            detector: r.detector,
+            entity,
+            points: points
+                .into_iter()
+                .map(|p| pb::SeriesPoint {
+                    window_start: Some(timestamp_ms(p.window_start_ms)),
+                    actual: p.actual,
+                    expected: p.expected,
+                    lower: p.lower,
+                    upper: p.upper,
+                    grade: p.grade,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_detectors(
+        &self,
+        _req: Request<pb::ListDetectorsRequest>,
+    ) -> Result<Response<pb::ListDetectorsResponse>, Status> {
+        Ok(Response::new(pb::ListDetectorsResponse {
+            detectors: self.detect.detectors().iter().map(detector_to_pb).collect(),
+        }))
+    }
+
+    async fn get_detector(
+        &self,
+        req: Request<pb::DetectorRef>,
+    ) -> Result<Response<common::Detector>, Status> {
+        let name = req.into_inner().name;
+        self.detect
+            .detector(&name)
+            .map(|d| Response::new(detector_to_pb(&d)))
+            .ok_or_else(|| Status::not_found(format!("detector {name} not found")))
+    }
+
+    async fn create_detector(
+        &self,
+        req: Request<common::Detector>,
+    ) -> Result<Response<common::Detector>, Status> {
+        let spec = detector_from_pb(req.into_inner()).map_err(invalid)?;
+        let d = self.detect.create_detector(spec).map_err(to_status)?;
+        Ok(Response::new(detector_to_pb(&d)))
+    }
+
+    async fn update_detector(
+        &self,
+        req: Request<common::Detector>,
+    ) -> Result<Response<common::Detector>, Status> {
+        let spec = detector_from_pb(req.into_inner()).map_err(invalid)?;
+        let d = self.detect.update_detector(spec).map_err(to_status)?;
+        Ok(Response::new(detector_to_pb(&d)))
+    }
+
+    async fn delete_detector(
+        &self,
+        req: Request<pb::DetectorRef>,
+    ) -> Result<Response<pb::DeleteDetectorResponse>, Status> {
+        self.detect
+            .delete_detector(&req.into_inner().name)
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeleteDetectorResponse {}))
+    }
+
+    async fn start_detector(
+        &self,
+        req: Request<pb::DetectorRef>,
+    ) -> Result<Response<common::Detector>, Status> {
+        let d = self
+            .detect
+            .set_enabled(&req.into_inner().name, true)
+            .map_err(to_status)?;
+        Ok(Response::new(detector_to_pb(&d)))
+    }
+
+    async fn stop_detector(
+        &self,
+        req: Request<pb::DetectorRef>,
+    ) -> Result<Response<common::Detector>, Status> {
+        let d = self
+            .detect
+            .set_enabled(&req.into_inner().name, false)
+            .map_err(to_status)?;
+        Ok(Response::new(detector_to_pb(&d)))
+    }
+
+    async fn get_stats(
+        &self,
+        _req: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::DetectStats>, Status> {
+        let (s, entities, watermark) = self.detect.stats();
+        let lag = if watermark == i64::MIN {
+            0.0
+        } else {
+            (Utc::now().timestamp_millis() - watermark) as f64 / 1000.0
+        };
+        Ok(Response::new(pb::DetectStats {
+            events: s.events,
+            late_events: s.late_events,
+            windows_closed: s.windows_closed,
+            anomalies: s.anomalies,
+            entities: entities as u64,
+            watermark_lag_seconds: lag,
+        }))
+    }
+
+    async fn stats(
+        &self,
+        _req: Request<common::StatsRequest>,
+    ) -> Result<Response<common::ServiceStats>, Status> {
+        Ok(Response::new(self.detect.service_stats()))
+    }
+}

@@ -1,0 +1,346 @@
+//! The embedded store: anomalies, per-entity usage series, detector
+//! definitions and engine checkpoints in one redb file, so a restart keeps
+//! what was found and does not re-learn from zero.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use trailhound_core::{Anomaly, DetectorSpec};
+
+use crate::engine::{Checkpoint, WindowResult};
+
+const ANOMALIES: TableDefinition<&str, &[u8]> = TableDefinition::new("anomalies");
+/// "{window_start_ms:020}|{id}" → (), for newest-first listing.
+const BY_TIME: TableDefinition<&str, ()> = TableDefinition::new("anomalies_by_time");
+/// "{detector}\u{1f}{entity}\u{1f}{window_start_ms:020}" → SeriesPoint.
+const SERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("series");
+const DETECTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("detectors");
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+
+#[derive(Debug, thiserror::Error)]
+#[error("detect store {path}: {message}")]
+pub struct StoreError {
+    pub path: String,
+    pub message: String,
+}
+
+/// One stored point of a usage series (first feature).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    pub window_start_ms: i64,
+    pub actual: f64,
+    pub expected: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub grade: f64,
+}
+
+/// Filters for listing anomalies; empty fields match everything.
+#[derive(Clone, Debug, Default)]
+pub struct AnomalyFilter {
+    pub account_id: String,
+    pub environment: Option<trailhound_core::Environment>,
+    pub ou: String,
+    pub detector: String,
+    pub service: String,
+    pub region: String,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub min_grade: f64,
+}
+
+impl AnomalyFilter {
+    pub fn matches(&self, a: &Anomaly) -> bool {
+        (self.account_id.is_empty() || a.account_id == self.account_id)
+            && self.environment.is_none_or(|e| a.environment == e)
+            && (self.ou.is_empty() || a.ou_path.iter().any(|o| o.eq_ignore_ascii_case(&self.ou)))
+            && (self.detector.is_empty() || a.detector == self.detector)
+            && (self.service.is_empty() || a.service.eq_ignore_ascii_case(&self.service))
+            && (self.region.is_empty() || a.region == self.region)
+            && self
+                .start_ms
+                .is_none_or(|s| a.window_start.timestamp_millis() >= s)
+            && self
+                .end_ms
+                .is_none_or(|e| a.window_start.timestamp_millis() < e)
+            && a.grade >= self.min_grade
+    }
+}
+
+#[derive(Clone)]
+pub struct DetectStore {
+    db: Arc<Database>,
+    path: String,
+}
+
+impl std::fmt::Debug for DetectStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DetectStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn time_key(ms: i64, id: &str) -> String {
+    // Offset so that negative times still sort correctly as text.
+    format!("{:020}|{id}", (ms as i128 + (1i128 << 62)) as u128)
+}
+
+fn series_key(detector: &str, entity: &str, ms: i64) -> String {
+    format!(
+        "{detector}\u{1f}{entity}\u{1f}{:020}",
+        (ms as i128 + (1i128 << 62)) as u128
+    )
+}
+
+impl DetectStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let p = path.display().to_string();
+        let err = |e: &dyn std::fmt::Display| StoreError {
+            path: p.clone(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+        }
+        let db = Database::create(path).map_err(|e| err(&e))?;
+        let w = db.begin_write().map_err(|e| err(&e))?;
+        for t in [ANOMALIES, SERIES, DETECTORS, STATE] {
+            w.open_table(t).map_err(|e| err(&e))?;
+        }
+        w.open_table(BY_TIME).map_err(|e| err(&e))?;
+        w.commit().map_err(|e| err(&e))?;
+        Ok(Self {
+            db: Arc::new(db),
+            path: p,
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Persists closed windows: their series points and any anomalies, in
+    /// one transaction.
+    pub fn record(&self, results: &[WindowResult]) -> Result<(), StoreError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.db.begin_write().map_err(|e| self.err(e))?;
+        // Nearly every batch closes windows, and an fsync per batch would
+        // bound detect by the disk's sync latency. These commits reach the
+        // disk with the next durable one (the periodic checkpoint, a flush):
+        // a crash loses what came after the last checkpoint, and the engine
+        // resumes from that same checkpoint, so store and engine agree.
+        w.set_durability(redb::Durability::Eventual);
+        {
+            let mut series = w.open_table(SERIES).map_err(|e| self.err(e))?;
+            let mut anomalies = w.open_table(ANOMALIES).map_err(|e| self.err(e))?;
+            let mut by_time = w.open_table(BY_TIME).map_err(|e| self.err(e))?;
+            for r in results {
+                let p = SeriesPoint {
+                    window_start_ms: r.window_start_ms,
+                    actual: r.actual.first().copied().unwrap_or(0.0),
+                    expected: r.expected.first().copied().unwrap_or(0.0),
+                    lower: r.lower.first().copied().unwrap_or(0.0),
+                    upper: r.upper.first().copied().unwrap_or(0.0),
+                    grade: r.grade,
+                };
+                let bytes = postcard::to_stdvec(&p).map_err(|e| self.err(e))?;
+                series
+                    .insert(
+                        series_key(&r.detector, &r.entity_key, r.window_start_ms).as_str(),
+                        bytes.as_slice(),
+                    )
+                    .map_err(|e| self.err(e))?;
+                if let Some(a) = &r.anomaly {
+                    let json = serde_json::to_vec(a).map_err(|e| self.err(e))?;
+                    anomalies
+                        .insert(a.id.as_str(), json.as_slice())
+                        .map_err(|e| self.err(e))?;
+                    by_time
+                        .insert(
+                            time_key(a.window_start.timestamp_millis(), &a.id).as_str(),
+                            (),
+                        )
+                        .map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        w.commit().map_err(|e| self.err(e))
+    }
+
+    pub fn anomaly(&self, id: &str) -> Result<Option<Anomaly>, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(ANOMALIES).map_err(|e| self.err(e))?;
+        match t.get(id).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| self.err(e)),
+        }
+    }
+
+    /// Anomalies newest window first. `after` is the previous page's token.
+    pub fn list(
+        &self,
+        filter: &AnomalyFilter,
+        page_size: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<Anomaly>, Option<String>), StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let by_time = r.open_table(BY_TIME).map_err(|e| self.err(e))?;
+        let anomalies = r.open_table(ANOMALIES).map_err(|e| self.err(e))?;
+        let upper = match (after, filter.end_ms) {
+            (Some(tok), _) => tok.to_string(),
+            (None, Some(end)) => time_key(end, ""),
+            (None, None) => "~".to_string(),
+        };
+        let lower = filter.start_ms.map(|s| time_key(s, "")).unwrap_or_default();
+        let mut out = Vec::new();
+        let mut last_key = None;
+        for item in by_time
+            .range(lower.as_str()..upper.as_str())
+            .map_err(|e| self.err(e))?
+            .rev()
+        {
+            let (k, _) = item.map_err(|e| self.err(e))?;
+            let key = k.value().to_string();
+            let Some((_, id)) = key.split_once('|') else {
+                continue;
+            };
+            let Some(v) = anomalies.get(id).map_err(|e| self.err(e))? else {
+                continue;
+            };
+            let Ok(a) = serde_json::from_slice::<Anomaly>(v.value()) else {
+                continue;
+            };
+            if !filter.matches(&a) {
+                continue;
+            }
+            if out.len() == page_size {
+                return Ok((out, last_key));
+            }
+            last_key = Some(key);
+            out.push(a);
+        }
+        Ok((out, None))
+    }
+
+    /// Every stored anomaly detected at or after `since_ms`, oldest first.
+    pub fn detected_since(&self, since_ms: i64) -> Result<Vec<Anomaly>, StoreError> {
+        let (mut all, _) = self.list(&AnomalyFilter::default(), usize::MAX, None)?;
+        all.retain(|a| a.detected_at.timestamp_millis() >= since_ms);
+        all.reverse();
+        Ok(all)
+    }
+
+    pub fn series(
+        &self,
+        detector: &str,
+        entity: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(SERIES).map_err(|e| self.err(e))?;
+        let lo = series_key(detector, entity, start_ms);
+        let hi = series_key(detector, entity, end_ms);
+        let mut out = Vec::new();
+        for item in t.range(lo.as_str()..hi.as_str()).map_err(|e| self.err(e))? {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            if let Ok(p) = postcard::from_bytes::<SeriesPoint>(v.value()) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Start of the entity's newest stored window, if it has any.
+    pub fn series_latest(&self, detector: &str, entity: &str) -> Result<Option<i64>, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(SERIES).map_err(|e| self.err(e))?;
+        let lo = series_key(detector, entity, i64::MIN / 4);
+        let hi = series_key(detector, entity, i64::MAX / 4);
+        let last = t
+            .range(lo.as_str()..hi.as_str())
+            .map_err(|e| self.err(e))?
+            .next_back();
+        match last {
+            Some(item) => {
+                let (_, v) = item.map_err(|e| self.err(e))?;
+                Ok(postcard::from_bytes::<SeriesPoint>(v.value())
+                    .ok()
+                    .map(|p| p.window_start_ms))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Makes every earlier commit durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db
+            .begin_write()
+            .map_err(|e| self.err(e))?
+            .commit()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn save_detectors(&self, specs: &[DetectorSpec]) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = w.open_table(DETECTORS).map_err(|e| self.err(e))?;
+            t.retain(|_, _| false).map_err(|e| self.err(e))?;
+            for s in specs {
+                let json = serde_json::to_vec(s).map_err(|e| self.err(e))?;
+                t.insert(s.name.as_str(), json.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        w.commit().map_err(|e| self.err(e))
+    }
+
+    /// Stored detector definitions, or None when none were ever saved.
+    pub fn load_detectors(&self) -> Result<Option<Vec<DetectorSpec>>, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(DETECTORS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| self.err(e))? {
+            let (_, v) = item.map_err(|e| self.err(e))?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| self.err(e))?);
+        }
+        Ok((!out.is_empty()).then_some(out))
+    }
+
+    pub fn save_checkpoint(&self, c: &Checkpoint) -> Result<usize, StoreError> {
+        let bytes = postcard::to_stdvec(c).map_err(|e| self.err(e))?;
+        let w = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = w.open_table(STATE).map_err(|e| self.err(e))?;
+            t.insert("checkpoint", bytes.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        w.commit().map_err(|e| self.err(e))?;
+        Ok(bytes.len())
+    }
+
+    pub fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(STATE).map_err(|e| self.err(e))?;
+        match t.get("checkpoint").map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(v) => match postcard::from_bytes(v.value()) {
+                Ok(c) => Ok(Some(c)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring unreadable detector checkpoint; learning afresh");
+                    Ok(None)
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The detection engine on hand-built streams: spikes, drops, new regions,
+//! lateness, checkpoints, and the store behind the service.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is its failure report
+
+use std::sync::Arc;
+
+use trailhound_core::account::{AccountMetadata, Environment};
+use trailhound_core::detector::default_detectors;
+use trailhound_core::{AnomalyKind, EnrichedEvent, Event, UserIdentity};
+use trailhound_detect::engine::{Engine, EngineConfig, WindowResult};
+use trailhound_detect::store::{AnomalyFilter, DetectStore};
+
+const T0: i64 = 1_767_571_200_000; // 2026-01-05T00:00:00Z, a Monday
+const MIN: i64 = 60_000;
+
+fn account(id: &str) -> Arc<AccountMetadata> {
+    let mut a = AccountMetadata::external(id);
+    a.known = true;
+    a.name = format!("acct-{id}");
+    a.environment = Environment::Sandbox;
+    Arc::new(a)
+}
+
+fn invoke(id: u64, t: i64, acct: &str, region: &str, principal: &str) -> EnrichedEvent {
+    EnrichedEvent {
+        event: Event {
+            event_id: format!("e-{id}"),
+            event_time_ms: t,
+            event_source: "lambda.amazonaws.com".into(),
+            event_name: "Invoke".into(),
+            aws_region: region.into(),
+            recipient_account_id: acct.into(),
+            user_identity: UserIdentity {
+                kind: "AssumedRole".into(),
+                arn: principal.into(),
+                ..Default::default()
+            },
+            source_ip_address: "lambda.amazonaws.com".into(),
+            user_agent: "aws-sdk-go".into(),
+            error_code: String::new(),
+            error_message: String::new(),
+            read_only: Some(false),
+            management_event: Some(false),
+            event_category: "Data".into(),
+            event_type: "AwsApiCall".into(),
+            event_version: "1.09".into(),
+            request_parameters:
+                r#"{"functionName":"arn:aws:lambda:us-east-1:111122223333:function:f"}"#.into(),
+            response_elements: String::new(),
+            raw: String::new(),
+        },
+        account: account(acct),
+    }
+}
+
+fn run_instances(
+    id: u64,
+    t: i64,
+    acct: &str,
+    region: &str,
+    n: usize,
+    itype: &str,
+) -> EnrichedEvent {
+    let mut e = invoke(id, t, acct, region, "arn:aws:iam::111122223333:user/miner");
+    e.event.event_source = "ec2.amazonaws.com".into();
+    e.event.event_name = "RunInstances".into();
+    e.event.source_ip_address = "203.0.113.99".into();
+    let items: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"instanceId":"i-{i}","instanceType":"{itype}"}}"#))
+        .collect();
+    e.event.request_parameters =
+        format!(r#"{{"instanceType":"{itype}","instancesSet":{{"items":[{{"maxCount":{n}}}]}}}}"#);
+    e.event.response_elements = format!(r#"{{"instancesSet":{{"items":[{}]}}}}"#, items.join(","));
+    e
+}
+
+/// A steady daily-rhythm invoke stream for `days`, 10 per minute by day and
+/// 2 per minute by night; `tweak` may change the per-minute count.
+fn steady(
+    engine: &mut Engine,
+    days: i64,
+    out: &mut Vec<WindowResult>,
+    tweak: impl Fn(i64) -> Option<u64>,
+) -> u64 {
+    let mut id = 0;
+    for m in 0..days * 1440 {
+        let t = T0 + m * MIN;
+        let hour = (m % 1440) / 60;
+        let n = tweak(t).unwrap_or(if (8..20).contains(&hour) { 10 } else { 2 });
+        for k in 0..n {
+            id += 1;
+            let principal = format!("arn:aws:sts::111122223333:assumed-role/app/{}", k % 3);
+            engine.observe(
+                &invoke(
+                    id,
+                    t + k as i64 * 1000,
+                    "111122223333",
+                    "us-east-1",
+                    &principal,
+                ),
+                out,
+            );
+        }
+    }
+    id
+}
+
+fn anomalies(out: &[WindowResult]) -> Vec<&trailhound_core::Anomaly> {
+    out.iter().filter_map(|r| r.anomaly.as_ref()).collect()
+}
+
+#[test]
+fn a_steady_stream_raises_nothing_and_a_burst_is_found_at_once() {
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    let burst_start = T0 + 4 * 86_400_000 + 14 * 3_600_000;
+    let burst = |t: i64| (t >= burst_start && t < burst_start + 30 * MIN).then_some(200);
+    steady(&mut e, 5, &mut out, burst);
+    let mut flushed = Vec::new();
+    e.flush(&mut flushed);
+    out.extend(flushed);
+    let found = anomalies(&out);
+    assert!(!found.is_empty(), "burst missed");
+    let first = found.iter().min_by_key(|a| a.window_start).unwrap();
+    assert_eq!(
+        first.window_start.timestamp_millis(),
+        burst_start,
+        "found late: {first:?}"
+    );
+    assert_eq!(first.kind, AnomalyKind::Spike);
+    assert!(first.actual > 1000.0 && first.expected < 200.0, "{first:?}");
+    assert!(first.grade > 0.0 && first.grade <= 1.0);
+    // Every anomaly belongs to the burst: nothing before or long after.
+    for a in &found {
+        let ws = a.window_start.timestamp_millis();
+        assert!(
+            ws >= burst_start && ws < burst_start + 60 * MIN,
+            "false alarm at {}",
+            a.window_start
+        );
+    }
+    let function = first
+        .top_contributors
+        .iter()
+        .find(|c| c.dimension == "function")
+        .expect("function contributor");
+    assert!(function.value.ends_with(":function:f"));
+}
+
+#[test]
+fn a_drop_to_zero_of_a_steady_entity_is_found() {
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    let gap = T0 + 4 * 86_400_000 + 10 * 3_600_000;
+    steady(&mut e, 5, &mut out, |t| {
+        (t >= gap && t < gap + 3 * 3_600_000).then_some(0)
+    });
+    let drops: Vec<_> = anomalies(&out)
+        .into_iter()
+        .filter(|a| a.kind == AnomalyKind::Drop)
+        .collect();
+    let first = drops
+        .iter()
+        .min_by_key(|a| a.window_start)
+        .expect("drop missed");
+    let ws = first.window_start.timestamp_millis();
+    assert!(
+        ws >= gap && ws <= gap + 20 * MIN,
+        "drop found at {} (gap at {gap})",
+        first.window_start
+    );
+    assert_eq!(first.actual, 0.0);
+}
+
+#[test]
+fn first_activity_in_a_new_region_is_found_with_its_contributors() {
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    let last = steady(&mut e, 3, &mut out, |_| None);
+    let t = T0 + 3 * 86_400_000 + 5 * MIN;
+    let mut id = last + 1;
+    for k in 0..4 {
+        id += 1;
+        e.observe(
+            &run_instances(
+                id,
+                t + k * 1000,
+                "111122223333",
+                "ap-southeast-1",
+                10,
+                "p4d.24xlarge",
+            ),
+            &mut out,
+        );
+    }
+    e.flush(&mut out);
+    let found: Vec<_> = anomalies(&out)
+        .into_iter()
+        .filter(|a| a.detector == "ec2-run-instances")
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let a = found[0];
+    assert_eq!(a.kind, AnomalyKind::NewRegion);
+    assert_eq!((a.region.as_str(), a.actual), ("ap-southeast-1", 40.0));
+    let itype = a
+        .top_contributors
+        .iter()
+        .find(|c| c.dimension == "instance_type")
+        .unwrap();
+    assert_eq!((itype.value.as_str(), itype.count), ("p4d.24xlarge", 40));
+    let principal = a
+        .top_contributors
+        .iter()
+        .find(|c| c.dimension == "principal")
+        .unwrap();
+    assert!(principal.is_new, "{principal:?}");
+    let ip = a
+        .top_contributors
+        .iter()
+        .find(|c| c.dimension == "source_ip")
+        .unwrap();
+    assert!(ip.is_new && ip.value == "203.0.113.99");
+}
+
+#[test]
+fn events_for_closed_windows_are_counted_late() {
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    e.observe(&invoke(1, T0, "111122223333", "us-east-1", "p"), &mut out);
+    e.observe(
+        &invoke(2, T0 + 60 * MIN, "111122223333", "us-east-1", "p"),
+        &mut out,
+    );
+    // The first window closed when the watermark passed its end + lateness.
+    assert!(!out.is_empty());
+    e.observe(
+        &invoke(3, T0 + MIN, "111122223333", "us-east-1", "p"),
+        &mut out,
+    );
+    assert_eq!(e.stats().late_events, 1);
+    // Within the allowed lateness is fine.
+    e.observe(
+        &invoke(4, T0 + 59 * MIN, "111122223333", "us-east-1", "p"),
+        &mut out,
+    );
+    assert_eq!(e.stats().late_events, 1);
+}
+
+#[test]
+fn a_checkpoint_resumes_without_relearning() {
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    steady(&mut e, 3, &mut out, |_| None);
+    let bytes = postcard::to_stdvec(&e.checkpoint()).unwrap();
+    assert!(
+        bytes.len() < 2_000_000,
+        "checkpoint is {} bytes",
+        bytes.len()
+    );
+    let restored = Engine::from_checkpoint(postcard::from_bytes(&bytes).unwrap());
+    assert_eq!(restored.entity_count(), e.entity_count());
+    assert_eq!(restored.watermark_ms(), e.watermark_ms());
+    // A burst right after the restore is found immediately: the baseline
+    // and forest came back.
+    let mut r = restored;
+    let mut out2 = Vec::new();
+    let t = T0 + 3 * 86_400_000 + 10 * 3_600_000;
+    for k in 0..2000 {
+        r.observe(
+            &invoke(
+                10_000_000 + k,
+                t + (k as i64 % 600) * 1000,
+                "111122223333",
+                "us-east-1",
+                "p",
+            ),
+            &mut out2,
+        );
+    }
+    r.flush(&mut out2);
+    assert!(
+        anomalies(&out2)
+            .iter()
+            .any(|a| a.window_start.timestamp_millis() == t)
+    );
+}
+
+#[test]
+fn the_store_lists_newest_first_with_filters_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DetectStore::open(&dir.path().join("d.redb")).unwrap();
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    let burst_start = T0 + 4 * 86_400_000 + 14 * 3_600_000;
+    steady(&mut e, 5, &mut out, |t| {
+        (t >= burst_start && t < burst_start + 30 * MIN).then_some(200)
+    });
+    e.flush(&mut out);
+    store.record(&out).unwrap();
+    let (all, next) = store.list(&AnomalyFilter::default(), 1000, None).unwrap();
+    assert!(next.is_none() && !all.is_empty());
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].window_start >= w[1].window_start)
+    );
+    let (page1, token) = store.list(&AnomalyFilter::default(), 1, None).unwrap();
+    assert_eq!(page1.len(), 1);
+    if all.len() > 1 {
+        let (page2, _) = store
+            .list(&AnomalyFilter::default(), 1, token.as_deref())
+            .unwrap();
+        assert_eq!(page2[0].id, all[1].id);
+    }
+    let none = AnomalyFilter {
+        environment: Some(Environment::Production),
+        ..Default::default()
+    };
+    assert!(store.list(&none, 10, None).unwrap().0.is_empty());
+    let sandbox = AnomalyFilter {
+        environment: Some(Environment::Sandbox),
+        service: "lambda".into(),
+        ..Default::default()
+    };
+    assert_eq!(store.list(&sandbox, 1000, None).unwrap().0.len(), all.len());
+    let a = &all[0];
+    assert_eq!(store.anomaly(&a.id).unwrap().as_ref(), Some(a));
+    let series = store
+        .series(
+            "lambda-invoke",
+            "111122223333/us-east-1",
+            T0,
+            T0 + 6 * 86_400_000,
+        )
+        .unwrap();
+    assert_eq!(series.len(), 5 * 144);
+}

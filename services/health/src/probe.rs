@@ -1,0 +1,171 @@
+//! How health reaches a service: grpc.health.v1 plus the `Stats` RPC, and
+//! the ControlService levers. Behind a trait so the monitor's logic is
+//! tested against services that are up, slow, erroring and gone without
+//! starting any.
+//!
+//! `Stats` is called by path (`/<package>.<Service>/Stats`) with the
+//! shared message types, so one client reaches all five services and a
+//! new service needs only an entry in the name → gRPC service table.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use trailhound_proto::common::v1 as common;
+use trailhound_proto::common::v1::control_service_client::ControlServiceClient;
+
+use crate::evaluate::Probe;
+
+/// The gRPC service that answers `Stats` for a watched service's name.
+pub fn grpc_service_of(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "ingest" => "trailhound.ingest.v1.IngestService",
+        "enrich" => "trailhound.enrich.v1.EnrichService",
+        "detect" => "trailhound.detect.v1.DetectService",
+        "insights" => "trailhound.insights.v1.InsightsService",
+        "notify" => "trailhound.notify.v1.NotifyService",
+        "health" => "trailhound.health.v1.HealthService",
+        _ => return None,
+    })
+}
+
+/// Reaches the watched services.
+#[async_trait]
+pub trait Prober: Send + Sync {
+    /// Checks one service; must return within about `timeout`.
+    async fn probe(&self, name: &str, endpoint: &str, timeout: Duration) -> Probe;
+    /// ControlService/SetServing.
+    async fn set_serving(&self, endpoint: &str, serving: bool, reason: &str) -> Result<(), String>;
+    /// ControlService/Recover: what the action did.
+    async fn recover(&self, endpoint: &str, action: &str, reason: &str) -> Result<String, String>;
+}
+
+/// The real thing, over gRPC. Channels connect lazily and reconnect on
+/// their own, so a restarted service is found again without help.
+#[derive(Debug, Default)]
+pub struct GrpcProber {
+    channels: std::sync::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
+}
+
+impl GrpcProber {
+    fn channel(
+        &self,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> Result<tonic::transport::Channel, String> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(endpoint) {
+            return Ok(c.clone());
+        }
+        let c = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| format!("bad endpoint {endpoint:?}: {e}"))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        map.insert(endpoint.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+fn describe(s: &tonic::Status) -> String {
+    match s.code() {
+        tonic::Code::Unavailable => format!("unreachable: {}", s.message()),
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            format!("no answer in time: {}", s.message())
+        }
+        c => format!("{c:?}: {}", s.message()),
+    }
+}
+
+#[async_trait]
+impl Prober for GrpcProber {
+    async fn probe(&self, name: &str, endpoint: &str, timeout: Duration) -> Probe {
+        let start = Instant::now();
+        let channel = match self.channel(endpoint, timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                return Probe {
+                    health: Err(e.clone()),
+                    stats: Err(e),
+                    latency: Duration::ZERO,
+                };
+            }
+        };
+        let health = async {
+            HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map_err(|s| describe(&s))
+                .and_then(|r| match r.into_inner().status() {
+                    ServingStatus::Serving => Ok(()),
+                    other => Err(format!("grpc.health reports {}", other.as_str_name())),
+                })
+        };
+        let stats = async {
+            let Some(svc) = grpc_service_of(name) else {
+                return Err(format!("no Stats RPC known for a service named {name:?}"));
+            };
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            grpc.ready()
+                .await
+                .map_err(|e| format!("unreachable: {e}"))?;
+            let path = PathAndQuery::try_from(format!("/{svc}/Stats"))
+                .map_err(|e| format!("bad path: {e}"))?;
+            let codec =
+                tonic_prost::ProstCodec::<common::StatsRequest, common::ServiceStats>::default();
+            grpc.unary(tonic::Request::new(common::StatsRequest {}), path, codec)
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| describe(&s))
+        };
+        // One deadline over both, so a service that accepts the connection
+        // and then hangs costs one timeout, not two.
+        let outcome = tokio::time::timeout(timeout, futures::future::join(health, stats)).await;
+        let latency = start.elapsed();
+        match outcome {
+            Ok((health, stats)) => Probe {
+                health,
+                stats,
+                latency,
+            },
+            Err(_) => {
+                let why = format!("no answer within {} ms", timeout.as_millis());
+                Probe {
+                    health: Err(why.clone()),
+                    stats: Err(why),
+                    latency,
+                }
+            }
+        }
+    }
+
+    async fn set_serving(&self, endpoint: &str, serving: bool, reason: &str) -> Result<(), String> {
+        let channel = self.channel(endpoint, Duration::from_secs(5))?;
+        ControlServiceClient::new(channel)
+            .set_serving(common::SetServingRequest {
+                serving,
+                reason: reason.to_string(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| describe(&s))
+    }
+
+    async fn recover(&self, endpoint: &str, action: &str, reason: &str) -> Result<String, String> {
+        let channel = self.channel(endpoint, Duration::from_secs(60))?;
+        ControlServiceClient::new(channel)
+            .recover(common::RecoverRequest {
+                action: action.to_string(),
+                reason: reason.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner().detail)
+            .map_err(|s| describe(&s))
+    }
+}

@@ -1,0 +1,195 @@
+//! The gRPC face of ingest, and the client that forwards to enrich.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use trailhound_core::Event;
+use trailhound_core::cloudtrail::Collect;
+use trailhound_core::convert::event_to_pb;
+use trailhound_core::pipeline::{EventSink, SinkError};
+use trailhound_proto::enrich::v1::enrich_service_client::EnrichServiceClient;
+use trailhound_proto::ingest::v1 as pb;
+use trailhound_proto::ingest::v1::ingest_service_server::IngestService;
+use trailhound_runtime::{TracedChannel, status};
+
+use crate::ingest::{Ingest, Outcome};
+
+pub struct IngestGrpc {
+    ingest: Arc<Ingest>,
+    batch_size: usize,
+}
+
+impl IngestGrpc {
+    pub fn new(ingest: Arc<Ingest>, batch_size: usize) -> Self {
+        Self { ingest, batch_size }
+    }
+}
+
+fn to_pb(o: Outcome) -> pb::PushEventsResponse {
+    pb::PushEventsResponse {
+        accepted: o.accepted,
+        rejected: o.rejected,
+        duplicates: o.duplicates,
+        rejections: o
+            .rejections
+            .into_iter()
+            .map(|r| pb::Rejection {
+                source: r.source,
+                reason: r.reason,
+            })
+            .collect(),
+    }
+}
+
+fn downstream_status(e: SinkError) -> Status {
+    status::downstream(e.to_string(), e.retryable)
+}
+
+#[tonic::async_trait]
+impl IngestService for IngestGrpc {
+    async fn push_events(
+        &self,
+        req: Request<Streaming<pb::PushEventsRequest>>,
+    ) -> Result<Response<pb::PushEventsResponse>, Status> {
+        let mut stream = req.into_inner();
+        let mut pending = Collect::default();
+        let mut total = Outcome::default();
+        let mut n = 0u64;
+        loop {
+            let msg = match stream.next().await {
+                None => break,
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    // A broken stream (or an oversized message) ends the
+                    // call, but the records that arrived before it are
+                    // kept: accepted downstream, and the error says so.
+                    let kept = self.ingest.submit(std::mem::take(&mut pending)).await;
+                    if let Ok(o) = kept {
+                        total.merge(o);
+                    }
+                    return Err(Status::new(
+                        e.code(),
+                        format!(
+                            "{} (the stream broke after {n} messages; {} records before it were accepted, {} rejected)",
+                            e.message(),
+                            total.accepted,
+                            total.rejected
+                        ),
+                    ));
+                }
+            };
+            let source = if msg.source.is_empty() {
+                format!("push#{n}")
+            } else {
+                msg.source
+            };
+            n += 1;
+            // Parsing a whole file's worth of JSON is CPU work: keep it off
+            // the threads that drive the network.
+            let ingest = self.ingest.clone();
+            let parsed = tokio::task::spawn_blocking(move || ingest.parse_json(&msg.json, &source))
+                .await
+                .map_err(|e| Status::internal(format!("parser failed: {e}")))?;
+            pending.events.extend(parsed.events);
+            pending.rejections.extend(parsed.rejections);
+            if pending.events.len() >= self.batch_size {
+                let batch = std::mem::take(&mut pending);
+                total.merge(self.ingest.submit(batch).await.map_err(downstream_status)?);
+            }
+        }
+        total.merge(
+            self.ingest
+                .submit(pending)
+                .await
+                .map_err(downstream_status)?,
+        );
+        Ok(Response::new(to_pb(total)))
+    }
+
+    async fn push_cloud_watch_logs(
+        &self,
+        req: Request<pb::PushCloudWatchLogsRequest>,
+    ) -> Result<Response<pb::PushEventsResponse>, Status> {
+        let r = req.into_inner();
+        if r.data.trim().is_empty() {
+            return Err(status::invalid(
+                "data",
+                "must hold the base64 subscription payload",
+            ));
+        }
+        let source = if r.source.is_empty() {
+            "cloudwatch-logs".to_string()
+        } else {
+            r.source
+        };
+        let parsed = self.ingest.parse_cloudwatch(&r.data, &source);
+        let out = self
+            .ingest
+            .submit(parsed)
+            .await
+            .map_err(downstream_status)?;
+        Ok(Response::new(to_pb(out)))
+    }
+
+    async fn get_stats(
+        &self,
+        _req: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::IngestStats>, Status> {
+        let s = self.ingest.stats();
+        Ok(Response::new(pb::IngestStats {
+            records_read: s.records_read.load(Ordering::Relaxed),
+            accepted: s.accepted.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
+            duplicates: s.duplicates.load(Ordering::Relaxed),
+            batches_forwarded: s.batches_forwarded.load(Ordering::Relaxed),
+            forward_errors: s.forward_errors.load(Ordering::Relaxed),
+        }))
+    }
+
+    async fn stats(
+        &self,
+        _req: Request<trailhound_proto::common::v1::StatsRequest>,
+    ) -> Result<Response<trailhound_proto::common::v1::ServiceStats>, Status> {
+        Ok(Response::new(self.ingest.service_stats()))
+    }
+}
+
+/// Forwards batches to an enrich server's Process call.
+#[derive(Clone)]
+pub struct GrpcEnrichSink {
+    client: EnrichServiceClient<TracedChannel>,
+}
+
+impl GrpcEnrichSink {
+    pub fn new(endpoint: &str) -> Result<Self, tonic::transport::Error> {
+        let channel = trailhound_runtime::connect(endpoint, Duration::from_secs(120))?;
+        Ok(Self {
+            client: EnrichServiceClient::new(channel)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        })
+    }
+}
+
+#[async_trait]
+impl EventSink for GrpcEnrichSink {
+    async fn send(&self, events: Vec<Event>) -> Result<u64, SinkError> {
+        let batch = pb::EventBatch {
+            events: events.iter().map(event_to_pb).collect(),
+        };
+        let mut client = self.client.clone();
+        client
+            .process(batch)
+            .await
+            .map(|r| r.into_inner().accepted)
+            .map_err(|s| SinkError {
+                downstream: "enrich".into(),
+                message: format!("{:?}: {}", s.code(), s.message()),
+                retryable: status::is_retryable(s.code()),
+            })
+    }
+}

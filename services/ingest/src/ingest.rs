@@ -1,0 +1,497 @@
+//! The ingest logic: parse, validate, dedupe, dead-letter, forward.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use trailhound_core::cloudtrail::{self, Collect, ParseLimits};
+use trailhound_core::pipeline::{EventSink, SinkError};
+use trailhound_core::{Event, Rejection};
+
+use crate::deadletter::DeadLetterSink;
+use crate::dedupe::Dedupe;
+use crate::files::delivery_groups;
+
+/// Counters since start.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub records_read: AtomicU64,
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub batches_forwarded: AtomicU64,
+    pub forward_errors: AtomicU64,
+    /// Events written to the spool because downstream stayed down.
+    pub spooled: AtomicU64,
+    /// Spooled events not replayed yet.
+    pub spooled_pending: AtomicU64,
+}
+
+/// What one submission did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+    /// The first few rejections, for the caller.
+    pub rejections: Vec<Rejection>,
+}
+
+impl Outcome {
+    pub fn merge(&mut self, o: Outcome) {
+        self.accepted += o.accepted;
+        self.rejected += o.rejected;
+        self.duplicates += o.duplicates;
+        let room = 10usize.saturating_sub(self.rejections.len());
+        self.rejections.extend(o.rejections.into_iter().take(room));
+    }
+}
+
+/// Tunables.
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    pub limits: ParseLimits,
+    /// Events per batch sent downstream.
+    pub batch_size: usize,
+    /// Batches in flight to downstream at once; beyond this, submitters
+    /// wait (backpressure).
+    pub max_in_flight: usize,
+    /// Event ids remembered for deduplication (two generations of this).
+    pub dedupe_capacity: usize,
+    /// How long to keep retrying a downstream that is unavailable.
+    pub retry_patience: Duration,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            limits: ParseLimits::default(),
+            batch_size: 1000,
+            max_in_flight: 4,
+            dedupe_capacity: 2_000_000,
+            retry_patience: Duration::from_secs(120),
+        }
+    }
+}
+
+pub struct Ingest {
+    options: IngestOptions,
+    dedupe: Mutex<Dedupe>,
+    dead_letters: Arc<dyn DeadLetterSink>,
+    downstream: Arc<dyn EventSink>,
+    in_flight: tokio::sync::Semaphore,
+    stats: IngestStats,
+    figures: Figures,
+    /// Where batches go when downstream stays down past `retry_patience`;
+    /// `replay_spool` sends them on later. None: the submitter gets the
+    /// error and must send again.
+    spool: Option<std::path::PathBuf>,
+    /// One replay at a time.
+    replaying: tokio::sync::Mutex<()>,
+}
+
+/// What the counters cannot say: latencies, rates and the work in hand.
+#[derive(Debug)]
+struct Figures {
+    common: trailhound_runtime::stats::Common,
+    /// One batch from first send to accepted, retries included.
+    batch: trailhound_runtime::stats::Histogram,
+    /// One call to downstream.
+    backend: trailhound_runtime::stats::Histogram,
+    /// Submissions parsed but not yet accepted downstream: their age is
+    /// the lag ingest adds (it grows while downstream is down).
+    pending: trailhound_runtime::stats::Pending,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(chrono::Utc::now().timestamp_micros() as u64);
+    h.finish() as u32
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Ingest {
+    pub fn new(
+        options: IngestOptions,
+        dead_letters: Arc<dyn DeadLetterSink>,
+        downstream: Arc<dyn EventSink>,
+    ) -> Self {
+        Self {
+            dedupe: Mutex::new(Dedupe::new(options.dedupe_capacity)),
+            in_flight: tokio::sync::Semaphore::new(options.max_in_flight.max(1)),
+            options,
+            dead_letters,
+            downstream,
+            stats: IngestStats::default(),
+            figures: Figures {
+                common: trailhound_runtime::stats::Common::new("ingest"),
+                batch: Default::default(),
+                backend: Default::default(),
+                pending: Default::default(),
+            },
+            spool: None,
+            replaying: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Keeps batches downstream would not take in `dir` (the durable
+    /// buffer) instead of failing the submission.
+    pub fn with_spool(mut self, dir: std::path::PathBuf) -> Self {
+        self.spool = Some(dir);
+        self
+    }
+
+    fn spool_files(&self) -> Vec<std::path::PathBuf> {
+        let Some(dir) = &self.spool else {
+            return Vec::new();
+        };
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// Writes a batch's raw records to the spool, one per line; the file
+    /// appears whole (written aside, then renamed) or not at all.
+    fn spool_batch(&self, batch: &[Event]) -> std::io::Result<()> {
+        let Some(dir) = &self.spool else {
+            return Err(std::io::Error::other("no spool configured"));
+        };
+        std::fs::create_dir_all(dir)?;
+        let name = format!(
+            "{:020}-{:08x}",
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
+            rand_suffix()
+        );
+        let tmp = dir.join(format!("{name}.tmp"));
+        let mut text = String::new();
+        for e in batch {
+            text.push_str(&e.raw.replace('\n', " "));
+            text.push('\n');
+        }
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, dir.join(format!("{name}.jsonl")))
+    }
+
+    /// Sends every spooled batch downstream, oldest first, deleting each
+    /// once accepted; stops at the first failure (the rest stay for the
+    /// next replay). Returns (files, events) replayed.
+    pub async fn replay_spool(&self) -> Result<(usize, u64), SinkError> {
+        let _one = self.replaying.lock().await;
+        let mut files = 0;
+        let mut events = 0;
+        for path in self.spool_files() {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "failed to read spool file");
+                    continue;
+                }
+            };
+            let source = path.display().to_string();
+            let mut parsed = Collect::default();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let c = self.parse_json(line, &source);
+                parsed.events.extend(c.events);
+            }
+            let n = parsed.events.len() as u64;
+            // These ids were accepted once: no dedupe, straight downstream.
+            self.send_with_retry(parsed.events).await?;
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "failed to remove replayed spool file");
+            }
+            let _ = self.stats.spooled_pending.fetch_update(
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+                |v| Some(v.saturating_sub(n)),
+            );
+            files += 1;
+            events += n;
+        }
+        Ok((files, events))
+    }
+
+    /// The figures every service reports alike (the `Stats` RPC).
+    pub fn service_stats(&self) -> trailhound_proto::common::v1::ServiceStats {
+        let s = &self.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let f = &self.figures;
+        let mut out = f.common.stats(load(&s.records_read), load(&s.accepted));
+        let capacity = self.options.max_in_flight.max(1) as u64;
+        let free = self.in_flight.available_permits() as u64;
+        out.queues = vec![
+            trailhound_proto::common::v1::QueueDepth {
+                name: "forward_in_flight".into(),
+                depth: capacity.saturating_sub(free),
+                capacity,
+            },
+            trailhound_proto::common::v1::QueueDepth {
+                name: "submissions_pending".into(),
+                depth: f.pending.depth(),
+                capacity: 0,
+            },
+        ];
+        out.batch_latency = Some(f.batch.summary());
+        out.backend_latency = Some(f.backend.summary());
+        out.backend_calls = f.backend.count();
+        out.errors.insert("rejected".into(), load(&s.rejected));
+        out.errors.insert("forward".into(), load(&s.forward_errors));
+        out.dead_letters = load(&s.rejected);
+        out.lag_seconds = f.pending.oldest_age_seconds();
+        out.gauges
+            .insert("duplicates".into(), load(&s.duplicates) as f64);
+        out.gauges
+            .insert("spooled_pending".into(), load(&s.spooled_pending) as f64);
+        out.queues.push(trailhound_proto::common::v1::QueueDepth {
+            name: "spool".into(),
+            depth: load(&s.spooled_pending),
+            capacity: 0,
+        });
+        out.gauges.insert(
+            "batches_forwarded".into(),
+            load(&s.batches_forwarded) as f64,
+        );
+        out
+    }
+
+    pub fn stats(&self) -> &IngestStats {
+        &self.stats
+    }
+
+    pub fn dead_letters(&self) -> &Arc<dyn DeadLetterSink> {
+        &self.dead_letters
+    }
+
+    pub fn limits(&self) -> &ParseLimits {
+        &self.options.limits
+    }
+
+    /// Parses one JSON document: a record, an array, or `{"Records":[...]}`.
+    pub fn parse_json(&self, json: &str, source: &str) -> Collect {
+        let mut sink = Collect::default();
+        cloudtrail::parse_document(json, source, &self.options.limits, now_ms(), &mut sink);
+        sink
+    }
+
+    /// Parses a CloudWatch Logs subscription delivery.
+    pub fn parse_cloudwatch(&self, data: &str, source: &str) -> Collect {
+        let mut sink = Collect::default();
+        cloudtrail::parse_cloudwatch_payload(
+            data,
+            source,
+            &self.options.limits,
+            now_ms(),
+            &mut sink,
+        );
+        sink
+    }
+
+    /// Dedupes, dead-letters the rejections, and forwards the events in
+    /// batches, returning once downstream accepted them all.
+    pub async fn submit(&self, parsed: Collect) -> Result<Outcome, SinkError> {
+        let _pending = self.figures.pending.begin();
+        let Collect { events, rejections } = parsed;
+        let read = (events.len() + rejections.len()) as u64;
+        self.stats.records_read.fetch_add(read, Ordering::Relaxed);
+        self.dead_letters.write(&rejections);
+        self.stats
+            .rejected
+            .fetch_add(rejections.len() as u64, Ordering::Relaxed);
+        let before = events.len();
+        let fresh: Vec<Event> = {
+            let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
+            events
+                .into_iter()
+                .filter(|e| d.first_time(&e.event_id))
+                .collect()
+        };
+        let duplicates = (before - fresh.len()) as u64;
+        self.stats
+            .duplicates
+            .fetch_add(duplicates, Ordering::Relaxed);
+        let accepted = self.forward(fresh).await?;
+        Ok(Outcome {
+            accepted,
+            rejected: rejections.len() as u64,
+            duplicates,
+            rejections: rejections.into_iter().take(10).collect(),
+        })
+    }
+
+    /// Sends events downstream in batches, at most `max_in_flight` at once
+    /// across all submitters. A permit is taken inside each batch's future,
+    /// so no submitter holds permits it is not driving. Events of batches
+    /// that were not accepted are forgotten by the deduplicator, so sending
+    /// them again works.
+    async fn forward(&self, events: Vec<Event>) -> Result<u64, SinkError> {
+        use futures::StreamExt;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let size = self.options.batch_size.max(1);
+        let mut batches = Vec::with_capacity(events.len() / size + 1);
+        let mut events = events;
+        while !events.is_empty() {
+            let rest = events.split_off(events.len().min(size));
+            batches.push(std::mem::replace(&mut events, rest));
+        }
+        let mut results = futures::stream::iter(batches)
+            .map(|batch| async move {
+                let ids: Vec<String> = batch.iter().map(|e| e.event_id.clone()).collect();
+                let sent = match self.in_flight.acquire().await {
+                    Ok(_permit) => match self.send_with_retry(batch.clone()).await {
+                        // Downstream stayed down: keep the batch in the
+                        // durable buffer for a replay rather than fail.
+                        Err(e) if e.retryable && self.spool.is_some() => {
+                            match self.spool_batch(&batch) {
+                                Ok(()) => {
+                                    let n = batch.len() as u64;
+                                    self.stats.spooled.fetch_add(n, Ordering::Relaxed);
+                                    self.stats.spooled_pending.fetch_add(n, Ordering::Relaxed);
+                                    tracing::warn!(events = n, error = %e, "downstream unavailable: batch spooled for replay");
+                                    Ok(n)
+                                }
+                                Err(io) => {
+                                    tracing::error!(error = %io, "failed to spool a batch");
+                                    Err(e)
+                                }
+                            }
+                        }
+                        other => other,
+                    },
+                    Err(_) => Err(SinkError {
+                        downstream: "enrich".into(),
+                        message: "ingest is shutting down".into(),
+                        retryable: true,
+                    }),
+                };
+                (ids, sent)
+            })
+            .buffered(self.options.max_in_flight.max(1));
+        let mut accepted = 0;
+        let mut first_error = None;
+        while let Some((ids, r)) = results.next().await {
+            match r {
+                Ok(n) => accepted += n,
+                Err(e) => {
+                    let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
+                    for id in &ids {
+                        d.forget(id);
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(accepted),
+        }
+    }
+
+    async fn send_with_retry(&self, batch: Vec<Event>) -> Result<u64, SinkError> {
+        let n = batch.len() as u64;
+        let deadline = tokio::time::Instant::now() + self.options.retry_patience;
+        let started = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let sent = self
+                .figures
+                .backend
+                .time(self.downstream.send(batch.clone()))
+                .await;
+            match sent {
+                Ok(_) => {
+                    self.figures.batch.record(started.elapsed());
+                    self.stats.batches_forwarded.fetch_add(1, Ordering::Relaxed);
+                    self.stats.accepted.fetch_add(n, Ordering::Relaxed);
+                    return Ok(n);
+                }
+                Err(e) if e.retryable && tokio::time::Instant::now() < deadline => {
+                    self.stats.forward_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "downstream unavailable, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    self.stats.forward_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Reads a CloudTrail file or a whole `AWSLogs/...` tree, in delivery
+    /// order, each delivery period's events sorted by time.
+    pub async fn ingest_path(&self, path: &Path) -> Result<Outcome, IngestPathError> {
+        let groups = delivery_groups(path).map_err(|e| IngestPathError::Read {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        let mut total = Outcome::default();
+        for g in groups {
+            let limits = self.options.limits.clone();
+            let parsed = tokio::task::spawn_blocking(move || parse_group(&g.files, &limits))
+                .await
+                .map_err(|e| IngestPathError::Internal(e.to_string()))?;
+            total.merge(self.submit(parsed).await?);
+        }
+        Ok(total)
+    }
+}
+
+/// Parses a delivery group's files and sorts their events by time.
+pub fn parse_group(files: &[std::path::PathBuf], limits: &ParseLimits) -> Collect {
+    let mut sink = Collect::default();
+    let now = now_ms();
+    let mut bytes = Vec::new();
+    for f in files {
+        let source = f.display().to_string();
+        bytes.clear();
+        match std::fs::File::open(f).and_then(|mut file| {
+            use std::io::Read;
+            file.read_to_end(&mut bytes)
+        }) {
+            Ok(_) => {
+                cloudtrail::parse_file_bytes(&bytes, &source, limits, now, &mut sink);
+            }
+            Err(e) => sink.rejections.push(Rejection::new(
+                source,
+                format!("failed to read file: {e}"),
+                "",
+            )),
+        }
+    }
+    sink.events.sort_by_key(|e| e.event_time_ms);
+    sink
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestPathError {
+    #[error("failed to read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Downstream(#[from] SinkError),
+    #[error("ingest failed: {0}")]
+    Internal(String),
+}

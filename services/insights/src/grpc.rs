@@ -1,0 +1,313 @@
+//! The gRPC face of insights: decode, call the logic, map errors. Nothing
+//! here decides anything about an anomaly.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use trailhound_core::convert::{anomaly_from_pb, from_timestamp, insight_to_pb, severity_from_pb};
+use trailhound_core::{Environment, Insight};
+use trailhound_proto::insights::v1 as pb;
+use trailhound_proto::insights::v1::insights_service_server::InsightsService;
+use trailhound_runtime::status;
+
+use crate::ask::{AskError, MAX_QUESTION_CHARS};
+use crate::service::{InsightFilter, Insights, InsightsError};
+
+pub struct InsightsGrpc {
+    insights: Arc<Insights>,
+}
+
+impl InsightsGrpc {
+    pub fn new(insights: Arc<Insights>) -> Self {
+        Self { insights }
+    }
+}
+
+fn to_status(e: InsightsError) -> Status {
+    match e {
+        InsightsError::Ask(AskError::Invalid(reason)) => status::invalid("question", &reason),
+        InsightsError::Ask(AskError::Backend { backend, message }) => {
+            Status::unavailable(format!("{backend}: {message}"))
+        }
+        InsightsError::Store(e) => Status::internal(e.to_string()),
+        InsightsError::Ask(AskError::Store(e)) => Status::internal(e.to_string()),
+        InsightsError::Config(e) => Status::failed_precondition(e),
+    }
+}
+
+type InsightStream = Pin<Box<dyn Stream<Item = Result<pb::Insight, Status>> + Send>>;
+
+fn decode_anomalies(
+    list: Vec<trailhound_proto::common::v1::Anomaly>,
+    field: &str,
+) -> Result<Vec<trailhound_core::Anomaly>, Status> {
+    list.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            anomaly_from_pb(a).map_err(|e| {
+                status::invalid(
+                    &format!("{field}[{i}].{}", e.field.trim_start_matches("anomaly.")),
+                    &e.reason,
+                )
+            })
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl InsightsService for InsightsGrpc {
+    async fn analyze(
+        &self,
+        req: Request<pb::AnalyzeRequest>,
+    ) -> Result<Response<pb::Insight>, Status> {
+        let a = req
+            .into_inner()
+            .anomaly
+            .ok_or_else(|| status::invalid("anomaly", "missing"))?;
+        let anomaly = anomaly_from_pb(a).map_err(|e| status::invalid(&e.field, &e.reason))?;
+        let insights = self.insights.clone();
+        let span = tracing::Span::current();
+        let mut out =
+            tokio::task::spawn_blocking(move || span.in_scope(|| insights.analyze(&[anomaly])))
+                .await
+                .map_err(|e| Status::internal(format!("analysis failed: {e}")))?
+                .map_err(to_status)?;
+        let one = out
+            .pop()
+            .ok_or_else(|| Status::internal("analysis produced no insight"))?;
+        Ok(Response::new(insight_to_pb(&one)))
+    }
+
+    async fn analyze_batch(
+        &self,
+        req: Request<pb::AnalyzeBatchRequest>,
+    ) -> Result<Response<pb::AnalyzeBatchResponse>, Status> {
+        let anomalies = decode_anomalies(req.into_inner().anomalies, "anomalies")?;
+        let insights = self.insights.clone();
+        // The request's span goes along, so each insight records the trace
+        // it was made in (notify continues it across WatchInsights).
+        let span = tracing::Span::current();
+        let out =
+            tokio::task::spawn_blocking(move || span.in_scope(|| insights.analyze(&anomalies)))
+                .await
+                .map_err(|e| Status::internal(format!("analysis failed: {e}")))?
+                .map_err(to_status)?;
+        Ok(Response::new(pb::AnalyzeBatchResponse {
+            insights: out.iter().map(insight_to_pb).collect(),
+        }))
+    }
+
+    async fn get_insight(
+        &self,
+        req: Request<pb::GetInsightRequest>,
+    ) -> Result<Response<pb::Insight>, Status> {
+        let id = req.into_inner().id;
+        if id.is_empty() {
+            return Err(status::invalid("id", "must not be empty"));
+        }
+        match self.insights.get(&id).map_err(to_status)? {
+            Some(i) => Ok(Response::new(insight_to_pb(&i))),
+            None => Err(Status::not_found(format!("insight {id} not found"))),
+        }
+    }
+
+    async fn list_insights(
+        &self,
+        req: Request<pb::ListInsightsRequest>,
+    ) -> Result<Response<pb::ListInsightsResponse>, Status> {
+        let r = req.into_inner();
+        if !r.account_id.is_empty() && !trailhound_core::is_account_id(&r.account_id) {
+            return Err(status::invalid("account_id", "must be 12 digits"));
+        }
+        let environment = if r.environment.is_empty() {
+            None
+        } else {
+            Some(
+                r.environment
+                    .parse::<Environment>()
+                    .map_err(|e| status::invalid("environment", &e))?,
+            )
+        };
+        let time = |t: &Option<trailhound_proto::prost_types::Timestamp>, field: &str| {
+            t.as_ref()
+                .map(|t| from_timestamp(t).ok_or_else(|| status::invalid(field, "out of range")))
+                .transpose()
+        };
+        if !r.page_token.is_empty() && !r.page_token.contains('|') {
+            return Err(status::invalid(
+                "page_token",
+                "not a token this service returned",
+            ));
+        }
+        let filter = InsightFilter {
+            account_id: (!r.account_id.is_empty()).then_some(r.account_id),
+            environment,
+            min_severity: severity_from_pb(r.min_severity)
+                .map_err(|e| status::invalid("min_severity", &e.reason))?,
+            detector: (!r.detector.is_empty()).then_some(r.detector),
+            incident_id: (!r.incident_id.is_empty()).then_some(r.incident_id),
+            start: time(&r.start_time, "start_time")?,
+            end: time(&r.end_time, "end_time")?,
+            include_suppressed: r.include_suppressed,
+        };
+        let size = if r.page_size == 0 {
+            100
+        } else {
+            r.page_size as usize
+        };
+        let token = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        let (page, next) = self
+            .insights
+            .list(&filter, size, token)
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListInsightsResponse {
+            insights: page.iter().map(insight_to_pb).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    type WatchInsightsStream = InsightStream;
+
+    async fn watch_insights(
+        &self,
+        req: Request<pb::WatchInsightsRequest>,
+    ) -> Result<Response<Self::WatchInsightsStream>, Status> {
+        let r = req.into_inner();
+        let since = r
+            .since
+            .as_ref()
+            .map(|t| from_timestamp(t).ok_or_else(|| status::invalid("since", "out of range")))
+            .transpose()?;
+        let include_suppressed = r.include_suppressed;
+        // Subscribe before reading the store, so nothing falls between.
+        let mut live = self.insights.subscribe();
+        let insights = self.insights.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::Insight, Status>>(256);
+        tokio::spawn(async move {
+            let keep = |i: &Insight| include_suppressed || !i.is_suppressed();
+            let mut sent: HashSet<String> = HashSet::new();
+            let mut last = since;
+            let mut catch_up = since;
+            loop {
+                if let Some(from) = catch_up.take() {
+                    let missed = match insights.analyzed_since(from, 100_000) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                            return;
+                        }
+                    };
+                    for i in missed {
+                        last = Some(last.map_or(i.analyzed_at, |l| l.max(i.analyzed_at)));
+                        if keep(&i)
+                            && sent.insert(i.id.clone())
+                            && tx.send(Ok(insight_to_pb(&i))).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                match live.recv().await {
+                    Ok(i) => {
+                        last = Some(i.analyzed_at);
+                        // Seen in the catch-up: skip; afterwards ids only
+                        // repeat when an anomaly is re-analyzed, which is
+                        // news again.
+                        if sent.remove(&i.id) && since.is_some() {
+                            continue;
+                        }
+                        if keep(&i) && tx.send(Ok(insight_to_pb(&i))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            missed = n,
+                            "insight watcher fell behind; catching up from the store"
+                        );
+                        catch_up = last.or(Some(chrono::Utc::now()));
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn ask(&self, req: Request<pb::AskRequest>) -> Result<Response<pb::AskResponse>, Status> {
+        let r = req.into_inner();
+        // Checked here too, before anything is allocated for it.
+        if r.question.len() > MAX_QUESTION_CHARS * 4 {
+            return Err(status::invalid(
+                "question",
+                &format!(
+                    "is {} bytes; at most {MAX_QUESTION_CHARS} characters are accepted",
+                    r.question.len()
+                ),
+            ));
+        }
+        let limit = if r.limit == 0 { 20 } else { r.limit as usize };
+        let a = self
+            .insights
+            .ask(&r.question, limit)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::AskResponse {
+            answer: a.answer,
+            understood: a.understood,
+            fully_understood: a.fully_understood,
+            results: a.results.iter().map(insight_to_pb).collect(),
+            account_costs: a
+                .account_costs
+                .into_iter()
+                .map(|c| pb::AccountCost {
+                    account_id: c.account_id,
+                    account_name: c.account_name,
+                    environment: c.environment,
+                    usd_per_30_days: c.usd_per_30_days,
+                    insights: c.insights,
+                })
+                .collect(),
+            groups: a
+                .groups
+                .into_iter()
+                .map(|g| pb::GroupSummary {
+                    name: g.name,
+                    insights: g.insights,
+                    accounts: g.accounts,
+                    usd_per_30_days: g.usd_per_30_days,
+                    by_detector: g.by_detector.into_iter().collect(),
+                    by_severity: g.by_severity.into_iter().collect(),
+                })
+                .collect(),
+            backend: a.backend,
+        }))
+    }
+
+    async fn get_stats(
+        &self,
+        _req: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::InsightsStats>, Status> {
+        let s = self.insights.stats();
+        Ok(Response::new(pb::InsightsStats {
+            anomalies_analyzed: s.analyzed.load(Ordering::Relaxed),
+            suppressed: s.suppressed.load(Ordering::Relaxed),
+            correlated: s.correlated.load(Ordering::Relaxed),
+            questions: s.questions.load(Ordering::Relaxed),
+            watchers: self.insights.watchers() as u64,
+        }))
+    }
+
+    async fn stats(
+        &self,
+        _req: Request<trailhound_proto::common::v1::StatsRequest>,
+    ) -> Result<Response<trailhound_proto::common::v1::ServiceStats>, Status> {
+        Ok(Response::new(self.insights.service_stats()))
+    }
+}

@@ -1,0 +1,330 @@
+//! Recommendations: a rule table mapping patterns to concrete actions.
+//! Rules are configuration (`[[insights.recommendations]]`); the defaults
+//! cover cryptomining, region misuse, invoke storms, outages, volume
+//! spikes and credential probing. Actions are templates: `{region}`,
+//! `{account}`, `{principal}`, `{source_ip}`, `{instance_types}`,
+//! `{ou}`, `{detector}`, `{function}` are filled from the insight.
+
+use serde::{Deserialize, Serialize};
+use trailhound_core::insight::{Correlation, Recommendation};
+use trailhound_core::{Anomaly, AnomalyKind, Environment};
+
+use crate::severity::is_accelerated;
+
+/// When a rule applies; every condition that is set must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleMatch {
+    pub detectors: Vec<String>,
+    /// Short service labels ("ec2", "lambda", "ebs", "iam", …).
+    pub services: Vec<String>,
+    pub kinds: Vec<AnomalyKind>,
+    pub environments: Vec<Environment>,
+    /// The window's instance types include a GPU/accelerated family.
+    pub accelerated_instances: Option<bool>,
+    /// The window's main principal is new to the account.
+    pub new_principal: Option<bool>,
+    /// The window's main source IP is new to the account.
+    pub new_source_ip: Option<bool>,
+    /// Error codes, by prefix ("AccessDenied", "Unauthorized").
+    pub error_codes: Vec<String>,
+    /// Part of an org-wide correlation.
+    pub correlated: Option<bool>,
+    /// Cost impact at least this many dollars over 30 days.
+    pub min_usd_per_30_days: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendationRule {
+    pub name: String,
+    #[serde(default)]
+    pub when: RuleMatch,
+    pub title: String,
+    pub actions: Vec<String>,
+}
+
+/// What rules can look at besides the anomaly.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub anomaly: &'a Anomaly,
+    pub usd_per_30_days: f64,
+    pub correlation: Option<&'a Correlation>,
+}
+
+fn top<'a>(a: &'a Anomaly, dim: &str) -> Option<&'a trailhound_core::Contributor> {
+    a.top_contributors
+        .iter()
+        .filter(|c| c.dimension == dim)
+        .max_by(|x, y| x.share.total_cmp(&y.share))
+}
+
+fn service_of(a: &Anomaly) -> &str {
+    if !a.service.is_empty() {
+        return &a.service;
+    }
+    a.detector.split('-').next().unwrap_or("")
+}
+
+impl RuleMatch {
+    pub fn matches(&self, cx: &Context<'_>) -> bool {
+        let a = cx.anomaly;
+        let any = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
+        if !any(&self.detectors, &a.detector) || !any(&self.services, service_of(a)) {
+            return false;
+        }
+        if !self.kinds.is_empty() && !self.kinds.contains(&a.kind) {
+            return false;
+        }
+        if !self.environments.is_empty() && !self.environments.contains(&a.environment) {
+            return false;
+        }
+        if let Some(want) = self.accelerated_instances {
+            let has = a
+                .top_contributors
+                .iter()
+                .any(|c| c.dimension == "instance_type" && is_accelerated(&c.value));
+            if has != want {
+                return false;
+            }
+        }
+        if let Some(want) = self.new_principal
+            && top(a, "principal").is_some_and(|c| c.is_new) != want
+        {
+            return false;
+        }
+        if let Some(want) = self.new_source_ip
+            && top(a, "source_ip").is_some_and(|c| c.is_new) != want
+        {
+            return false;
+        }
+        if !self.error_codes.is_empty()
+            && !a.top_contributors.iter().any(|c| {
+                c.dimension == "error_code"
+                    && self
+                        .error_codes
+                        .iter()
+                        .any(|p| c.value.starts_with(p.as_str()))
+            })
+        {
+            return false;
+        }
+        if let Some(want) = self.correlated
+            && cx.correlation.is_some() != want
+        {
+            return false;
+        }
+        if let Some(min) = self.min_usd_per_30_days
+            && cx.usd_per_30_days < min
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// Fills `{name}` placeholders; unknown names stay as written.
+fn fill(template: &str, cx: &Context<'_>) -> String {
+    let a = cx.anomaly;
+    let values = |dim: &str| {
+        let v: Vec<&str> = a
+            .top_contributors
+            .iter()
+            .filter(|c| c.dimension == dim)
+            .map(|c| c.value.as_str())
+            .collect();
+        if v.is_empty() {
+            format!("(no {dim} recorded)")
+        } else {
+            v.join(", ")
+        }
+    };
+    let first = |dim: &str| {
+        top(a, dim)
+            .map(|c| c.value.clone())
+            .unwrap_or_else(|| format!("(no {dim} recorded)"))
+    };
+    let account = if a.account_name.is_empty() {
+        a.account_id.clone()
+    } else {
+        format!("{} ({})", a.account_name, a.account_id)
+    };
+    let ou = if a.ou_path.is_empty() {
+        "the account's OU".to_string()
+    } else {
+        a.ou_path.join("/")
+    };
+    template
+        .replace("{region}", &a.region)
+        .replace("{account}", &account)
+        .replace("{account_id}", &a.account_id)
+        .replace("{principal}", &first("principal"))
+        .replace("{source_ip}", &first("source_ip"))
+        .replace("{instance_types}", &values("instance_type"))
+        .replace("{function}", &first("function"))
+        .replace("{ou}", &ou)
+        .replace("{detector}", &a.detector)
+}
+
+/// The recommendations of every matching rule, in rule order, at most
+/// `max`.
+pub fn recommend(
+    rules: &[RecommendationRule],
+    cx: &Context<'_>,
+    max: usize,
+) -> Vec<Recommendation> {
+    rules
+        .iter()
+        .filter(|r| r.when.matches(cx))
+        .take(max)
+        .map(|r| Recommendation {
+            rule: r.name.clone(),
+            title: fill(&r.title, cx),
+            actions: r.actions.iter().map(|t| fill(t, cx)).collect(),
+        })
+        .collect()
+}
+
+fn rule(name: &str, when: RuleMatch, title: &str, actions: &[&str]) -> RecommendationRule {
+    RecommendationRule {
+        name: name.into(),
+        when,
+        title: title.into(),
+        actions: actions.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// The built-in rule table, most specific first.
+pub fn default_rules() -> Vec<RecommendationRule> {
+    vec![
+        rule(
+            "cryptomining",
+            RuleMatch {
+                detectors: vec!["ec2-run-instances".into()],
+                accelerated_instances: Some(true),
+                new_principal: Some(true),
+                ..Default::default()
+            },
+            "Possible cryptomining: GPU instances launched by a principal new to {account}",
+            &[
+                "Stop the instances now: aws ec2 describe-instances --region {region} --filters Name=instance-type,Values={instance_types} then aws ec2 stop-instances --region {region} --instance-ids …",
+                "Disable and rotate the credentials of {principal}; revoke its active sessions",
+                "Review what {principal} did from {source_ip}: aws cloudtrail lookup-events --region {region} --lookup-attributes AttributeKey=Username,AttributeValue=…",
+                "Add an SCP to {ou} that denies ec2:RunInstances for GPU families (ec2:InstanceType p*, g*, inf*, trn*)",
+            ],
+        ),
+        rule(
+            "gpu-launch",
+            RuleMatch {
+                detectors: vec!["ec2-run-instances".into()],
+                accelerated_instances: Some(true),
+                // A new principal is the cryptomining rule's case.
+                new_principal: Some(false),
+                ..Default::default()
+            },
+            "Unusual GPU instance launches in {account}",
+            &[
+                "Confirm with the owners of {principal} that the {instance_types} launch in {region} is intended",
+                "If not, stop the instances and rotate the principal's credentials",
+                "Consider an SCP or service quota that limits GPU instance types in {ou}",
+            ],
+        ),
+        rule(
+            "new-region",
+            RuleMatch {
+                kinds: vec![AnomalyKind::NewRegion],
+                ..Default::default()
+            },
+            "Activity in {region}, a region {account} never used",
+            &[
+                "Check whether anyone in the team expects workloads in {region}",
+                "If not, treat {principal} from {source_ip} as compromised: stop what it launched and rotate its credentials",
+                "Restrict regions with an SCP on {ou} (aws:RequestedRegion)",
+            ],
+        ),
+        rule(
+            "ec2-launch-spike",
+            RuleMatch {
+                detectors: vec!["ec2-run-instances".into()],
+                kinds: vec![AnomalyKind::Spike],
+                ..Default::default()
+            },
+            "Instance launches far above normal in {account}",
+            &[
+                "Look for a runaway Auto Scaling group, CI job or Terraform apply by {principal}",
+                "List what was launched: aws ec2 describe-instances --region {region} --filters Name=instance-state-name,Values=running",
+                "Set a budget alarm or service quota for {region}",
+            ],
+        ),
+        rule(
+            "invoke-storm",
+            RuleMatch {
+                detectors: vec!["lambda-invoke".into()],
+                kinds: vec![AnomalyKind::Spike],
+                ..Default::default()
+            },
+            "Lambda invoke storm in {account}",
+            &[
+                "Check {function} for recursive invocation (a function writing to the queue, topic or bucket that triggers it)",
+                "Cap it while you look: aws lambda put-function-concurrency --function-name … --reserved-concurrent-executions 10",
+                "Check the event source mappings and retries of {function}",
+            ],
+        ),
+        rule(
+            "activity-stopped",
+            RuleMatch {
+                kinds: vec![AnomalyKind::Drop],
+                ..Default::default()
+            },
+            "{detector} stopped in {account} {region}",
+            &[
+                "Check whether the workload was stopped or redeployed on purpose",
+                "Check the event source, schedule or trigger that drives it, and recent IAM or SCP changes",
+                "Check the service health dashboard for {region}",
+            ],
+        ),
+        rule(
+            "volume-spike",
+            RuleMatch {
+                detectors: vec!["ebs-create-volume".into()],
+                kinds: vec![AnomalyKind::Spike],
+                ..Default::default()
+            },
+            "EBS volumes created far above normal in {account}",
+            &[
+                "Check whether {principal} is restoring snapshots or running a backup job",
+                "Find unattached volumes: aws ec2 describe-volumes --region {region} --filters Name=status,Values=available",
+                "Check for snapshot sharing or copying to other accounts (possible exfiltration)",
+            ],
+        ),
+        rule(
+            "credential-probing",
+            RuleMatch {
+                error_codes: vec![
+                    "AccessDenied".into(),
+                    "UnauthorizedOperation".into(),
+                    "Client.UnauthorizedOperation".into(),
+                ],
+                ..Default::default()
+            },
+            "Burst of denied calls in {account}: possible credential probing",
+            &[
+                "Identify the key behind {principal}; if it is not in use by a known system, deactivate it",
+                "Check where {source_ip} is and whether GuardDuty has findings for it",
+                "Review which permissions were probed and tighten the principal's policies",
+            ],
+        ),
+        rule(
+            "org-wide",
+            RuleMatch {
+                correlated: Some(true),
+                ..Default::default()
+            },
+            "The same activity in several accounts",
+            &[
+                "Handle it as one incident across the accounts listed in the correlation",
+                "Block {source_ip} at the organization level if it is not yours (SCP with aws:SourceIp)",
+            ],
+        ),
+    ]
+}

@@ -1,0 +1,452 @@
+//! insights on a generated organization: the anomalies detect finds in a
+//! trail with injected incidents are explained — cost, root cause,
+//! severity, recommendations — and the example questions are answered
+//! from them. Plus correlation, suppression and incident grouping on
+//! hand-made anomalies.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is its failure report
+
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone, Utc};
+use trailhound_core::{
+    AccountMetadata, Anomaly, AnomalyKind, Contributor, Environment, FeatureValue, Insight,
+    Severity,
+};
+use trailhound_generate::{GenerateConfig, IncidentKind, Labels};
+use trailhound_insights::ask::{AskBackend, BuiltinAsk};
+use trailhound_insights::config::SuppressionRule;
+use trailhound_insights::store::InsightStore;
+use trailhound_insights::{Insights, InsightsConfig};
+
+/// Generates an organization and runs detect's engine over it, as the
+/// services do: parse, enrich from the snapshot, detect.
+async fn anomalies_of_generated_org(dir: &std::path::Path) -> (Labels, Vec<Anomaly>) {
+    let cfg = GenerateConfig {
+        days: 6,
+        accounts: 6,
+        seed: 3,
+        noise_per_account_hour: 10,
+        ..Default::default()
+    };
+    trailhound_generate::generate(&cfg, dir).unwrap();
+    let labels = trailhound_generate::read_labels(&dir.join("labels.json")).unwrap();
+    let source = Arc::new(trailhound_enrich::SnapshotSource::load(&dir.join("org.json")).unwrap());
+    let enricher = trailhound_enrich::Enricher::new(
+        source,
+        None,
+        Default::default(),
+        std::time::Duration::from_secs(3600),
+        std::time::Duration::from_secs(3600),
+    );
+    let detect_cfg = trailhound_detect::DetectConfig::default();
+    let mut engine = trailhound_detect::Engine::new(detect_cfg.detectors, detect_cfg.engine);
+    let mut results = Vec::new();
+    for g in trailhound_ingest::files::delivery_groups(&dir.join("trail")).unwrap() {
+        let parsed = trailhound_ingest::ingest::parse_group(&g.files, &Default::default());
+        for e in enricher.enrich(parsed.events).await {
+            engine.observe(&e, &mut results);
+        }
+    }
+    engine.flush(&mut results);
+    let anomalies = results.into_iter().filter_map(|r| r.anomaly).collect();
+    (labels, anomalies)
+}
+
+fn open(dir: &std::path::Path, config: InsightsConfig) -> Insights {
+    let store = InsightStore::open(&dir.join("insights.redb")).unwrap();
+    Insights::open(
+        config,
+        store,
+        trailhound_pricing::PriceTable::builtin().unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_org_is_explained_and_questions_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (labels, anomalies) = anomalies_of_generated_org(&dir.path().join("org")).await;
+    assert!(!anomalies.is_empty());
+    let insights = open(dir.path(), InsightsConfig::default());
+    let all = insights.analyze(&anomalies).unwrap();
+    assert_eq!(all.len(), anomalies.len());
+
+    // The cryptomining burst: the attacker, the IP, the region and the GPU
+    // type are the first factors, priced, critical, with the playbook.
+    let burst = labels
+        .incidents
+        .iter()
+        .find(|i| i.kind == IncidentKind::Cryptomining)
+        .unwrap();
+    let found: Vec<&Insight> = all
+        .iter()
+        .filter(|i| {
+            i.anomaly.account_id == burst.account_id
+                && i.anomaly.detector == "ec2-run-instances"
+                && i.anomaly.region == burst.region
+        })
+        .collect();
+    let i = found.first().expect("the burst is an insight");
+    let first_of = |dim: &str| {
+        i.root_cause
+            .factors
+            .iter()
+            .find(|f| f.dimension == dim)
+            .map(|f| f.value.clone())
+    };
+    assert_eq!(first_of("principal"), burst.principal_arn);
+    assert_eq!(first_of("source_ip"), burst.source_ip);
+    assert_eq!(first_of("instance_type"), burst.instance_type);
+    let region_first =
+        i.anomaly.kind != AnomalyKind::NewRegion || i.root_cause.factors[0].dimension == "region";
+    assert!(region_first, "{:?}", i.root_cause.factors);
+    let itype = burst.instance_type.clone().unwrap();
+    let e = &i.root_cause.explanation;
+    assert!(
+        e.contains(&itype) && e.contains(&burst.region) && e.contains("new"),
+        "{e}"
+    );
+    assert!(i.cost.usd_per_hour > 1.0, "{:?}", i.cost);
+    assert!(
+        i.cost.lines.iter().any(|l| l.item.contains(&itype)),
+        "{:?}",
+        i.cost
+    );
+    assert!(!i.cost.assumptions.is_empty());
+    assert_eq!(i.severity, Severity::Critical, "{:?}", i.severity_reasons);
+    assert!(
+        i.recommendations.iter().any(|r| r.rule == "cryptomining"),
+        "{:?}",
+        i.recommendations
+    );
+    assert!(i.summary.contains("$"), "{}", i.summary);
+    assert!(!i.investigate.is_empty());
+
+    // Consecutive windows of one entity share an incident.
+    let storm = labels
+        .incidents
+        .iter()
+        .find(|i| i.kind == IncidentKind::InvokeStorm)
+        .unwrap();
+    let storm_windows: Vec<&Insight> = all
+        .iter()
+        .filter(|i| {
+            i.anomaly.account_id == storm.account_id
+                && i.anomaly.detector == "lambda-invoke"
+                && i.anomaly.region == storm.region
+                && i.anomaly.window_start >= storm.start - Duration::minutes(10)
+                && i.anomaly.window_start < storm.end
+        })
+        .collect();
+    assert!(storm_windows.len() >= 2, "{}", storm_windows.len());
+    assert!(
+        storm_windows
+            .iter()
+            .all(|w| w.incident_id == storm_windows[0].incident_id)
+    );
+
+    // Questions, with "now" just after the burst's day.
+    let now = burst.start + Duration::hours(20);
+    let ask = BuiltinAsk::with_clock(insights.store().clone(), now);
+    let visible: Vec<&Insight> = all.iter().filter(|i| !i.is_suppressed()).collect();
+
+    let a = ask
+        .ask("Show me EC2 anomalies from production accounts", 1000)
+        .await
+        .unwrap();
+    assert!(a.fully_understood, "{a:?}");
+    let expected_incidents: std::collections::BTreeSet<&str> = visible
+        .iter()
+        .filter(|i| i.anomaly.service == "ec2" && i.anomaly.environment == Environment::Production)
+        .map(|i| i.incident_id.as_str())
+        .collect();
+    assert_eq!(a.results.len(), expected_incidents.len(), "{}", a.answer);
+    assert!(a.results.iter().all(|i| i.anomaly.service == "ec2"
+        && i.anomaly.environment == Environment::Production));
+
+    let a = ask
+        .ask("Show me EC2 anomalies from the last 24 hours", 1000)
+        .await
+        .unwrap();
+    assert!(
+        a.results
+            .iter()
+            .any(|r| r.id == i.id || r.incident_id == i.incident_id),
+        "{}",
+        a.answer
+    );
+    assert!(
+        a.results
+            .iter()
+            .all(|r| r.anomaly.window_end > now - Duration::hours(24))
+    );
+
+    let a = ask
+        .ask("What accounts had the highest cost impact this week?", 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.account_costs.first().map(|c| c.account_id.as_str()),
+        Some(burst.account_id.as_str()),
+        "{}",
+        a.answer
+    );
+    assert!(
+        a.account_costs
+            .windows(2)
+            .all(|w| w[0].usd_per_30_days >= w[1].usd_per_30_days)
+    );
+
+    let a = ask
+        .ask(
+            "Are there any security concerns with recent Lambda anomalies?",
+            20,
+        )
+        .await
+        .unwrap();
+    assert!(
+        a.results.iter().all(|r| r.anomaly.service == "lambda"),
+        "{}",
+        a.answer
+    );
+    assert!(
+        a.results
+            .iter()
+            .any(|r| r.anomaly.account_id == storm.account_id),
+        "the storm comes from a principal new to the account: {}",
+        a.answer
+    );
+
+    let a = ask
+        .ask(
+            "Compare anomaly patterns between production and staging accounts",
+            20,
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = a.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["production", "staging"]);
+    for g in &a.groups {
+        let env: Environment = g.name.parse().unwrap();
+        let n: std::collections::BTreeSet<&str> = visible
+            .iter()
+            .filter(|i| i.anomaly.environment == env)
+            .map(|i| i.incident_id.as_str())
+            .collect();
+        assert_eq!(g.insights as usize, n.len(), "{}", a.answer);
+    }
+
+    let q = format!("Why was account {} flagged yesterday?", burst.account_id);
+    let ask_next_day = BuiltinAsk::with_clock(
+        insights.store().clone(),
+        Utc.from_utc_datetime(
+            &(burst.start.date_naive() + chrono::Days::new(1))
+                .and_hms_opt(9, 0, 0)
+                .unwrap(),
+        ),
+    );
+    let a = ask_next_day.ask(&q, 20).await.unwrap();
+    assert!(
+        a.results
+            .iter()
+            .all(|r| r.anomaly.account_id == burst.account_id)
+    );
+    assert!(
+        a.results.iter().any(|r| r.incident_id == i.incident_id),
+        "{}",
+        a.answer
+    );
+    assert!(a.answer.contains(&itype), "{}", a.answer);
+
+    let a = ask
+        .ask("what is the airspeed velocity of an unladen swallow?", 20)
+        .await
+        .unwrap();
+    assert!(!a.fully_understood);
+    assert!(a.results.is_empty());
+    assert!(a.answer.contains("Why was account"), "{}", a.answer);
+    assert!(ask.ask(&"x".repeat(100_000), 20).await.is_err());
+}
+
+fn anomaly(account: &str, env: Environment, principal: &str, ip: &str, minute: i64) -> Anomaly {
+    let start =
+        Utc.with_ymd_and_hms(2026, 3, 2, 2, 0, 0).single().unwrap() + Duration::minutes(minute);
+    let mut meta = AccountMetadata::external(account);
+    meta.name = format!("acct-{}", &account[..4]);
+    meta.environment = env;
+    meta.known = true;
+    meta.ou_path = vec!["Root".into(), "Workloads".into()];
+    let contributor = |dim: &str, v: &str| Contributor {
+        dimension: dim.into(),
+        value: v.into(),
+        count: 5,
+        share: 1.0,
+        baseline_count: 0,
+        is_new: true,
+    };
+    Anomaly {
+        id: format!("ebs-create-volume:{account}:us-east-1:{minute}"),
+        detector: "ebs-create-volume".into(),
+        service: "ebs".into(),
+        kind: AnomalyKind::Spike,
+        account_id: account.into(),
+        account_name: meta.name.clone(),
+        environment: env,
+        ou_path: meta.ou_path.clone(),
+        region: "us-east-1".into(),
+        entity: vec![
+            ("recipientAccountId".into(), account.into()),
+            ("awsRegion".into(), "us-east-1".into()),
+        ],
+        window_start: start,
+        window_end: start + Duration::minutes(10),
+        actual: 20.0,
+        expected: 1.0,
+        features: vec![
+            FeatureValue {
+                name: "volumes".into(),
+                actual: 20.0,
+                expected: 1.0,
+            },
+            FeatureValue {
+                name: "gib".into(),
+                actual: 2000.0,
+                expected: 100.0,
+            },
+        ],
+        grade: 0.8,
+        confidence: 0.9,
+        score: 3.0,
+        event_count: 20,
+        top_contributors: vec![
+            contributor("principal", principal),
+            contributor("source_ip", ip),
+            contributor("volume_type", "gp3"),
+        ],
+        detected_at: start,
+        account: meta,
+    }
+}
+
+#[test]
+fn the_same_actor_in_two_accounts_is_one_correlated_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let insights = open(dir.path(), InsightsConfig::default());
+    let a = anomaly(
+        "111122223333",
+        Environment::Production,
+        "arn:aws:sts::111122223333:assumed-role/Admin/mallory",
+        "203.0.113.9",
+        0,
+    );
+    let b = anomaly(
+        "444455556666",
+        Environment::Staging,
+        "arn:aws:sts::444455556666:assumed-role/Admin/mallory",
+        "198.51.100.1",
+        20,
+    );
+    let first = insights.analyze(&[a]).unwrap().pop().unwrap();
+    assert!(first.correlation.is_none());
+    let second = insights.analyze(&[b]).unwrap().pop().unwrap();
+    let c = second.correlation.expect("correlated");
+    assert_eq!(c.kind, "principal");
+    assert_eq!(c.value, "assumed-role/Admin/mallory");
+    assert_eq!(c.account_ids, ["111122223333", "444455556666"]);
+    assert!(
+        second.summary.contains("also in 1 other"),
+        "{}",
+        second.summary
+    );
+    assert!(second.recommendations.iter().any(|r| r.rule == "org-wide"));
+    assert!(
+        second
+            .severity_reasons
+            .iter()
+            .any(|r| r.contains("2 accounts")),
+        "{:?}",
+        second.severity_reasons
+    );
+}
+
+#[test]
+fn suppression_rules_and_environment_criticality() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = InsightsConfig {
+        suppress: vec![SuppressionRule {
+            name: "nightly backup".into(),
+            detectors: vec!["ebs-create-volume".into()],
+            accounts: vec!["111122223333".into()],
+            from: Some("01:30".into()),
+            to: Some("03:00".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let insights = open(dir.path(), config);
+    let p = "arn:aws:iam::111122223333:user/backup";
+    let inside = anomaly("111122223333", Environment::Production, p, "10.0.0.1", 0);
+    let outside = anomaly("111122223333", Environment::Production, p, "10.0.0.1", 120);
+    let other = anomaly("999988887777", Environment::Sandbox, p, "10.0.0.1", 0);
+    let out = insights.analyze(&[inside, outside, other]).unwrap();
+    assert_eq!(out[0].suppressed_by.as_deref(), Some("nightly backup"));
+    assert_eq!(out[1].suppressed_by, None);
+    assert_eq!(out[2].suppressed_by, None);
+    // The same anomaly weighs more in production than in a sandbox.
+    assert!(
+        out[1].severity > out[2].severity,
+        "{:?} vs {:?}",
+        out[1].severity_reasons,
+        out[2].severity_reasons
+    );
+    assert!(
+        out[1]
+            .severity_reasons
+            .iter()
+            .any(|r| r.contains("production"))
+    );
+    // A gap of more than one window starts a new incident.
+    assert_ne!(out[0].incident_id, out[1].incident_id);
+    // Bad rules are refused at start-up with the rule named.
+    let bad = InsightsConfig {
+        suppress: vec![SuppressionRule {
+            name: "typo".into(),
+            from: Some("25:00".into()),
+            to: Some("26:00".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let store = InsightStore::open(&dir.path().join("other.redb")).unwrap();
+    let err = Insights::open(
+        bad,
+        store,
+        trailhound_pricing::PriceTable::builtin().unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("typo") && err.contains("25:00"), "{err}");
+}
+
+#[test]
+fn an_anomaly_of_an_account_outside_the_organization_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let insights = open(dir.path(), InsightsConfig::default());
+    let mut a = anomaly(
+        "000011112222",
+        Environment::Unknown,
+        "arn:aws:iam::000011112222:user/x",
+        "203.0.113.1",
+        0,
+    );
+    a.account = AccountMetadata::external("000011112222");
+    a.account_name.clear();
+    let i = insights.analyze(&[a]).unwrap().pop().unwrap();
+    assert!(i.summary.contains("000011112222"), "{}", i.summary);
+    assert!(
+        i.severity_reasons.iter().any(|r| r.contains("unknown")),
+        "{:?}",
+        i.severity_reasons
+    );
+}

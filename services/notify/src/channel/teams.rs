@@ -1,0 +1,45 @@
+//! Microsoft Teams incoming webhooks (and Workflows "post to a channel when a
+//! webhook request is received"): an Adaptive Card in a `message` envelope.
+
+use async_trait::async_trait;
+use reqwest::header::HeaderMap;
+
+use super::http::Endpoint;
+use super::{Channel, Payload, SendError, payload};
+use crate::config::ChannelKind;
+use crate::render::{Message, teams};
+
+pub struct TeamsChannel {
+    endpoint: Endpoint,
+}
+
+impl TeamsChannel {
+    pub(crate) fn new(endpoint: Endpoint) -> Self {
+        Self { endpoint }
+    }
+}
+
+#[async_trait]
+impl Channel for TeamsChannel {
+    fn kind(&self) -> ChannelKind {
+        ChannelKind::Teams
+    }
+
+    fn target(&self) -> String {
+        self.endpoint.target()
+    }
+
+    fn render(&self, m: &Message<'_>) -> Payload {
+        payload(m, teams::render(m))
+    }
+
+    async fn send(&self, p: &Payload) -> Result<(), SendError> {
+        let body = serde_json::to_vec(&p.body)
+            .map_err(|e| SendError::permanent(format!("failed to encode the message: {e}")))?;
+        self.endpoint.post(body, HeaderMap::new()).await
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        self.endpoint.scrub(text)
+    }
+}

@@ -1,0 +1,393 @@
+//! notify over gRPC: its own server (validation, ListDeliveries,
+//! ListChannels, GetStats) and its follower of insights' WatchInsights,
+//! against a fake insights server that breaks the stream once.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Hook, channel, config};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status};
+use trailhound_core::Severity;
+use trailhound_core::convert::insight_to_pb;
+use trailhound_notify::testing::sample_insight;
+use trailhound_notify::{ChannelKind, DeliveryFilter, DeliveryStatus};
+use trailhound_proto::insights::v1 as ipb;
+use trailhound_proto::insights::v1::insights_service_server::{
+    InsightsService, InsightsServiceServer,
+};
+use trailhound_proto::notify::v1 as pb;
+use trailhound_proto::notify::v1::notify_service_client::NotifyServiceClient;
+
+async fn start_notify(
+    n: Arc<trailhound_notify::Notifier>,
+) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        trailhound_notify::serve(listener, n, s).await.unwrap();
+    });
+    (format!("http://{addr}"), stop, task)
+}
+
+#[tokio::test]
+async fn grpc_validates_notifies_and_lists() {
+    let hook = Hook::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let n = trailhound_notify::build(
+        &config(
+            dir.path(),
+            vec![channel("slack", ChannelKind::Slack, &hook.url())],
+        ),
+        dir.path(),
+    )
+    .unwrap();
+    let (url, stop, task) = start_notify(n).await;
+    let mut client = NotifyServiceClient::connect(url).await.unwrap();
+
+    let err = client
+        .notify(pb::NotifyRequest { insight: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("insight"), "{}", err.message());
+
+    let mut bad = insight_to_pb(&sample_insight("w1", "inc", Severity::High));
+    bad.analyzed_at = None;
+    let err = client
+        .notify(pb::NotifyRequest { insight: Some(bad) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("insight.analyzed_at"),
+        "{}",
+        err.message()
+    );
+
+    let mut bad = insight_to_pb(&sample_insight("w1", "inc", Severity::High));
+    bad.anomaly.as_mut().unwrap().grade = 2.0;
+    let err = client
+        .notify(pb::NotifyRequest { insight: Some(bad) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("insight.anomaly.grade"),
+        "{}",
+        err.message()
+    );
+
+    let good = insight_to_pb(&sample_insight("w1", "inc", Severity::High));
+    let resp = client
+        .notify(pb::NotifyRequest {
+            insight: Some(good),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.deliveries.len(), 1);
+    let d = &resp.deliveries[0];
+    assert_eq!(d.status, pb::DeliveryStatus::Delivered as i32);
+    assert_eq!(
+        (d.channel.as_str(), d.channel_kind.as_str()),
+        ("slack", "slack")
+    );
+    assert_eq!(d.rule, "everything");
+    assert!(d.created_at.is_some() && d.finished_at.is_some());
+    assert_eq!(hook.received().len(), 1);
+
+    let list = client
+        .list_deliveries(pb::ListDeliveriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.deliveries.len(), 1);
+    assert_eq!(list.deliveries[0].insight_id, "w1");
+    let none = client
+        .list_deliveries(pb::ListDeliveriesRequest {
+            status: pb::DeliveryStatus::Failed as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.deliveries.is_empty());
+    let err = client
+        .list_deliveries(pb::ListDeliveriesRequest {
+            status: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("status"), "{}", err.message());
+
+    let channels = client
+        .list_channels(pb::ListChannelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .channels;
+    assert_eq!(channels.len(), 1);
+    assert_eq!(
+        channels[0].target,
+        format!("http://{}/services/***", hook.addr)
+    );
+    assert_eq!(channels[0].rate_limit_per_minute, 30);
+
+    let stats = client
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stats.insights_received, stats.delivered), (1, 1));
+
+    stop.cancel();
+    task.await.unwrap();
+}
+
+/// A fake insights server: each WatchInsights call plays the next session
+/// (its insights, then either the end of the stream or an open stream).
+#[derive(Default)]
+struct FakeInsights {
+    sessions: Mutex<VecDeque<(Vec<ipb::Insight>, bool)>>,
+    sinces: Mutex<Vec<Option<prost_types_ts::Timestamp>>>,
+    open: Mutex<Vec<tokio::sync::mpsc::Sender<Result<ipb::Insight, Status>>>>,
+}
+
+mod prost_types_ts {
+    pub use trailhound_proto::prost_types::Timestamp;
+}
+
+type InsightStream = Pin<Box<dyn futures::Stream<Item = Result<ipb::Insight, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl InsightsService for FakeInsights {
+    async fn stats(
+        &self,
+        _r: Request<trailhound_proto::common::v1::StatsRequest>,
+    ) -> Result<Response<trailhound_proto::common::v1::ServiceStats>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn analyze(
+        &self,
+        _r: Request<ipb::AnalyzeRequest>,
+    ) -> Result<Response<ipb::Insight>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn analyze_batch(
+        &self,
+        _r: Request<ipb::AnalyzeBatchRequest>,
+    ) -> Result<Response<ipb::AnalyzeBatchResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_insight(
+        &self,
+        _r: Request<ipb::GetInsightRequest>,
+    ) -> Result<Response<ipb::Insight>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_insights(
+        &self,
+        _r: Request<ipb::ListInsightsRequest>,
+    ) -> Result<Response<ipb::ListInsightsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    type WatchInsightsStream = InsightStream;
+    async fn watch_insights(
+        &self,
+        r: Request<ipb::WatchInsightsRequest>,
+    ) -> Result<Response<InsightStream>, Status> {
+        self.sinces.lock().unwrap().push(r.into_inner().since);
+        let (insights, keep_open) = self
+            .sessions
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or((Vec::new(), true));
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        for i in insights {
+            tx.send(Ok(i)).await.unwrap();
+        }
+        if keep_open {
+            self.open.lock().unwrap().push(tx);
+        }
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+    async fn ask(
+        &self,
+        _r: Request<ipb::AskRequest>,
+    ) -> Result<Response<ipb::AskResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_stats(
+        &self,
+        _r: Request<ipb::GetStatsRequest>,
+    ) -> Result<Response<ipb::InsightsStats>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+#[tokio::test]
+async fn follows_watch_insights_and_resumes_after_a_break() {
+    let a = sample_insight("a", "inc-a", Severity::High);
+    let mut b = sample_insight("b", "inc-b", Severity::High);
+    b.analyzed_at = a.analyzed_at + chrono::Duration::seconds(30);
+    let fake = Arc::new(FakeInsights::default());
+    fake.sessions.lock().unwrap().extend([
+        // The stream breaks after A...
+        (vec![insight_to_pb(&a)], false),
+        // ...and the resumed one replays A (analyzed at `since`) before B.
+        (vec![insight_to_pb(&a), insight_to_pb(&b)], true),
+    ]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = {
+        let s = stop.clone();
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            trailhound_runtime::serve(
+                listener,
+                tonic::service::Routes::new(InsightsServiceServer::from_arc(fake)),
+                &[],
+                trailhound_runtime::ServerOptions::default(),
+                s,
+            )
+            .await
+            .unwrap();
+        })
+    };
+
+    let hook = Hook::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let n = trailhound_notify::build(
+        &config(
+            dir.path(),
+            vec![channel("hook", ChannelKind::Webhook, &hook.url())],
+        ),
+        dir.path(),
+    )
+    .unwrap();
+    let follow_stop = CancellationToken::new();
+    let follower = tokio::spawn(trailhound_notify::follow_grpc(
+        n.clone(),
+        format!("http://{addr}"),
+        follow_stop.clone(),
+    ));
+
+    let got = hook.wait_for(2).await;
+    assert_eq!(got.len(), 2);
+    // Let a wrongly duplicated delivery of A show up if there were one.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ids: Vec<String> = hook
+        .received()
+        .iter()
+        .map(|r| r.json()["insight"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+
+    let sinces = fake.sinces.lock().unwrap().clone();
+    assert_eq!(sinces.len(), 2);
+    assert_eq!(sinces[0], None);
+    assert_eq!(
+        sinces[1],
+        Some(trailhound_core::convert::timestamp(a.analyzed_at))
+    );
+    assert_eq!(n.watermark(), Some(b.analyzed_at));
+
+    let dup = n.deliveries(&DeliveryFilter {
+        insight_id: Some("a".into()),
+        status: Some(DeliveryStatus::Skipped),
+        ..Default::default()
+    });
+    assert_eq!(
+        dup.len(),
+        1,
+        "the replayed A is recorded as a skipped duplicate"
+    );
+
+    follow_stop.cancel();
+    follower.await.unwrap();
+    fake.open.lock().unwrap().clear();
+    stop.cancel();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn reconnect_drops_the_open_stream_and_watches_again() {
+    let a = sample_insight("a", "inc-a", Severity::High);
+    let fake = Arc::new(FakeInsights::default());
+    // One insight on a stream that stays open; later sessions are open
+    // and empty.
+    fake.sessions
+        .lock()
+        .unwrap()
+        .push_back((vec![insight_to_pb(&a)], true));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = {
+        let s = stop.clone();
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            trailhound_runtime::serve(
+                listener,
+                tonic::service::Routes::new(InsightsServiceServer::from_arc(fake)),
+                &[],
+                trailhound_runtime::ServerOptions::default(),
+                s,
+            )
+            .await
+            .unwrap();
+        })
+    };
+    let hook = Hook::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let n = trailhound_notify::build(
+        &config(
+            dir.path(),
+            vec![channel("hook", ChannelKind::Webhook, &hook.url())],
+        ),
+        dir.path(),
+    )
+    .unwrap();
+    let follow_stop = CancellationToken::new();
+    let follower = tokio::spawn(trailhound_notify::follow_grpc(
+        n.clone(),
+        format!("http://{addr}"),
+        follow_stop.clone(),
+    ));
+    assert_eq!(hook.wait_for(1).await.len(), 1);
+    assert_eq!(fake.sinces.lock().unwrap().len(), 1);
+
+    let detail = n.reconnect();
+    assert!(detail.contains("reconnecting"), "{detail}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while fake.sinces.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sinces = fake.sinces.lock().unwrap().clone();
+    assert_eq!(sinces.len(), 2, "a second WatchInsights after reconnect");
+    assert_eq!(
+        sinces[1],
+        Some(trailhound_core::convert::timestamp(a.analyzed_at))
+    );
+
+    follow_stop.cancel();
+    follower.await.unwrap();
+    assert!(n.reconnect().contains("nothing to reconnect"));
+    fake.open.lock().unwrap().clear();
+    stop.cancel();
+    server.await.unwrap();
+}

@@ -1,0 +1,221 @@
+//! Starting services as child processes on free loopback ports, waiting
+//! until they are ready, and stopping them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+/// A free port on 127.0.0.1 (bound and released; the race with another
+/// process taking it is accepted in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+pub fn trailhound_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_trailhound"))
+}
+
+/// A child process killed on drop, with its stderr kept in a file so a
+/// failing test can show it.
+pub struct Service {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Service {
+    /// Starts `trailhound <args>` with its data in `data_dir`.
+    pub fn start(name: &str, data_dir: &Path, args: &[&str]) -> Service {
+        std::fs::create_dir_all(data_dir).expect("create service data dir");
+        let log = data_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(trailhound_bin())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env("TRAILHOUND_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to start trailhound {name}: {e}"));
+        Service {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the process with SIGTERM (graceful) and waits for it.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits until the gRPC health service at `port` reports SERVING.
+pub async fn wait_ready(service: &mut Service, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    loop {
+        if let Ok(Some(status)) = service.child.try_wait() {
+            panic!(
+                "{} exited with {status} before it was ready:\n{}",
+                service.name,
+                service.logs()
+            );
+        }
+        if let Ok(ch) = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+        {
+            let ok = HealthClient::new(ch)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().status == 1)
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+        }
+        if Instant::now() > deadline {
+            panic!("{} not ready after 30s:\n{}", service.name, service.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Ingest, enrich and detect as three processes, wired to each other.
+pub struct Pipeline {
+    pub ingest: Service,
+    pub enrich: Service,
+    pub detect: Service,
+    pub ingest_port: u16,
+    pub enrich_port: u16,
+    pub detect_port: u16,
+    /// enrich's command line, to start it again after a kill.
+    pub enrich_args: Vec<String>,
+}
+
+impl Pipeline {
+    pub async fn start(data_dir: &Path, org: &Path) -> Pipeline {
+        let (ip, ep, dp) = (free_port(), free_port(), free_port());
+        let mut detect = Service::start(
+            "detect",
+            &data_dir.join("detect"),
+            &["detect", "--detect-listen", &format!("127.0.0.1:{dp}")],
+        );
+        let enrich_args: Vec<String> = vec![
+            "enrich".into(),
+            "--enrich-listen".into(),
+            format!("127.0.0.1:{ep}"),
+            "--detect-endpoint".into(),
+            format!("http://127.0.0.1:{dp}"),
+            "--org".into(),
+            org.display().to_string(),
+        ];
+        let args: Vec<&str> = enrich_args.iter().map(String::as_str).collect();
+        let mut enrich = Service::start("enrich", &data_dir.join("enrich"), &args);
+        let mut ingest = Service::start(
+            "ingest",
+            &data_dir.join("ingest"),
+            &[
+                "ingest",
+                "--ingest-listen",
+                &format!("127.0.0.1:{ip}"),
+                "--enrich-endpoint",
+                &format!("http://127.0.0.1:{ep}"),
+            ],
+        );
+        wait_ready(&mut detect, dp).await;
+        wait_ready(&mut enrich, ep).await;
+        wait_ready(&mut ingest, ip).await;
+        Pipeline {
+            ingest,
+            enrich,
+            detect,
+            ingest_port: ip,
+            enrich_port: ep,
+            detect_port: dp,
+            enrich_args,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        format!(
+            "--- ingest ---\n{}\n--- enrich ---\n{}\n--- detect ---\n{}",
+            self.ingest.logs(),
+            self.enrich.logs(),
+            self.detect.logs()
+        )
+    }
+}
+
+/// Each delivery group's records in time order, as raw JSON: how a client
+/// replays a trail through PushEvents.
+pub fn trail_records(trail: &Path) -> Vec<String> {
+    let limits = trailhound_core::ParseLimits::default();
+    let mut out = Vec::new();
+    for g in trailhound_ingest::files::delivery_groups(trail).expect("read trail") {
+        let parsed = trailhound_ingest::ingest::parse_group(&g.files, &limits);
+        assert!(
+            parsed.rejections.is_empty(),
+            "generated trail has bad records: {:?}",
+            parsed.rejections.first()
+        );
+        out.extend(parsed.events.into_iter().map(|e| e.raw));
+    }
+    out
+}
+
+/// A generated organization in a temp dir.
+pub fn generated_org(
+    dir: &Path,
+    days: u32,
+    accounts: u32,
+    seed: u64,
+    noise_per_account_hour: u32,
+) -> trailhound_generate::Labels {
+    let cfg = trailhound_generate::GenerateConfig {
+        days,
+        accounts,
+        seed,
+        noise_per_account_hour,
+        ..Default::default()
+    };
+    trailhound_generate::generate(&cfg, dir).expect("generate");
+    trailhound_generate::read_labels(&dir.join("labels.json")).expect("labels")
+}

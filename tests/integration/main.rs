@@ -1,0 +1,15 @@
+//! End-to-end tests: the real `trailhound` binary started as separate
+//! processes talking gRPC over loopback, the real grpcurl against them, and
+//! trace context crossing real gRPC hops.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is its failure report
+
+mod alerts;
+mod aws;
+mod dashboard;
+mod grpcurl;
+mod harness;
+mod health;
+mod pipeline;
+mod quality;
+mod trace;
