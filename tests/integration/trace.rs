@@ -91,6 +91,7 @@ async fn one_trace_crosses_every_service() {
         opentelemetry::trace::SpanId::INVALID
     );
     one_trace_follows_a_burst_from_ingest_to_notify(&exporter, &guard).await;
+    batched_hops_link_every_contributing_trace(&exporter, &guard).await;
 }
 
 /// The second half of the test above (telemetry is process-global, so
@@ -209,6 +210,90 @@ async fn one_trace_follows_a_burst_from_ingest_to_notify(
         deliver,
         "no delivery span names the burst's account {}",
         burst.account_id
+    );
+}
+
+/// The third part: a trail pushed in several calls is several traces. An
+/// anomaly is handed on inside the trace of the batch that closed its
+/// window; the other traces whose events filled that window are linked.
+async fn batched_hops_link_every_contributing_trace(
+    exporter: &InMemorySpanExporter,
+    guard: &trailhound_runtime::telemetry::TelemetryGuard,
+) {
+    exporter.reset();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stop = CancellationToken::new();
+    let org_dir = dir.path().join("org");
+    crate::harness::generated_org(&org_dir, 2, 1, 5, 10);
+    let enrich_cfg = trailhound_enrich::EnrichConfig {
+        org_snapshot: Some(org_dir.join("org.json")),
+        ..Default::default()
+    };
+    let ingest_addr = start_pipeline(dir.path(), enrich_cfg, None, &stop).await;
+    let records = crate::harness::trail_records(&org_dir.join("trail"));
+    let mut client = IngestServiceClient::connect(format!("http://{ingest_addr}"))
+        .await
+        .expect("connect");
+    let calls = 12;
+    for chunk in records.chunks(records.len() / calls + 1) {
+        client
+            .push_events(tokio_stream::iter(
+                chunk
+                    .iter()
+                    .map(|json| PushEventsRequest {
+                        json: json.clone(),
+                        source: "trace-test".into(),
+                    })
+                    .collect::<Vec<_>>(),
+            ))
+            .await
+            .expect("push");
+    }
+    guard.flush();
+    let mut spans = exporter.get_finished_spans().expect("spans");
+    for _ in 0..50 {
+        if spans
+            .iter()
+            .filter(|s| s.name == "trailhound.ingest.v1.IngestService/PushEvents")
+            .count()
+            >= calls
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        guard.flush();
+        spans = exporter.get_finished_spans().expect("spans");
+    }
+    stop.cancel();
+    let pushes: std::collections::HashSet<_> = spans
+        .iter()
+        .filter(|s| s.name == "trailhound.ingest.v1.IngestService/PushEvents")
+        .map(|s| s.span_context.trace_id())
+        .collect();
+    assert!(
+        pushes.len() >= calls,
+        "one trace per push: {}",
+        pushes.len()
+    );
+    let forwards: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "trailhound.detect/Forward")
+        .collect();
+    assert!(!forwards.is_empty(), "the trail raised no anomaly");
+    let mut linked = 0;
+    for f in &forwards {
+        let own = f.span_context.trace_id();
+        assert!(pushes.contains(&own), "Forward runs in a push's trace");
+        for l in f.links.iter() {
+            let t = l.span_context.trace_id();
+            assert_ne!(t, own, "the closing trace is the parent, not a link");
+            assert!(pushes.contains(&t), "links point at pushes' traces");
+            linked += 1;
+        }
+    }
+    assert!(
+        linked > 0,
+        "no anomaly window was linked to the other traces that filled it"
     );
 }
 

@@ -262,6 +262,48 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     }
 }
 
+/// Another trace's span, for a span that merges work from several traces
+/// (a batched hop): a span has one parent, so OpenTelemetry records the
+/// other contributors as links.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceLink(opentelemetry::trace::SpanContext);
+
+impl TraceLink {
+    /// The current span, when it belongs to a sampled trace.
+    pub fn current() -> Option<Self> {
+        use opentelemetry::trace::TraceContextExt;
+        let cx = tracing::Span::current().context();
+        let sc = cx.span().span_context().clone();
+        (sc.is_valid() && sc.is_sampled()).then_some(Self(sc))
+    }
+
+    /// The span a W3C `traceparent` names (as [`traceparent`] writes it),
+    /// for contributors whose context was carried in data.
+    pub fn from_traceparent(traceparent: &str) -> Option<Self> {
+        use opentelemetry::trace::TraceContextExt;
+        let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+        let cx = opentelemetry::propagation::TextMapPropagator::extract(
+            &TraceContextPropagator::new(),
+            &carrier,
+        );
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then_some(Self(sc))
+    }
+
+    /// The linked trace's id, as hex.
+    pub fn trace_id(&self) -> String {
+        self.0.trace_id().to_string()
+    }
+}
+
+/// Links `span` to the spans in `links`; a span outside any trace (no
+/// telemetry configured) ignores them.
+pub fn add_links(span: &tracing::Span, links: impl IntoIterator<Item = TraceLink>) {
+    for l in links {
+        span.add_link(l.0);
+    }
+}
+
 /// Trace context as plain key/value pairs, for carrying across a queue.
 pub fn context_carrier() -> HashMap<String, String> {
     let mut map = HashMap::new();

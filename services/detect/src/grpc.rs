@@ -8,6 +8,7 @@ use chrono::Utc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use trailhound_core::convert::{
     InvalidField, account_from_pb, anomaly_to_pb, detector_from_pb, detector_to_pb, event_from_pb,
     timestamp_ms,
@@ -18,7 +19,9 @@ use trailhound_proto::detect::v1 as pb;
 use trailhound_proto::detect::v1::detect_service_server::DetectService;
 use trailhound_proto::time::to_millis;
 use trailhound_runtime::status;
+use trailhound_runtime::telemetry::{TraceLink, add_links};
 
+use crate::links::Contributors;
 use crate::service::{Detect, DetectError};
 use crate::store::AnomalyFilter;
 
@@ -50,11 +53,31 @@ fn invalid(e: InvalidField) -> Status {
 
 pub struct DetectGrpc {
     detect: Arc<Detect>,
+    contributors: Contributors,
 }
 
 impl DetectGrpc {
     pub fn new(detect: Arc<Detect>) -> Self {
-        Self { detect }
+        Self {
+            detect,
+            contributors: Contributors::default(),
+        }
+    }
+
+    /// Hands anomalies on in a span of their own, linked to every trace
+    /// whose events filled their windows (the closing batch's trace, if
+    /// any, is the parent).
+    async fn forward(&self, anomalies: &[trailhound_core::Anomaly], closing: Option<&TraceLink>) {
+        if anomalies.is_empty() {
+            return;
+        }
+        let span = tracing::info_span!("trailhound.detect/Forward", anomalies = anomalies.len());
+        add_links(
+            &span,
+            self.contributors
+                .links_for(&crate::links::windows(anomalies), closing),
+        );
+        self.detect.forward(anomalies).instrument(span).await;
     }
 }
 
@@ -101,6 +124,10 @@ impl DetectService for DetectGrpc {
                 anomalies: 0,
             }));
         }
+        let closing = TraceLink::current();
+        if let Some(link) = &closing {
+            self.contributors.note(link, &events);
+        }
         let detect = self.detect.clone();
         let span = tracing::Span::current();
         let outcome = tokio::task::spawn_blocking(move || {
@@ -110,7 +137,7 @@ impl DetectService for DetectGrpc {
         .await
         .map_err(|e| Status::internal(format!("detection task failed: {e}")))?
         .map_err(to_status)?;
-        self.detect.forward(&outcome.anomalies).await;
+        self.forward(&outcome.anomalies, closing.as_ref()).await;
         Ok(Response::new(pb::ObserveResponse {
             accepted: outcome.accepted,
             late: outcome.late,
@@ -127,7 +154,8 @@ impl DetectService for DetectGrpc {
             .await
             .map_err(|e| Status::internal(format!("flush task failed: {e}")))?
             .map_err(to_status)?;
-        self.detect.forward(&anomalies).await;
+        self.forward(&anomalies, TraceLink::current().as_ref())
+            .await;
         Ok(Response::new(pb::FlushResponse {
             anomalies: anomalies.iter().map(anomaly_to_pb).collect(),
         }))

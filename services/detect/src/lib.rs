@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod grpc;
 pub mod insights_sink;
+pub mod links;
 pub mod service;
 pub mod store;
 
