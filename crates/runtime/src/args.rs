@@ -24,8 +24,9 @@ pub struct CommonArgs {
     /// Log JSON lines instead of text.
     #[arg(long, env = "TRAILHOUND_LOG_JSON", global = true)]
     pub log_json: bool,
-    /// Export traces over OTLP/gRPC to this endpoint (off when unset;
-    /// OTEL_EXPORTER_OTLP_ENDPOINT is honoured too).
+    /// Export traces and metrics over OTLP/gRPC to this endpoint, e.g.
+    /// http://127.0.0.1:4317 (off when unset; OTEL_EXPORTER_OTLP_ENDPOINT
+    /// is honoured too).
     #[arg(long, env = "TRAILHOUND_OTLP_ENDPOINT", global = true)]
     pub otlp_endpoint: Option<String>,
 }

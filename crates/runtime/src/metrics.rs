@@ -5,12 +5,35 @@
 //! never disagree.
 //!
 //! Names follow OpenTelemetry semantic conventions where one exists
-//! (`process.uptime`), otherwise `trailhound.<thing>` with the unit as a
-//! suffix in Prometheus form (`trailhound_pipeline_lag_seconds`). The text
+//! (`process.uptime` in seconds, `error.type` for the kind of an error),
+//! otherwise `trailhound.<thing>` with the unit in the instrument's UCUM
+//! unit, never in the name; the Prometheus form carries the unit as a
+//! suffix instead (`trailhound_pipeline_lag_seconds`). The OTLP names:
+//!
+//! | Stats field | OpenTelemetry instrument | Prometheus family |
+//! |---|---|---|
+//! | uptime_seconds | `process.uptime` (gauge, s) | `process_uptime_seconds` |
+//! | events_in / events_out | `trailhound.events.in` / `.out` (counter) | `trailhound_events_{in,out}_total` |
+//! | events_*_per_second | `trailhound.events.in.rate` / `.out.rate` (gauge) | `trailhound_events_{in,out}_per_second` |
+//! | dead_letters | `trailhound.dead_letters` (counter) | `trailhound_dead_letters_total` |
+//! | backend_calls / backend_throttles | `trailhound.backend.calls` / `.throttles` (counter) | `trailhound_backend_{calls,throttles}_total` |
+//! | errors | `trailhound.errors` (counter, `error.type`) | `trailhound_errors_total{kind}` |
+//! | queues | `trailhound.queue.depth` (gauge, `queue`) | `trailhound_queue_depth{queue}` |
+//! | lag_seconds | `trailhound.pipeline.lag` (gauge, s) | `trailhound_pipeline_lag_seconds` |
+//! | batch_latency | `trailhound.batch.duration` (gauge, s, `quantile`) + `trailhound.batch.count` | `trailhound_batch_duration_seconds{quantile}` + `_count` |
+//! | backend_latency | `trailhound.backend.duration` (gauge, s, `quantile`) | `trailhound_backend_duration_seconds{quantile}` |
+//! | cache_hit_rate | `trailhound.cache.hit_ratio` (gauge, 1) | `trailhound_cache_hit_ratio` |
+//! | freshness_seconds | `trailhound.freshness` (gauge, s) | `trailhound_freshness_seconds` |
+//! | gauges\[name\] | `trailhound.<name>` (gauge) | `trailhound_<name>` |
+//!
+//! Latencies are percentiles of the service's own histogram, so they are
+//! gauges by quantile rather than OpenTelemetry histograms. The text
 //! renderer is hand-written: the format is small and stable, and a
 //! Prometheus client crate would keep a second copy of every figure.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
@@ -230,85 +253,381 @@ pub fn render(all: &[ServiceStats]) -> String {
     out
 }
 
-/// Registers OpenTelemetry instruments that read `stats` at each export.
-/// The meter comes from the global provider, which is a no-op unless
-/// telemetry was initialised with an OTLP endpoint.
+/// The instrumentation scope of every trailhound instrument.
+pub const METER_NAME: &str = "trailhound";
+
+/// One read of a service's figures shared by all of its instruments: the
+/// SDK runs every callback one after another at each collection, so a
+/// read younger than this serves them all. The figures of one export are
+/// then consistent with each other, and the stats are read once, not once
+/// per instrument.
+const SNAPSHOT_TTL: Duration = Duration::from_millis(250);
+
+struct Snapshot {
+    stats: StatsHandle,
+    last: Mutex<Option<(Instant, Arc<ServiceStats>)>>,
+}
+
+impl Snapshot {
+    fn get(&self) -> Arc<ServiceStats> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, s)) = last.as_ref()
+            && at.elapsed() < SNAPSHOT_TTL
+        {
+            return s.clone();
+        }
+        let s = Arc::new(self.stats.get());
+        *last = Some((Instant::now(), s.clone()));
+        s
+    }
+}
+
+fn service(s: &ServiceStats) -> KeyValue {
+    KeyValue::new("service", s.service.clone())
+}
+
+/// Registers OpenTelemetry instruments that read `stats` at each export,
+/// on the global meter provider, which is a no-op unless telemetry was
+/// initialised with an OTLP endpoint.
 pub fn register_otel(stats: StatsHandle) {
-    let meter: Meter = opentelemetry::global::meter("trailhound");
-    type Get = fn(&ServiceStats) -> f64;
-    let counters: [(&'static str, &'static str, Get); 5] = [
-        ("trailhound.events.in", "{event}", |s| s.events_in as f64),
-        ("trailhound.events.out", "{event}", |s| s.events_out as f64),
-        ("trailhound.dead_letters", "{record}", |s| {
-            s.dead_letters as f64
-        }),
-        ("trailhound.backend.calls", "{call}", |s| {
-            s.backend_calls as f64
-        }),
-        ("trailhound.backend.throttles", "{call}", |s| {
-            s.backend_throttles as f64
-        }),
+    register_otel_on(&opentelemetry::global::meter(METER_NAME), stats);
+}
+
+/// Registers the instruments on `meter`: the figures of `Stats`, under
+/// the names the crate doc gives. Every data point carries `service`
+/// (one process may run several services; `service.name` on the resource
+/// names the process). Service-specific gauges are those the service
+/// reports when this is called.
+pub fn register_otel_on(meter: &Meter, stats: StatsHandle) {
+    let snap = Arc::new(Snapshot {
+        stats,
+        last: Mutex::new(None),
+    });
+    type Count = fn(&ServiceStats) -> u64;
+    let counters: [(&'static str, &'static str, &'static str, Count); 6] = [
+        (
+            "trailhound.events.in",
+            "{event}",
+            "Events (or anomalies, insights) received since start.",
+            |s| s.events_in,
+        ),
+        (
+            "trailhound.events.out",
+            "{event}",
+            "Events handed on downstream since start.",
+            |s| s.events_out,
+        ),
+        (
+            "trailhound.dead_letters",
+            "{record}",
+            "Records or deliveries set aside since start.",
+            |s| s.dead_letters,
+        ),
+        (
+            "trailhound.backend.calls",
+            "{call}",
+            "Calls to an outside backend since start.",
+            |s| s.backend_calls,
+        ),
+        (
+            "trailhound.backend.throttles",
+            "{call}",
+            "Backend calls refused for rate since start.",
+            |s| s.backend_throttles,
+        ),
+        (
+            "trailhound.batch.count",
+            "{batch}",
+            "Batches handled since start.",
+            |s| s.batch_latency.as_ref().map_or(0, |l| l.count),
+        ),
     ];
-    for (name, unit, get) in counters {
-        let h = stats.clone();
+    for (name, unit, help, get) in counters {
+        let snap = snap.clone();
         let _ = meter
-            .f64_observable_counter(name)
+            .u64_observable_counter(name)
             .with_unit(unit)
+            .with_description(help)
             .with_callback(move |o| {
-                let s = h.get();
-                o.observe(finite(get(&s)), &[KeyValue::new("service", s.service)]);
+                let s = snap.get();
+                o.observe(get(&s), &[service(&s)]);
             })
             .build();
     }
-    let gauges: [(&'static str, &'static str, Get); 6] = [
-        ("process.uptime", "s", |s| s.uptime_seconds),
-        ("trailhound.events.in.rate", "{event}/s", |s| {
-            s.events_in_per_second
-        }),
-        ("trailhound.events.out.rate", "{event}/s", |s| {
-            s.events_out_per_second
-        }),
-        ("trailhound.pipeline.lag", "s", |s| s.lag_seconds),
-        ("trailhound.batch.duration.p99", "s", |s| {
-            s.batch_latency.as_ref().map_or(0.0, |l| l.p99_ms / 1000.0)
-        }),
-        ("trailhound.cache.hit_ratio", "1", |s| {
-            s.cache_hit_rate.unwrap_or(0.0)
-        }),
-    ];
-    for (name, unit, get) in gauges {
-        let h = stats.clone();
-        let _ = meter
-            .f64_observable_gauge(name)
-            .with_unit(unit)
-            .with_callback(move |o| {
-                let s = h.get();
-                o.observe(finite(get(&s)), &[KeyValue::new("service", s.service)]);
-            })
-            .build();
-    }
-    let h = stats;
+    let h = snap.clone();
     let _ = meter
         .u64_observable_counter("trailhound.errors")
         .with_unit("{error}")
+        .with_description("Errors since start, by kind (error.type).")
         .with_callback(move |o| {
             let s = h.get();
             for (kind, n) in &s.errors {
                 o.observe(
                     *n,
-                    &[
-                        KeyValue::new("service", s.service.clone()),
-                        KeyValue::new("error.type", kind.clone()),
-                    ],
+                    &[service(&s), KeyValue::new("error.type", kind.clone())],
                 );
             }
         })
         .build();
+
+    type Value = fn(&ServiceStats) -> Option<f64>;
+    let gauges: [(&'static str, &'static str, &'static str, Value); 6] = [
+        (
+            "process.uptime",
+            "s",
+            "The time the process has been running.",
+            |s| Some(s.uptime_seconds),
+        ),
+        (
+            "trailhound.events.in.rate",
+            "{event}/s",
+            "Events received per second over the last minute.",
+            |s| Some(s.events_in_per_second),
+        ),
+        (
+            "trailhound.events.out.rate",
+            "{event}/s",
+            "Events handed on per second over the last minute.",
+            |s| Some(s.events_out_per_second),
+        ),
+        (
+            "trailhound.pipeline.lag",
+            "s",
+            "Age of the oldest event received but not yet handed on.",
+            |s| Some(s.lag_seconds),
+        ),
+        (
+            "trailhound.cache.hit_ratio",
+            "1",
+            "Share of lookups served from a cache.",
+            |s| s.cache_hit_rate,
+        ),
+        (
+            "trailhound.freshness",
+            "s",
+            "From an event's time to its evaluation (or the next step's).",
+            |s| s.freshness_seconds,
+        ),
+    ];
+    for (name, unit, help, get) in gauges {
+        let snap = snap.clone();
+        let _ = meter
+            .f64_observable_gauge(name)
+            .with_unit(unit)
+            .with_description(help)
+            .with_callback(move |o| {
+                let s = snap.get();
+                if let Some(v) = get(&s) {
+                    o.observe(finite(v), &[service(&s)]);
+                }
+            })
+            .build();
+    }
+
+    let h = snap.clone();
+    let _ = meter
+        .u64_observable_gauge("trailhound.queue.depth")
+        .with_unit("{item}")
+        .with_description("Items waiting or in flight in a queue.")
+        .with_callback(move |o| {
+            let s = h.get();
+            for q in &s.queues {
+                o.observe(
+                    q.depth,
+                    &[service(&s), KeyValue::new("queue", q.name.clone())],
+                );
+            }
+        })
+        .build();
+
+    type Latency = fn(&ServiceStats) -> Option<LatencySummary>;
+    let latencies: [(&'static str, &'static str, Latency); 2] = [
+        (
+            "trailhound.batch.duration",
+            "Time to handle one batch, by quantile.",
+            |s| s.batch_latency,
+        ),
+        (
+            "trailhound.backend.duration",
+            "Time of one backend call, by quantile.",
+            |s| s.backend_latency,
+        ),
+    ];
+    for (name, help, get) in latencies {
+        let snap = snap.clone();
+        let _ = meter
+            .f64_observable_gauge(name)
+            .with_unit("s")
+            .with_description(help)
+            .with_callback(move |o| {
+                let s = snap.get();
+                let l = get(&s).unwrap_or_default();
+                for (q, v) in [("0.5", l.p50_ms), ("0.95", l.p95_ms), ("0.99", l.p99_ms)] {
+                    o.observe(
+                        finite(v / 1000.0),
+                        &[service(&s), KeyValue::new("quantile", q)],
+                    );
+                }
+            })
+            .build();
+    }
+
+    // Service-specific gauges, one instrument per name.
+    let names: Vec<String> = snap.get().gauges.keys().cloned().collect();
+    for g in names {
+        let snap = snap.clone();
+        let key = g.clone();
+        let _ = meter
+            .f64_observable_gauge(format!("trailhound.{g}"))
+            .with_description("A service-specific figure.")
+            .with_callback(move |o| {
+                let s = snap.get();
+                if let Some(v) = s.gauges.get(&key) {
+                    o.observe(finite(*v), &[service(&s)]);
+                }
+            })
+            .build();
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every point of every instrument: (name, unit, attributes, value).
+    type Point = (String, String, Vec<(String, String)>, f64);
+
+    /// Registers the instruments for `stats` on a private provider and
+    /// returns what one export of it holds.
+    fn points(stats: ServiceStats) -> Vec<Point> {
+        use opentelemetry::metrics::MeterProvider as _;
+        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+        use opentelemetry_sdk::metrics::{InMemoryMetricExporter, SdkMeterProvider};
+
+        fn add<T: Copy>(
+            out: &mut Vec<Point>,
+            name: &str,
+            unit: &str,
+            data: &MetricData<T>,
+            to_f64: fn(T) -> f64,
+        ) {
+            let mut push = |attrs: Vec<&KeyValue>, v: T| {
+                let attrs = attrs
+                    .into_iter()
+                    .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+                    .collect();
+                out.push((name.into(), unit.into(), attrs, to_f64(v)));
+            };
+            match data {
+                MetricData::Gauge(g) => {
+                    for p in g.data_points() {
+                        push(p.attributes().collect(), p.value());
+                    }
+                }
+                MetricData::Sum(s) => {
+                    assert!(s.is_monotonic(), "{name} is a counter");
+                    for p in s.data_points() {
+                        push(p.attributes().collect(), p.value());
+                    }
+                }
+                _ => panic!("{name}: only gauges and counters are registered"),
+            }
+        }
+
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_periodic_exporter(exporter.clone())
+            .build();
+        register_otel_on(
+            &provider.meter(METER_NAME),
+            StatsHandle::new(move || stats.clone()),
+        );
+        provider.force_flush().expect("flush");
+        let mut out = Vec::new();
+        for rm in exporter.get_finished_metrics().expect("metrics") {
+            for sm in rm.scope_metrics() {
+                for m in sm.metrics() {
+                    match m.data() {
+                        AggregatedMetrics::F64(d) => add(&mut out, m.name(), m.unit(), d, |v| v),
+                        AggregatedMetrics::U64(d) => {
+                            add(&mut out, m.name(), m.unit(), d, |v| v as f64)
+                        }
+                        AggregatedMetrics::I64(d) => {
+                            add(&mut out, m.name(), m.unit(), d, |v| v as f64)
+                        }
+                    }
+                }
+            }
+        }
+        let _ = provider.shutdown();
+        out
+    }
+
+    #[test]
+    fn otel_instruments_carry_the_stats_figures_under_their_names() {
+        let mut s = ServiceStats {
+            service: "ingest".into(),
+            uptime_seconds: 12.0,
+            events_in: 7,
+            events_out: 5,
+            dead_letters: 1,
+            lag_seconds: f64::NAN,
+            batch_latency: Some(LatencySummary {
+                count: 3,
+                p50_ms: 10.0,
+                p95_ms: 20.0,
+                p99_ms: 30.0,
+                max_ms: 40.0,
+            }),
+            freshness_seconds: None,
+            ..Default::default()
+        };
+        s.errors.insert("rejected".into(), 2);
+        s.queues.push(trailhound_proto::common::v1::QueueDepth {
+            name: "spool".into(),
+            depth: 3,
+            capacity: 0,
+        });
+        s.gauges.insert("duplicates".into(), 4.0);
+        let points = points(s);
+        let find = |name: &str, attr: Option<(&str, &str)>| -> (String, f64) {
+            let p = points
+                .iter()
+                .find(|(n, _, a, _)| {
+                    n == name
+                        && a.iter().any(|(k, v)| k == "service" && v == "ingest")
+                        && attr.is_none_or(|(ak, av)| a.iter().any(|(k, v)| k == ak && v == av))
+                })
+                .unwrap_or_else(|| panic!("no {name} {attr:?} in {points:?}"));
+            (p.1.clone(), p.3)
+        };
+        assert_eq!(find("process.uptime", None), ("s".into(), 12.0));
+        assert_eq!(find("trailhound.events.in", None), ("{event}".into(), 7.0));
+        assert_eq!(find("trailhound.events.out", None).1, 5.0);
+        assert_eq!(find("trailhound.dead_letters", None).1, 1.0);
+        assert_eq!(
+            find("trailhound.errors", Some(("error.type", "rejected"))),
+            ("{error}".into(), 2.0)
+        );
+        assert_eq!(
+            find("trailhound.queue.depth", Some(("queue", "spool"))).1,
+            3.0
+        );
+        assert_eq!(find("trailhound.pipeline.lag", None), ("s".into(), 0.0));
+        assert_eq!(
+            find("trailhound.batch.duration", Some(("quantile", "0.99"))),
+            ("s".into(), 0.03)
+        );
+        assert_eq!(find("trailhound.batch.count", None).1, 3.0);
+        assert_eq!(find("trailhound.duplicates", None).1, 4.0);
+        // Figures a service does not have are absent, not zero.
+        assert!(
+            !points
+                .iter()
+                .any(|p| p.0 == "trailhound.freshness" || p.0 == "trailhound.cache.hit_ratio"),
+            "{points:?}"
+        );
+    }
 
     #[test]
     fn renders_parseable_text_with_escaped_labels_and_no_nan() {

@@ -1,7 +1,13 @@
 //! Logging, tracing and metrics. Logs go to stderr (text or JSON). Traces
-//! and metrics (see `metrics`) go to an OTLP collector when an endpoint is configured (`--otlp-endpoint` or the
-//! standard `OTEL_EXPORTER_OTLP_ENDPOINT`), and nowhere otherwise;
-//! `OTEL_SDK_DISABLED=true` turns export off whatever else says.
+//! and metrics (see `metrics`) go over OTLP/gRPC to a collector when an
+//! endpoint is configured (`--otlp-endpoint`, `TRAILHOUND_OTLP_ENDPOINT`
+//! or the standard `OTEL_EXPORTER_OTLP_ENDPOINT`), and nowhere otherwise;
+//! `OTEL_SDK_DISABLED=true` turns export off whatever else says. The
+//! resource carries `service.name` (`trailhound-<service>`, or
+//! `trailhound` for `up`). The standard batching variables apply:
+//! `OTEL_METRIC_EXPORT_INTERVAL` (ms, default 60000) and
+//! `OTEL_BSP_SCHEDULE_DELAY` (ms, default 5000). `tests/integration/otlp.rs`
+//! checks all of this against a real collector (rotel).
 //!
 //! W3C trace context crosses every gRPC hop: [`inject`] on the client side
 //! (see `client`), [`server_span`] on the server side (see `server`). This is
@@ -109,8 +115,8 @@ pub fn init(opts: &TelemetryOptions) -> anyhow::Result<TelemetryGuard> {
     };
     let mut guard = init_with_exporter(opts, exporter)?;
     // Metrics go to the same collector: the figures of `Stats`, read by the
-    // instruments `metrics::register_otel` installs, every 30 s (or as
-    // OTEL_METRIC_EXPORT_INTERVAL says).
+    // instruments `metrics::register_otel` installs, every 60 s (the SDK's
+    // default) or every OTEL_METRIC_EXPORT_INTERVAL milliseconds.
     if let Some(ep) = endpoint {
         let exporter = opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
@@ -210,20 +216,54 @@ pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
     });
 }
 
-/// The span a server request runs in: named after the gRPC method
-/// (`trailhound.ingest.v1.IngestService/PushEvents`) and parented on the
-/// caller's trace context when there is one.
+/// The span a server request runs in, parented on the caller's trace
+/// context when there is one, named and described as the semantic
+/// conventions say: a gRPC call is named after its method
+/// (`trailhound.ingest.v1.IngestService/PushEvents`) with `rpc.system`,
+/// `rpc.service` and `rpc.method`; plain HTTP on the same port
+/// (`/metrics`, health's dashboard) is an HTTP server span named after
+/// the method alone (a path is no low-cardinality route) with
+/// `http.request.method` and `url.path`.
 pub fn server_span(req: &http::Request<()>) -> tracing::Span {
-    let path = req.uri().path().trim_start_matches('/');
-    let (service, method) = path.split_once('/').unwrap_or((path, ""));
-    let span = tracing::info_span!(
-        "grpc.server",
-        otel.name = %path,
-        otel.kind = "server",
-        rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
-    );
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    let span = if grpc {
+        let path = req.uri().path().trim_start_matches('/');
+        let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        tracing::info_span!(
+            "grpc.server",
+            otel.name = %path,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+        )
+    } else {
+        // Unknown methods are `_OTHER`, so a client cannot mint names.
+        let method = match *req.method() {
+            http::Method::GET
+            | http::Method::HEAD
+            | http::Method::POST
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::CONNECT
+            | http::Method::OPTIONS
+            | http::Method::TRACE
+            | http::Method::PATCH => req.method().as_str(),
+            _ => "_OTHER",
+        };
+        tracing::info_span!(
+            "http.server",
+            otel.name = %method,
+            otel.kind = "server",
+            http.request.method = %method,
+            url.path = %req.uri().path(),
+            url.scheme = "http",
+        )
+    };
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&HeaderExtractor(req.headers()))
     });
