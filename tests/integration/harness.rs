@@ -128,16 +128,25 @@ pub struct Pipeline {
     pub detect_port: u16,
     /// enrich's command line, to start it again after a kill.
     pub enrich_args: Vec<String>,
+    /// detect's command line, likewise.
+    pub detect_args: Vec<String>,
 }
 
 impl Pipeline {
     pub async fn start(data_dir: &Path, org: &Path) -> Pipeline {
+        Self::start_with(data_dir, org, &[]).await
+    }
+
+    /// Like [`Pipeline::start`], with more flags for ingest.
+    pub async fn start_with(data_dir: &Path, org: &Path, ingest_flags: &[&str]) -> Pipeline {
         let (ip, ep, dp) = (free_port(), free_port(), free_port());
-        let mut detect = Service::start(
-            "detect",
-            &data_dir.join("detect"),
-            &["detect", "--detect-listen", &format!("127.0.0.1:{dp}")],
-        );
+        let detect_args: Vec<String> = vec![
+            "detect".into(),
+            "--detect-listen".into(),
+            format!("127.0.0.1:{dp}"),
+        ];
+        let args: Vec<&str> = detect_args.iter().map(String::as_str).collect();
+        let mut detect = Service::start("detect", &data_dir.join("detect"), &args);
         let enrich_args: Vec<String> = vec![
             "enrich".into(),
             "--enrich-listen".into(),
@@ -149,17 +158,17 @@ impl Pipeline {
         ];
         let args: Vec<&str> = enrich_args.iter().map(String::as_str).collect();
         let mut enrich = Service::start("enrich", &data_dir.join("enrich"), &args);
-        let mut ingest = Service::start(
+        let ingest_listen = format!("127.0.0.1:{ip}");
+        let enrich_endpoint = format!("http://127.0.0.1:{ep}");
+        let mut ingest_args = vec![
             "ingest",
-            &data_dir.join("ingest"),
-            &[
-                "ingest",
-                "--ingest-listen",
-                &format!("127.0.0.1:{ip}"),
-                "--enrich-endpoint",
-                &format!("http://127.0.0.1:{ep}"),
-            ],
-        );
+            "--ingest-listen",
+            &ingest_listen,
+            "--enrich-endpoint",
+            &enrich_endpoint,
+        ];
+        ingest_args.extend_from_slice(ingest_flags);
+        let mut ingest = Service::start("ingest", &data_dir.join("ingest"), &ingest_args);
         wait_ready(&mut detect, dp).await;
         wait_ready(&mut enrich, ep).await;
         wait_ready(&mut ingest, ip).await;
@@ -171,6 +180,7 @@ impl Pipeline {
             enrich_port: ep,
             detect_port: dp,
             enrich_args,
+            detect_args,
         }
     }
 

@@ -1,9 +1,19 @@
-//! health against real processes: enrich is killed (SIGKILL) while a trail
-//! is being pushed through ingest → enrich → detect, then started again.
-//! health reports the system DEGRADED with enrich NOT_SERVING, then
-//! SERVING again, and no event is lost: ingest's and detect's counts match
-//! what was pushed.
+//! health against real processes, while a trail is being pushed through
+//! ingest → enrich → detect:
+//! - enrich is killed (SIGKILL) and started again within ingest's retry
+//!   patience: ingest holds the push meanwhile;
+//! - detect is killed and started again: it resumes from its checkpoint
+//!   and write-ahead log, and batches whose answer was lost are not
+//!   counted twice;
+//! - enrich stays down longer than ingest's retry patience: ingest spools
+//!   the batches to its durable buffer, and health's `replay` sends them on
+//!   once enrich is back.
+//!
+//! Each time health reports the system DEGRADED with the killed service
+//! NOT_SERVING, then SERVING again, and no event is lost or counted twice:
+//! ingest's and detect's counts match what was pushed.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use trailhound_proto::common::v1::{ServiceStats, StatsRequest};
@@ -72,19 +82,23 @@ async fn detect_stats(port: u16) -> ServiceStats {
         .into_inner()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_enrich_mid_stream_loses_nothing_and_health_sees_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let org_dir = dir.path().join("org");
-    generated_org(&org_dir, 2, 3, 5, 5);
-    let records = trail_records(&org_dir.join("trail"));
-    let total = records.len() as u64;
-    let mut p = Pipeline::start(dir.path(), &org_dir.join("org.json")).await;
+fn gauge(s: &ServiceStats, name: &str) -> f64 {
+    s.gauges.get(name).copied().unwrap_or(0.0)
+}
 
+fn spooled(s: &ServiceStats) -> u64 {
+    s.queues
+        .iter()
+        .find(|q| q.name == "spool")
+        .map_or(0, |q| q.depth)
+}
+
+/// health watching the pipeline every 200 ms, SERVING before it returns.
+async fn start_health(dir: &Path, p: &Pipeline) -> (Service, u16) {
     let hp = free_port();
     let mut health = Service::start(
         "health",
-        &dir.path().join("health"),
+        &dir.join("health"),
         &[
             "health",
             "--health-listen",
@@ -106,14 +120,17 @@ async fn killing_enrich_mid_stream_loses_nothing_and_health_sees_it() {
         h.status() == hpb::Status::Serving
     })
     .await;
+    (health, hp)
+}
 
-    // Push in chunks from another task, so enrich dies mid-stream.
+/// Pushes the records in ten chunks from another task, so a service can
+/// die mid-stream; returns what ingest accepted.
+fn push_in_chunks(records: &[String], ingest_port: u16) -> tokio::task::JoinHandle<u64> {
     let chunks: Vec<Vec<String>> = records
         .chunks(records.len() / 10 + 1)
         .map(|c| c.to_vec())
         .collect();
-    let ingest_port = p.ingest_port;
-    let pusher = tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut client = IngestServiceClient::connect(format!("http://127.0.0.1:{ingest_port}"))
             .await
             .expect("connect ingest");
@@ -126,13 +143,64 @@ async fn killing_enrich_mid_stream_loses_nothing_and_health_sees_it() {
             accepted += client
                 .push_events(stream)
                 .await
-                .expect("push (ingest retries while enrich is down)")
+                .expect("push (ingest retries or spools while downstream is down)")
                 .into_inner()
                 .accepted;
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
         accepted
-    });
+    })
+}
+
+/// Waits until `service` reports NOT_SERVING and the system DEGRADED, and
+/// checks the reason names it.
+async fn wait_degraded_by(hp: u16, service: &str) {
+    let degraded = wait_for(
+        hp,
+        &format!("DEGRADED with {service} down"),
+        Duration::from_secs(20),
+        |h| h.status() == hpb::Status::Degraded && status_of(h, service) == hpb::Status::NotServing,
+    )
+    .await;
+    let reasons = degraded.reasons.join("; ");
+    assert!(
+        reasons.contains(&format!("{service} NOT_SERVING")),
+        "{reasons}"
+    );
+}
+
+/// Waits for SERVING after a restart and checks that the restart made
+/// health ask ingest to replay its durable buffer.
+async fn wait_serving_with_replay(hp: u16, health: &Service) -> hpb::SystemHealth {
+    let serving = wait_for(
+        hp,
+        "SERVING after the restart",
+        Duration::from_secs(30),
+        |h| h.status() == hpb::Status::Serving,
+    )
+    .await;
+    assert!(
+        serving
+            .recent_actions
+            .iter()
+            .any(|a| a.action == "replay" && a.target == "ingest" && a.ok),
+        "{:#?}\n{}",
+        serving.recent_actions,
+        health.logs()
+    );
+    serving
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_enrich_mid_stream_loses_nothing_and_health_sees_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let org_dir = dir.path().join("org");
+    generated_org(&org_dir, 2, 3, 5, 5);
+    let records = trail_records(&org_dir.join("trail"));
+    let total = records.len() as u64;
+    let mut p = Pipeline::start(dir.path(), &org_dir.join("org.json")).await;
+    let (health, hp) = start_health(dir.path(), &p).await;
+    let pusher = push_in_chunks(&records, p.ingest_port);
 
     // Once some events went through, kill enrich hard.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -142,18 +210,7 @@ async fn killing_enrich_mid_stream_loses_nothing_and_health_sees_it() {
     }
     p.enrich.child.kill().expect("kill enrich");
     let _ = p.enrich.child.wait();
-
-    let degraded = wait_for(
-        hp,
-        "DEGRADED with enrich down",
-        Duration::from_secs(20),
-        |h| {
-            h.status() == hpb::Status::Degraded && status_of(h, "enrich") == hpb::Status::NotServing
-        },
-    )
-    .await;
-    let reasons = degraded.reasons.join("; ");
-    assert!(reasons.contains("enrich NOT_SERVING"), "{reasons}");
+    wait_degraded_by(hp, "enrich").await;
 
     let args: Vec<&str> = p.enrich_args.iter().map(String::as_str).collect();
     let mut enrich = Service::start("enrich-restarted", &dir.path().join("enrich"), &args);
@@ -164,24 +221,7 @@ async fn killing_enrich_mid_stream_loses_nothing_and_health_sees_it() {
         .expect("pushes finish once enrich is back")
         .expect("pusher");
     assert_eq!(accepted, total, "{}", p.logs());
-
-    let serving = wait_for(
-        hp,
-        "SERVING after the restart",
-        Duration::from_secs(30),
-        |h| h.status() == hpb::Status::Serving,
-    )
-    .await;
-    // The restart triggered one replay from ingest's durable buffer.
-    assert!(
-        serving
-            .recent_actions
-            .iter()
-            .any(|a| a.action == "replay" && a.target == "ingest" && a.ok),
-        "{:#?}\n{}",
-        serving.recent_actions,
-        health.logs()
-    );
+    wait_serving_with_replay(hp, &health).await;
 
     let i = ingest_stats(p.ingest_port).await;
     assert_eq!(i.events_in, total);
@@ -197,6 +237,152 @@ async fn killing_enrich_mid_stream_loses_nothing_and_health_sees_it() {
         health.logs().contains("health alert"),
         "alerts are logged:\n{}",
         health.logs()
+    );
+    drop(enrich);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_detect_mid_stream_loses_nothing_and_health_sees_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let org_dir = dir.path().join("org");
+    generated_org(&org_dir, 2, 3, 6, 5);
+    let records = trail_records(&org_dir.join("trail"));
+    let total = records.len() as u64;
+    let mut p = Pipeline::start(dir.path(), &org_dir.join("org.json")).await;
+    let (health, hp) = start_health(dir.path(), &p).await;
+    let pusher = push_in_chunks(&records, p.ingest_port);
+
+    // Once detect has counted some events, kill it hard: what it learned
+    // since its last checkpoint is only in its write-ahead log.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let d = detect_stats(p.detect_port).await;
+        if d.events_in > 0 {
+            break d.events_in;
+        }
+        assert!(Instant::now() < deadline, "nothing flowed\n{}", p.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(before < total, "the kill must come mid-stream");
+    p.detect.child.kill().expect("kill detect");
+    let _ = p.detect.child.wait();
+    wait_degraded_by(hp, "detect").await;
+
+    let args: Vec<&str> = p.detect_args.iter().map(String::as_str).collect();
+    let mut detect = Service::start("detect-restarted", &dir.path().join("detect"), &args);
+    wait_ready(&mut detect, p.detect_port).await;
+    let restarted = detect_stats(p.detect_port).await;
+    assert!(
+        gauge(&restarted, "replayed_entries") > 0.0 && restarted.events_in >= before,
+        "the restart replayed the log: {restarted:#?}\n{}",
+        detect.logs()
+    );
+
+    let accepted = tokio::time::timeout(Duration::from_secs(120), pusher)
+        .await
+        .expect("pushes finish once detect is back")
+        .expect("pusher");
+    assert_eq!(accepted, total, "{}", p.logs());
+    wait_serving_with_replay(hp, &health).await;
+
+    let i = ingest_stats(p.ingest_port).await;
+    assert_eq!(i.events_out, total, "ingest handed on every event");
+    let d = detect_stats(p.detect_port).await;
+    assert_eq!(
+        d.events_in,
+        total,
+        "detect counted every event exactly once across the kill: {d:#?}\n{}\n--- detect after the restart ---\n{}",
+        p.logs(),
+        detect.logs()
+    );
+    drop(detect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_spooled_while_enrich_is_down_are_replayed_once_it_is_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let org_dir = dir.path().join("org");
+    generated_org(&org_dir, 2, 3, 7, 5);
+    let records = trail_records(&org_dir.join("trail"));
+    let total = records.len() as u64;
+    // Past one second of refusals, a batch goes to the spool.
+    let mut p = Pipeline::start_with(
+        dir.path(),
+        &org_dir.join("org.json"),
+        &["--retry-patience", "1s"],
+    )
+    .await;
+    let (health, hp) = start_health(dir.path(), &p).await;
+    let pusher = push_in_chunks(&records, p.ingest_port);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ingest_stats(p.ingest_port).await.events_out == 0 {
+        assert!(Instant::now() < deadline, "nothing flowed\n{}", p.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.enrich.child.kill().expect("kill enrich");
+    let _ = p.enrich.child.wait();
+    wait_degraded_by(hp, "enrich").await;
+
+    // enrich stays down until ingest has given up retrying and spooled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        let i = ingest_stats(p.ingest_port).await;
+        if spooled(&i) > 0 {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "nothing spooled\n{}", p.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(gauge(&held, "spooled_pending") > 0.0, "{held:#?}");
+
+    let args: Vec<&str> = p.enrich_args.iter().map(String::as_str).collect();
+    let mut enrich = Service::start("enrich-restarted", &dir.path().join("enrich"), &args);
+    wait_ready(&mut enrich, p.enrich_port).await;
+
+    // Spooled batches count as accepted: the push does not wait for them.
+    let accepted = tokio::time::timeout(Duration::from_secs(120), pusher)
+        .await
+        .expect("pushes finish")
+        .expect("pusher");
+    assert_eq!(accepted, total, "{}", p.logs());
+    let serving = wait_serving_with_replay(hp, &health).await;
+
+    // The replay drains the spool and detect ends with every event once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let i = ingest_stats(p.ingest_port).await;
+        let d = detect_stats(p.detect_port).await;
+        if spooled(&i) == 0 && i.events_out == total && d.events_in >= total {
+            assert_eq!(gauge(&i, "spooled_pending"), 0.0);
+            assert_eq!(
+                d.events_in,
+                total,
+                "detect counted every event exactly once: {d:#?}\n{}",
+                p.logs()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spool was not drained: ingest {i:#?}\ndetect events_in {}\nactions {:#?}\n{}\n{}",
+            d.events_in,
+            serving.recent_actions,
+            p.logs(),
+            health.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let replays: Vec<_> = serving
+        .recent_actions
+        .iter()
+        .filter(|a| a.action == "replay" && a.target == "ingest")
+        .collect();
+    assert!(
+        replays
+            .iter()
+            .any(|a| a.detail.contains("replayed") && !a.detail.starts_with("replayed 0 ")),
+        "health's replay sent the spooled events: {replays:#?}"
     );
     drop(enrich);
 }

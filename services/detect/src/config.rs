@@ -23,6 +23,16 @@ pub struct DetectConfig {
     /// How often learned state is checkpointed.
     #[serde(with = "humantime_serde")]
     pub checkpoint_every: Duration,
+    /// The write-ahead log: every batch (and idle close, flush, detector
+    /// change) is committed durably to the store before detect answers,
+    /// and replayed over the last checkpoint on start, so a kill loses
+    /// nothing detect acknowledged and counts stay exact. Off, a kill loses
+    /// what was learned since the last checkpoint (the batches were
+    /// acknowledged, so nobody sends them again). Default on.
+    pub wal: bool,
+    /// With the log: also checkpoint (and empty the log) once it holds
+    /// this many events, which bounds its size and the replay on start.
+    pub wal_checkpoint_events: u64,
     /// When no event has arrived for this long, windows are closed by wall
     /// clock so a quiet live stream still gets evaluated.
     #[serde(with = "humantime_serde")]
@@ -58,6 +68,8 @@ impl Default for DetectConfig {
             detectors: trailhound_core::detector::default_detectors(),
             engine: EngineConfig::default(),
             checkpoint_every: Duration::from_secs(60),
+            wal: true,
+            wal_checkpoint_events: 200_000,
             idle_close: Duration::from_secs(300),
             insights_endpoint: None,
             backend: DetectBackend::Embedded,

@@ -6,6 +6,18 @@
 //! [`engine`] is the pure, synchronous detection logic (also used directly
 //! by the CLI's replay); [`service`] adds persistence, watchers and detector
 //! management; [`grpc`] is the thin gRPC adapter.
+//!
+//! What survives a SIGKILL: with `[detect] wal = true` (the default) every
+//! batch detect acknowledged. Each is committed durably to the store's
+//! write-ahead log ([`wal`]) before `Observe` answers, in the same redb
+//! transaction as the series points and anomalies it produced; on start
+//! the last checkpoint is restored and the log replayed over it, so the
+//! learned state, the anomalies and the event counts are those of a run
+//! that never stopped. A batch sent again because its answer was lost is
+//! recognised and not counted twice. With `wal = false`, a kill loses what
+//! was learned since the last checkpoint (`checkpoint_every`). The replay
+//! (`trailhound detect --input`) runs the engine without a store and pays
+//! nothing for any of this. Details in [`service`].
 
 pub mod baseline;
 pub mod config;
@@ -15,6 +27,7 @@ pub mod insights_sink;
 pub mod links;
 pub mod service;
 pub mod store;
+pub mod wal;
 
 use std::sync::Arc;
 
@@ -24,7 +37,7 @@ use trailhound_proto::detect::v1::detect_service_server::DetectServiceServer;
 
 pub use config::DetectConfig;
 pub use engine::{Engine, EngineConfig, Prepared, Preparer, WindowResult};
-pub use service::{Detect, DetectError};
+pub use service::{Detect, DetectError, WalOptions};
 pub use store::DetectStore;
 
 pub const SERVICE_NAME: &str = "trailhound.detect.v1.DetectService";
@@ -71,6 +84,11 @@ pub async fn serve(
             }
         })
     };
+    // Anomalies the log's replay found that downstream never had.
+    {
+        let detect = detect.clone();
+        tokio::spawn(async move { detect.forward(&[]).await });
+    }
     let stats = {
         let detect = detect.clone();
         trailhound_runtime::StatsHandle::new(move || detect.service_stats())
@@ -150,11 +168,17 @@ pub fn build(
     downstream: Option<Arc<dyn trailhound_core::pipeline::AnomalySink>>,
 ) -> anyhow::Result<Arc<Detect>> {
     let store = DetectStore::open(&config.store_path(data_dir))?;
-    let detect = Arc::new(Detect::open(
+    let detect = Arc::new(Detect::open_with(
         store,
         config.detectors.clone(),
         config.engine.clone(),
         downstream.clone(),
+        WalOptions {
+            // OpenSearch keeps the events itself; the log is the embedded
+            // engine's.
+            enabled: config.wal && config.backend == config::DetectBackend::Embedded,
+            checkpoint_after_events: config.wal_checkpoint_events,
+        },
     )?);
     if config.backend == config::DetectBackend::Opensearch {
         // The cluster is reached lazily: it may be down now; serve() sets

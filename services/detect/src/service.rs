@@ -1,7 +1,44 @@
 //! The detect service's logic, without gRPC: feeds the engine, persists
 //! what it returns, publishes anomalies to watchers and downstream, manages
 //! detectors and checkpoints.
+//!
+//! # What survives a kill
+//!
+//! The engine's learned state lives in memory and is checkpointed into the
+//! store every `checkpoint_every`. With the write-ahead log (`[detect]
+//! wal = true`, the default) every change since that checkpoint is in the
+//! store too: a batch is applied to the engine and then, in one durable
+//! redb transaction, appended to the log together with the series points
+//! and anomalies it produced; only then does `Observe` answer. Idle closes,
+//! flushes and detector changes are logged the same way. A checkpoint
+//! saves the engine and empties the log up to the entries it includes, in
+//! one transaction. On start, the checkpoint is restored and the log
+//! replayed through the engine, so after a SIGKILL detect resumes with
+//! exactly the state it had acknowledged: every acknowledged event counted
+//! once (`events_in` in `Stats` is that durable total), nothing learned
+//! lost. A batch applied but not yet committed when the process died was
+//! not acknowledged; its sender (enrich, then ingest) sends it again.
+//!
+//! The other way round, a batch committed whose answer never arrived is
+//! sent again too: detect remembers the fingerprints (event ids in order)
+//! of the last [`REMEMBERED_BATCHES`] batches, durably with the log, and
+//! acknowledges such a batch without counting it twice
+//! (`duplicate_batches` in `Stats`).
+//!
+//! Anomalies found while replaying are stored unless their id (detector,
+//! entity, window) is stored already; those were stored in the same
+//! transaction as their log entry, and are not sent downstream again.
+//! Downstream delivery is therefore at most once across a kill: an anomaly
+//! committed just before the kill, whose forward to insights had not
+//! happened yet, stays in detect's store (`ListAnomalies`, and
+//! `WatchAnomalies` from a `since`) but is not pushed to insights
+//! afterwards. Anomalies the replay finds that were not stored (the log
+//! replays deterministically, so only after a store error) are forwarded.
+//!
+//! Without the log, a kill loses what the engine learned since its last
+//! checkpoint, and its counters go back to that checkpoint.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -10,8 +47,12 @@ use tokio::sync::broadcast;
 use trailhound_core::pipeline::AnomalySink;
 use trailhound_core::{Anomaly, DetectorSpec, EnrichedEvent};
 
-use crate::engine::{Engine, EngineStats, WindowResult};
+use crate::engine::{Engine, EngineConfig, EngineStats, WindowResult};
 use crate::store::{AnomalyFilter, DetectStore, SeriesPoint, StoreError};
+use crate::wal::{self, WalEntry};
+
+/// Batches whose fingerprints are remembered to recognise one sent again.
+pub const REMEMBERED_BATCHES: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -31,6 +72,10 @@ pub enum DetectError {
     Backend { message: String, retryable: bool },
 }
 
+fn wal_error(e: wal::WalError) -> DetectError {
+    DetectError::Internal(e.to_string())
+}
+
 fn backend_error(e: trailhound_opensearch::OsError) -> DetectError {
     DetectError::Backend {
         retryable: e.is_retryable(),
@@ -44,11 +89,201 @@ pub struct ObserveOutcome {
     pub accepted: u64,
     pub late: u64,
     pub anomalies: Vec<Anomaly>,
+    /// The batch had been acknowledged before (a resend after a lost
+    /// answer) and was not counted again.
+    pub duplicate: bool,
+}
+
+/// The write-ahead log's settings (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalOptions {
+    pub enabled: bool,
+    /// Checkpoint once the log holds this many events.
+    pub checkpoint_after_events: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            checkpoint_after_events: 200_000,
+        }
+    }
+}
+
+impl WalOptions {
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// The log's bookkeeping in memory. Locked after the engine, always.
+#[derive(Debug, Default)]
+struct WalState {
+    /// Sequence number of the next entry.
+    next_seq: u64,
+    /// Entries in the log since the checkpoint: (seq, events).
+    entries: VecDeque<(u64, u64)>,
+    events: u64,
+    /// Fingerprints of the last batches acknowledged: (seq, fingerprint).
+    recent: VecDeque<(u64, u128)>,
+    recent_set: HashSet<u128>,
+}
+
+impl WalState {
+    fn logged(&mut self, seq: u64, events: u64, fingerprint: Option<u128>) {
+        self.next_seq = seq + 1;
+        self.entries.push_back((seq, events));
+        self.events += events;
+        if let Some(fp) = fingerprint {
+            self.remember(seq, fp);
+        }
+    }
+
+    fn remember(&mut self, seq: u64, fp: u128) {
+        self.recent.push_back((seq, fp));
+        self.recent_set.insert(fp);
+        while self.recent.len() > REMEMBERED_BATCHES {
+            if let Some((_, old)) = self.recent.pop_front() {
+                self.recent_set.remove(&old);
+            }
+        }
+    }
+
+    /// The checkpoint now includes every entry up to `seq`.
+    fn truncated(&mut self, seq: u64) {
+        while let Some(&(s, n)) = self.entries.front() {
+            if s > seq {
+                break;
+            }
+            self.entries.pop_front();
+            self.events = self.events.saturating_sub(n);
+        }
+    }
+}
+
+/// The engine rebuilt from the store: checkpoint, then the log.
+struct Restored {
+    engine: Engine,
+    wal: WalState,
+    had_checkpoint: bool,
+    replayed_entries: u64,
+    replayed_events: u64,
+    /// Anomalies the replay found that were not stored yet.
+    unsent: Vec<Anomaly>,
+}
+
+/// Makes the engine's detectors exactly `specs` (learned state is kept for
+/// detectors whose shape did not change).
+fn reconcile(e: &mut Engine, specs: &[DetectorSpec]) {
+    let names: Vec<String> = e.specs().map(|s| s.name.clone()).collect();
+    for n in names {
+        if !specs.iter().any(|s| s.name == n) {
+            e.remove_detector(&n);
+        }
+    }
+    for s in specs {
+        e.upsert_detector(s.clone());
+    }
+}
+
+/// Applies one log entry; returns the events it held.
+fn apply_entry(engine: &mut Engine, entry: WalEntry, out: &mut Vec<WindowResult>) -> u64 {
+    match entry {
+        WalEntry::Batch(events) => {
+            for e in &events {
+                engine.observe(e, out);
+            }
+            events.len() as u64
+        }
+        WalEntry::Advance(watermark_ms) => {
+            engine.advance(watermark_ms, out);
+            0
+        }
+        WalEntry::Flush => {
+            engine.flush(out);
+            0
+        }
+        WalEntry::Detectors(specs) => {
+            reconcile(engine, &specs);
+            0
+        }
+    }
+}
+
+/// Log entries read per page while replaying.
+const REPLAY_PAGE: usize = 256;
+
+/// Restores the checkpoint (or starts afresh with `specs`), replays the
+/// log over it, and ends with the detectors `specs`.
+fn restore(
+    store: &DetectStore,
+    specs: &[DetectorSpec],
+    engine_config: &EngineConfig,
+) -> Result<Restored, DetectError> {
+    let checkpoint = store.load_checkpoint()?;
+    let had_checkpoint = checkpoint.is_some();
+    let mut engine = match checkpoint {
+        Some(c) => Engine::from_checkpoint(c),
+        None => Engine::new(specs.to_vec(), engine_config.clone()),
+    };
+    let base = store.checkpoint_wal_seq()?;
+    let mut wal = WalState::default();
+    let mut last = base;
+    let (mut replayed_entries, mut replayed_events) = (0, 0);
+    let mut unsent = Vec::new();
+    let mut results = Vec::new();
+    loop {
+        let page = store.wal_entries(last, REPLAY_PAGE)?;
+        if page.is_empty() {
+            break;
+        }
+        for (seq, bytes) in page {
+            last = seq;
+            let n = match wal::decode(&bytes) {
+                Ok(entry) => apply_entry(&mut engine, entry, &mut results),
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "skipping a write-ahead log entry this build cannot read");
+                    0
+                }
+            };
+            wal.entries.push_back((seq, n));
+            wal.events += n;
+            replayed_entries += 1;
+            replayed_events += n;
+        }
+        unsent.extend(store.record_replayed(&results)?);
+        results.clear();
+    }
+    reconcile(&mut engine, specs);
+    wal.next_seq = last.max(store.wal_last_seq()?.unwrap_or(0)) + 1;
+    for (seq, fp) in store.recent_batches()? {
+        wal.remember(seq, fp);
+    }
+    Ok(Restored {
+        engine,
+        wal,
+        had_checkpoint,
+        replayed_entries,
+        replayed_events,
+        unsent,
+    })
 }
 
 /// The detect service.
 pub struct Detect {
     engine: Mutex<Engine>,
+    /// Locked after `engine`, never before.
+    wal: Mutex<WalState>,
+    wal_options: WalOptions,
+    /// One checkpoint at a time (taken before `engine`).
+    checkpointing: Mutex<()>,
+    engine_config: EngineConfig,
+    /// Anomalies recovered on start that downstream has not had yet.
+    unsent: Mutex<Vec<Anomaly>>,
     store: DetectStore,
     watchers: broadcast::Sender<Arc<Anomaly>>,
     downstream: Option<Arc<dyn AnomalySink>>,
@@ -69,6 +304,11 @@ struct Figures {
     observe_errors: AtomicU64,
     forward_errors: AtomicU64,
     forwarded: AtomicU64,
+    duplicate_batches: AtomicU64,
+    duplicate_events: AtomicU64,
+    /// Log entries and events replayed at the last start.
+    replayed_entries: AtomicU64,
+    replayed_events: AtomicU64,
 }
 
 impl std::fmt::Debug for Detect {
@@ -80,13 +320,34 @@ impl std::fmt::Debug for Detect {
 }
 
 impl Detect {
-    /// Restores from the store's checkpoint when there is one; the store's
-    /// saved detector definitions win over `configured`.
+    /// Restores from the store's checkpoint when there is one, without the
+    /// write-ahead log; see [`Detect::open_with`].
     pub fn open(
         store: DetectStore,
         configured: Vec<DetectorSpec>,
-        engine_config: crate::engine::EngineConfig,
+        engine_config: EngineConfig,
         downstream: Option<Arc<dyn AnomalySink>>,
+    ) -> Result<Self, DetectError> {
+        Self::open_with(
+            store,
+            configured,
+            engine_config,
+            downstream,
+            WalOptions::disabled(),
+        )
+    }
+
+    /// Restores from the store's checkpoint when there is one and replays
+    /// the write-ahead log over it (whatever `wal` says: what is logged
+    /// was acknowledged); the store's saved detector definitions win over
+    /// `configured`. After a replay, or on a first start with the log,
+    /// checkpoints at once, so the log starts empty.
+    pub fn open_with(
+        store: DetectStore,
+        configured: Vec<DetectorSpec>,
+        engine_config: EngineConfig,
+        downstream: Option<Arc<dyn AnomalySink>>,
+        wal: WalOptions,
     ) -> Result<Self, DetectError> {
         let specs = match store.load_detectors()? {
             Some(saved) => saved,
@@ -95,29 +356,29 @@ impl Detect {
                 configured
             }
         };
-        let engine = match store.load_checkpoint()? {
-            Some(c) => {
-                let mut e = Engine::from_checkpoint(c);
-                let names: Vec<String> = e.specs().map(|s| s.name.clone()).collect();
-                for n in names {
-                    if !specs.iter().any(|s| s.name == n) {
-                        e.remove_detector(&n);
-                    }
-                }
-                for s in &specs {
-                    e.upsert_detector(s.clone());
-                }
-                tracing::info!(
-                    entities = e.entity_count(),
-                    "restored detector state from checkpoint"
-                );
-                e
-            }
-            None => Engine::new(specs, engine_config),
-        };
+        let restored = restore(&store, &specs, &engine_config)?;
+        if restored.had_checkpoint {
+            tracing::info!(
+                entities = restored.engine.entity_count(),
+                "restored detector state from checkpoint"
+            );
+        }
+        if restored.replayed_entries > 0 {
+            tracing::info!(
+                entries = restored.replayed_entries,
+                events = restored.replayed_events,
+                unsent = restored.unsent.len(),
+                "replayed the write-ahead log over the checkpoint"
+            );
+        }
         let (watchers, _) = broadcast::channel(4096);
-        Ok(Self {
-            engine: Mutex::new(engine),
+        let detect = Self {
+            engine: Mutex::new(restored.engine),
+            wal: Mutex::new(restored.wal),
+            wal_options: wal,
+            checkpointing: Mutex::new(()),
+            engine_config,
+            unsent: Mutex::new(restored.unsent),
             store,
             watchers,
             downstream,
@@ -130,9 +391,23 @@ impl Detect {
                 observe_errors: AtomicU64::new(0),
                 forward_errors: AtomicU64::new(0),
                 forwarded: AtomicU64::new(0),
+                duplicate_batches: AtomicU64::new(0),
+                duplicate_events: AtomicU64::new(0),
+                replayed_entries: AtomicU64::new(restored.replayed_entries),
+                replayed_events: AtomicU64::new(restored.replayed_events),
             },
             opensearch: std::sync::OnceLock::new(),
-        })
+        };
+        if restored.replayed_entries > 0 || (wal.enabled && !restored.had_checkpoint) {
+            detect.checkpoint()?;
+        }
+        Ok(detect)
+    }
+
+    /// Anomalies found while replaying the log on start that were not
+    /// stored before, hence never sent downstream: `serve` forwards them.
+    pub fn take_unsent(&self) -> Vec<Anomaly> {
+        std::mem::take(&mut *self.unsent.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Hands detection to the OpenSearch backend (once).
@@ -272,29 +547,119 @@ impl Detect {
         out
     }
 
+    fn wal(&self) -> std::sync::MutexGuard<'_, WalState> {
+        self.wal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn observe_inner(&self, events: &[EnrichedEvent]) -> Result<ObserveOutcome, DetectError> {
+        let n = events.len() as u64;
+        // Encoded before the engine is locked: other batches apply meanwhile.
+        let logged = if self.wal_options.enabled {
+            Some((
+                wal::fingerprint(events),
+                wal::encode_batch(events).map_err(wal_error)?,
+            ))
+        } else {
+            None
+        };
         let mut results = Vec::new();
-        let (late_before, late_after) = {
+        let late = {
             let mut engine = self.engine();
+            if let Some((fp, _)) = &logged
+                && self.wal().recent_set.contains(fp)
+            {
+                drop(engine);
+                self.figures
+                    .duplicate_batches
+                    .fetch_add(1, Ordering::Relaxed);
+                self.figures
+                    .duplicate_events
+                    .fetch_add(n, Ordering::Relaxed);
+                tracing::info!(
+                    events = n,
+                    "batch acknowledged before (its answer was lost): not counted again"
+                );
+                return Ok(ObserveOutcome {
+                    accepted: n,
+                    duplicate: true,
+                    ..Default::default()
+                });
+            }
             let before = engine.stats().late_events;
             for e in events {
                 engine.observe(e, &mut results);
             }
+            if let Some((fp, entry)) = &logged {
+                self.commit_locked(&mut engine, entry, Some(*fp), n, &results)?;
+            }
             self.last_arrival_watermark
                 .store(engine.watermark_ms(), Ordering::Relaxed);
-            (before, engine.stats().late_events)
+            engine.stats().late_events - before
         };
         *self.last_arrival.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        let anomalies = self.publish(results)?;
+        let anomalies = if logged.is_some() {
+            let a = self.announce(results);
+            self.checkpoint_if_due();
+            a
+        } else {
+            self.publish(results)?
+        };
         Ok(ObserveOutcome {
-            accepted: events.len() as u64,
-            late: late_after - late_before,
+            accepted: n,
+            late,
             anomalies,
+            duplicate: false,
         })
+    }
+
+    /// Commits a log entry and the windows it closed while the engine is
+    /// locked, so the log's order is the engine's. If the commit fails, the
+    /// engine is rebuilt from the store: it must not keep a change the log
+    /// does not have (the caller answers with an error and the change is
+    /// sent again).
+    fn commit_locked(
+        &self,
+        engine: &mut Engine,
+        entry: &[u8],
+        fingerprint: Option<u128>,
+        events: u64,
+        results: &[WindowResult],
+    ) -> Result<(), DetectError> {
+        let mut w = self.wal();
+        let seq = w.next_seq;
+        match self.store.commit_logged(seq, entry, fingerprint, results) {
+            Ok(()) => {
+                w.logged(seq, events, fingerprint);
+                Ok(())
+            }
+            Err(e) => {
+                let specs: Vec<DetectorSpec> = engine.specs().cloned().collect();
+                match restore(&self.store, &specs, &self.engine_config) {
+                    Ok(r) => {
+                        *engine = r.engine;
+                        *w = r.wal;
+                        self.unsent
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .extend(r.unsent);
+                        tracing::warn!(error = %e, "write-ahead log commit failed; detector state rebuilt from the store");
+                    }
+                    Err(re) => {
+                        tracing::error!(error = %e, rebuild_error = %re, "write-ahead log commit failed and the state could not be rebuilt; restart detect");
+                    }
+                }
+                Err(e.into())
+            }
+        }
     }
 
     fn publish(&self, results: Vec<WindowResult>) -> Result<Vec<Anomaly>, DetectError> {
         self.store.record(&results)?;
+        Ok(self.announce(results))
+    }
+
+    /// Logs the anomalies among stored results and tells the watchers.
+    fn announce(&self, results: Vec<WindowResult>) -> Vec<Anomaly> {
         let anomalies: Vec<Anomaly> = results.into_iter().filter_map(|r| r.anomaly).collect();
         for a in &anomalies {
             tracing::info!(
@@ -305,12 +670,20 @@ impl Detect {
             // No watcher is fine.
             let _ = self.watchers.send(Arc::new(a.clone()));
         }
-        Ok(anomalies)
+        anomalies
     }
 
     /// Forwards anomalies downstream (insights), logging failures: detect
     /// keeps every anomaly in its own store whatever happens downstream.
+    /// Anomalies recovered on start and not sent yet go first.
     pub async fn forward(&self, anomalies: &[Anomaly]) {
+        let mut unsent = self.take_unsent();
+        let anomalies = if unsent.is_empty() {
+            anomalies
+        } else {
+            unsent.extend_from_slice(anomalies);
+            &unsent[..]
+        };
         if let (Some(sink), false) = (&self.downstream, anomalies.is_empty()) {
             match sink.send(anomalies.to_vec()).await {
                 Ok(_) => {
@@ -329,6 +702,13 @@ impl Detect {
     /// Closes every open window (end of a replay).
     pub fn flush(&self) -> Result<Vec<Anomaly>, DetectError> {
         let mut results = Vec::new();
+        if self.wal_options.enabled {
+            let mut engine = self.engine();
+            engine.flush(&mut results);
+            self.commit_locked(&mut engine, &wal::encode_flush(), None, 0, &results)?;
+            drop(engine);
+            return Ok(self.announce(results));
+        }
         self.engine().flush(&mut results);
         let anomalies = self.publish(results)?;
         self.store.sync()?;
@@ -347,15 +727,61 @@ impl Detect {
         if since < idle || base == i64::MIN {
             return Ok(Vec::new());
         }
+        let target = base.saturating_add(since.as_millis() as i64);
         let mut results = Vec::new();
-        self.engine()
-            .advance(base.saturating_add(since.as_millis() as i64), &mut results);
+        let mut engine = self.engine();
+        if target <= engine.watermark_ms() {
+            return Ok(Vec::new());
+        }
+        engine.advance(target, &mut results);
+        if self.wal_options.enabled {
+            self.commit_locked(&mut engine, &wal::encode_advance(target), None, 0, &results)?;
+            drop(engine);
+            return Ok(self.announce(results));
+        }
+        drop(engine);
         self.publish(results)
     }
 
+    /// Saves the engine's state; with the log, also drops the entries the
+    /// checkpoint now includes.
     pub fn checkpoint(&self) -> Result<usize, DetectError> {
-        let c = self.engine().checkpoint();
-        Ok(self.store.save_checkpoint(&c)?)
+        let _one = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
+        self.checkpoint_now()
+    }
+
+    /// Needs `checkpointing` held: two checkpoints racing could leave an
+    /// older state over a log already emptied by the newer one.
+    fn checkpoint_now(&self) -> Result<usize, DetectError> {
+        let (c, seq, keep_from) = {
+            let e = self.engine();
+            let w = self.wal();
+            (
+                e.checkpoint(),
+                w.next_seq.saturating_sub(1),
+                w.recent.front().map_or(w.next_seq, |r| r.0),
+            )
+        };
+        let bytes = self.store.save_checkpoint_at(&c, Some(seq), keep_from)?;
+        self.wal().truncated(seq);
+        Ok(bytes)
+    }
+
+    /// Checkpoints when the log holds `checkpoint_after_events` events,
+    /// unless a checkpoint is under way.
+    fn checkpoint_if_due(&self) {
+        if self.wal().events < self.wal_options.checkpoint_after_events {
+            return;
+        }
+        let _one = match self.checkpointing.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        match self.checkpoint_now() {
+            Ok(bytes) => tracing::debug!(bytes, "checkpointed detector state (log size)"),
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+        }
     }
 
     /// The figures every service reports alike (the `Stats` RPC). Lag is
@@ -364,6 +790,10 @@ impl Detect {
     /// history shows large freshness but no lag.
     pub fn service_stats(&self) -> trailhound_proto::common::v1::ServiceStats {
         let (s, entities, watermark) = self.stats();
+        let (wal_entries, wal_events) = {
+            let w = self.wal();
+            (w.entries.len(), w.events)
+        };
         let f = &self.figures;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = f.common.stats(s.events, s.evaluations);
@@ -409,6 +839,13 @@ impl Detect {
             ("windows_closed", s.windows_closed as f64),
             ("anomalies", s.anomalies as f64),
             ("anomalies_forwarded", load(&f.forwarded) as f64),
+            ("wal_enabled", f64::from(u8::from(self.wal_options.enabled))),
+            ("wal_entries", wal_entries as f64),
+            ("wal_events", wal_events as f64),
+            ("duplicate_batches", load(&f.duplicate_batches) as f64),
+            ("duplicate_events", load(&f.duplicate_events) as f64),
+            ("replayed_entries", load(&f.replayed_entries) as f64),
+            ("replayed_events", load(&f.replayed_events) as f64),
         ] {
             out.gauges.insert(k.into(), v);
         }
@@ -472,9 +909,16 @@ impl Detect {
         self.engine().specs().find(|s| s.name == name).cloned()
     }
 
-    fn save(&self, engine: &Engine) -> Result<(), DetectError> {
+    /// Saves the detector set; with the log, also logs it, so a replay
+    /// applies the change between the same batches as the engine did.
+    fn save(&self, engine: &mut Engine) -> Result<(), DetectError> {
         let specs: Vec<DetectorSpec> = engine.specs().cloned().collect();
-        Ok(self.store.save_detectors(&specs)?)
+        self.store.save_detectors(&specs)?;
+        if self.wal_options.enabled {
+            let entry = wal::encode_detectors(&specs).map_err(wal_error)?;
+            self.commit_locked(engine, &entry, None, 0, &[])?;
+        }
+        Ok(())
     }
 
     pub fn create_detector(&self, spec: DetectorSpec) -> Result<DetectorSpec, DetectError> {
@@ -484,7 +928,7 @@ impl Detect {
             return Err(DetectError::AlreadyExists(spec.name));
         }
         e.upsert_detector(spec.clone());
-        self.save(&e)?;
+        self.save(&mut e)?;
         Ok(spec)
     }
 
@@ -495,7 +939,7 @@ impl Detect {
             return Err(DetectError::NotFound(spec.name));
         }
         e.upsert_detector(spec.clone());
-        self.save(&e)?;
+        self.save(&mut e)?;
         Ok(spec)
     }
 
@@ -504,7 +948,7 @@ impl Detect {
         if !e.remove_detector(name) {
             return Err(DetectError::NotFound(name.to_string()));
         }
-        self.save(&e)
+        self.save(&mut e)
     }
 
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<DetectorSpec, DetectError> {
@@ -516,7 +960,7 @@ impl Detect {
             .ok_or_else(|| DetectError::NotFound(name.to_string()))?;
         spec.enabled = enabled;
         e.upsert_detector(spec.clone());
-        self.save(&e)?;
+        self.save(&mut e)?;
         Ok(spec)
     }
 }

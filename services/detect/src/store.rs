@@ -1,6 +1,7 @@
 //! The embedded store: anomalies, per-entity usage series, detector
-//! definitions and engine checkpoints in one redb file, so a restart keeps
-//! what was found and does not re-learn from zero.
+//! definitions, engine checkpoints and the write-ahead log since the last
+//! checkpoint in one redb file, so a restart keeps what was found, does
+//! not re-learn from zero, and (with the log) loses no acknowledged batch.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +19,13 @@ const BY_TIME: TableDefinition<&str, ()> = TableDefinition::new("anomalies_by_ti
 const SERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("series");
 const DETECTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("detectors");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// The write-ahead log: sequence number → entry (see [`crate::wal`]).
+const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
+/// Fingerprints of recently acknowledged batches: sequence number →
+/// fingerprint, to recognise a batch sent again.
+const BATCHES: TableDefinition<u64, u128> = TableDefinition::new("wal_batches");
+/// In STATE: the last log entry the checkpoint includes (u64, LE).
+const CHECKPOINT_SEQ: &str = "checkpoint_wal_seq";
 
 #[derive(Debug, thiserror::Error)]
 #[error("detect store {path}: {message}")]
@@ -111,6 +119,8 @@ impl DetectStore {
             w.open_table(t).map_err(|e| err(&e))?;
         }
         w.open_table(BY_TIME).map_err(|e| err(&e))?;
+        w.open_table(WAL).map_err(|e| err(&e))?;
+        w.open_table(BATCHES).map_err(|e| err(&e))?;
         w.commit().map_err(|e| err(&e))?;
         Ok(Self {
             db: Arc::new(db),
@@ -132,47 +142,107 @@ impl DetectStore {
             return Ok(());
         }
         let mut w = self.db.begin_write().map_err(|e| self.err(e))?;
-        // Nearly every batch closes windows, and an fsync per batch would
-        // bound detect by the disk's sync latency. These commits reach the
-        // disk with the next durable one (the periodic checkpoint, a flush):
-        // a crash loses what came after the last checkpoint, and the engine
-        // resumes from that same checkpoint, so store and engine agree.
+        // Without the write-ahead log (`[detect] wal = false`) these need
+        // no particular durability: the engine resumes from its last
+        // checkpoint after a crash, and windows closed again overwrite
+        // their points. (redb 2 on Linux syncs Eventual commits like
+        // Immediate ones; on macOS they are cheaper barriers.)
         w.set_durability(redb::Durability::Eventual);
+        self.write_results(&w, results, false)?;
+        w.commit().map_err(|e| self.err(e))
+    }
+
+    /// Appends one write-ahead log entry and persists what applying it
+    /// produced, durably, in one transaction: when this returns, the
+    /// change survives a kill of the process (and of the machine).
+    pub fn commit_logged(
+        &self,
+        seq: u64,
+        entry: &[u8],
+        fingerprint: Option<u128>,
+        results: &[WindowResult],
+    ) -> Result<(), StoreError> {
+        let mut w = self.db.begin_write().map_err(|e| self.err(e))?;
+        w.set_durability(redb::Durability::Immediate);
         {
-            let mut series = w.open_table(SERIES).map_err(|e| self.err(e))?;
-            let mut anomalies = w.open_table(ANOMALIES).map_err(|e| self.err(e))?;
-            let mut by_time = w.open_table(BY_TIME).map_err(|e| self.err(e))?;
-            for r in results {
-                let p = SeriesPoint {
-                    window_start_ms: r.window_start_ms,
-                    actual: r.actual.first().copied().unwrap_or(0.0),
-                    expected: r.expected.first().copied().unwrap_or(0.0),
-                    lower: r.lower.first().copied().unwrap_or(0.0),
-                    upper: r.upper.first().copied().unwrap_or(0.0),
-                    grade: r.grade,
-                };
-                let bytes = postcard::to_stdvec(&p).map_err(|e| self.err(e))?;
-                series
+            let mut wal = w.open_table(WAL).map_err(|e| self.err(e))?;
+            wal.insert(seq, entry).map_err(|e| self.err(e))?;
+            if let Some(fp) = fingerprint {
+                let mut batches = w.open_table(BATCHES).map_err(|e| self.err(e))?;
+                batches.insert(seq, fp).map_err(|e| self.err(e))?;
+            }
+        }
+        self.write_results(&w, results, false)?;
+        w.commit().map_err(|e| self.err(e))
+    }
+
+    /// Persists windows closed again while replaying the log. Anomalies
+    /// already stored are kept as they are (with their first detection
+    /// time); the ones returned were not stored before.
+    pub fn record_replayed(&self, results: &[WindowResult]) -> Result<Vec<Anomaly>, StoreError> {
+        if results.is_empty() {
+            return Ok(Vec::new());
+        }
+        let w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let fresh = self.write_results(&w, results, true)?;
+        w.commit().map_err(|e| self.err(e))?;
+        Ok(fresh)
+    }
+
+    /// Writes series points and anomalies; with `keep_existing`, an anomaly
+    /// whose id is stored already is left alone. Returns the anomalies
+    /// written.
+    fn write_results(
+        &self,
+        w: &redb::WriteTransaction,
+        results: &[WindowResult],
+        keep_existing: bool,
+    ) -> Result<Vec<Anomaly>, StoreError> {
+        let mut written = Vec::new();
+        let mut series = w.open_table(SERIES).map_err(|e| self.err(e))?;
+        let mut anomalies = w.open_table(ANOMALIES).map_err(|e| self.err(e))?;
+        let mut by_time = w.open_table(BY_TIME).map_err(|e| self.err(e))?;
+        for r in results {
+            let p = SeriesPoint {
+                window_start_ms: r.window_start_ms,
+                actual: r.actual.first().copied().unwrap_or(0.0),
+                expected: r.expected.first().copied().unwrap_or(0.0),
+                lower: r.lower.first().copied().unwrap_or(0.0),
+                upper: r.upper.first().copied().unwrap_or(0.0),
+                grade: r.grade,
+            };
+            let bytes = postcard::to_stdvec(&p).map_err(|e| self.err(e))?;
+            series
+                .insert(
+                    series_key(&r.detector, &r.entity_key, r.window_start_ms).as_str(),
+                    bytes.as_slice(),
+                )
+                .map_err(|e| self.err(e))?;
+            if let Some(a) = &r.anomaly {
+                if keep_existing
+                    && anomalies
+                        .get(a.id.as_str())
+                        .map_err(|e| self.err(e))?
+                        .is_some()
+                {
+                    continue;
+                }
+                let json = serde_json::to_vec(a).map_err(|e| self.err(e))?;
+                anomalies
+                    .insert(a.id.as_str(), json.as_slice())
+                    .map_err(|e| self.err(e))?;
+                by_time
                     .insert(
-                        series_key(&r.detector, &r.entity_key, r.window_start_ms).as_str(),
-                        bytes.as_slice(),
+                        time_key(a.window_start.timestamp_millis(), &a.id).as_str(),
+                        (),
                     )
                     .map_err(|e| self.err(e))?;
-                if let Some(a) = &r.anomaly {
-                    let json = serde_json::to_vec(a).map_err(|e| self.err(e))?;
-                    anomalies
-                        .insert(a.id.as_str(), json.as_slice())
-                        .map_err(|e| self.err(e))?;
-                    by_time
-                        .insert(
-                            time_key(a.window_start.timestamp_millis(), &a.id).as_str(),
-                            (),
-                        )
-                        .map_err(|e| self.err(e))?;
+                if keep_existing {
+                    written.push(a.clone());
                 }
             }
         }
-        w.commit().map_err(|e| self.err(e))
+        Ok(written)
     }
 
     pub fn anomaly(&self, id: &str) -> Result<Option<Anomaly>, StoreError> {
@@ -318,15 +388,85 @@ impl DetectStore {
     }
 
     pub fn save_checkpoint(&self, c: &Checkpoint) -> Result<usize, StoreError> {
+        self.save_checkpoint_at(c, None, 0)
+    }
+
+    /// Saves a checkpoint that includes every log entry up to `wal_seq`
+    /// and drops those entries, and the batch fingerprints older than
+    /// `keep_batches_from`, in the same transaction.
+    pub fn save_checkpoint_at(
+        &self,
+        c: &Checkpoint,
+        wal_seq: Option<u64>,
+        keep_batches_from: u64,
+    ) -> Result<usize, StoreError> {
         let bytes = postcard::to_stdvec(c).map_err(|e| self.err(e))?;
         let w = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = w.open_table(STATE).map_err(|e| self.err(e))?;
             t.insert("checkpoint", bytes.as_slice())
                 .map_err(|e| self.err(e))?;
+            if let Some(seq) = wal_seq {
+                t.insert(CHECKPOINT_SEQ, seq.to_le_bytes().as_slice())
+                    .map_err(|e| self.err(e))?;
+                let mut wal = w.open_table(WAL).map_err(|e| self.err(e))?;
+                wal.retain_in(..=seq, |_, _| false)
+                    .map_err(|e| self.err(e))?;
+            }
+            let mut batches = w.open_table(BATCHES).map_err(|e| self.err(e))?;
+            batches
+                .retain_in(..keep_batches_from, |_, _| false)
+                .map_err(|e| self.err(e))?;
         }
         w.commit().map_err(|e| self.err(e))?;
         Ok(bytes.len())
+    }
+
+    /// The last log entry the stored checkpoint includes (0: none).
+    pub fn checkpoint_wal_seq(&self) -> Result<u64, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(STATE).map_err(|e| self.err(e))?;
+        Ok(match t.get(CHECKPOINT_SEQ).map_err(|e| self.err(e))? {
+            Some(v) => <[u8; 8]>::try_from(v.value())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0),
+            None => 0,
+        })
+    }
+
+    /// Up to `limit` log entries after `after`, in order.
+    pub fn wal_entries(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(WAL).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        let Some(from) = after.checked_add(1) else {
+            return Ok(out);
+        };
+        for item in t.range(from..).map_err(|e| self.err(e))?.take(limit) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The newest log entry's sequence number, if the log has any.
+    pub fn wal_last_seq(&self) -> Result<Option<u64>, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(WAL).map_err(|e| self.err(e))?;
+        let last = t.last().map_err(|e| self.err(e))?;
+        Ok(last.map(|(k, _)| k.value()))
+    }
+
+    /// Fingerprints of the batches remembered, oldest first.
+    pub fn recent_batches(&self) -> Result<Vec<(u64, u128)>, StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(BATCHES).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push((k.value(), v.value()));
+        }
+        Ok(out)
     }
 
     pub fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {

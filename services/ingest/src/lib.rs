@@ -122,6 +122,11 @@ pub struct IngestArgs {
     /// Time between polls of the log group [default: 60s].
     #[arg(long, env = "TRAILHOUND_INGEST_POLL_INTERVAL", value_parser = humantime::parse_duration)]
     pub poll_interval: Option<std::time::Duration>,
+    /// How long a batch enrich refuses is retried before it goes to the
+    /// durable spool (`<data-dir>/ingest-spool/`) for health's `replay`
+    /// [default: 120s].
+    #[arg(long, env = "TRAILHOUND_INGEST_RETRY_PATIENCE", value_parser = humantime::parse_duration)]
+    pub retry_patience: Option<std::time::Duration>,
 }
 
 impl IngestArgs {
@@ -159,6 +164,9 @@ impl IngestArgs {
         }
         if let Some(p) = self.poll_interval {
             c.poll_interval = p;
+        }
+        if let Some(p) = self.retry_patience {
+            c.retry_patience = p;
         }
         c.validate()
             .map_err(|e| anyhow::anyhow!("invalid ingest configuration: {e}"))?;
