@@ -20,6 +20,8 @@ use serde_json::value::RawValue;
 use crate::event::{Event, UserIdentity};
 use crate::is_account_id;
 
+mod scan;
+
 /// Bounds that keep one hostile input from exhausting memory or poisoning
 /// the timeline.
 #[derive(Clone, Debug)]
@@ -99,68 +101,113 @@ impl RecordSink for Collect {
     }
 }
 
+/// A JSON string field, borrowed from the input when it has no escapes
+/// (`Option<Cow<str>>` would always copy: serde borrows only a bare `Cow`).
+#[cfg_attr(test, derive(Debug, PartialEq))]
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            // Word for word what `String` expects, so errors read the same.
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_string(TextVisitor)
+    }
+}
+
+/// A JSON value kept as its text (what `&RawValue` holds, but a plain
+/// `&str` so that [`scan`] can make one too).
+#[cfg_attr(test, derive(Debug, PartialEq))]
+struct Raw<'a>(&'a str);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'de RawValue>::deserialize(d).map(|r| Raw(r.get()))
+    }
+}
+
+// The record as serde reads it. `scan` reads the same fields by hand: a
+// field added here must be added there too (its struct literals will not
+// compile until it is).
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireRecord<'a> {
     #[serde(rename = "eventID", borrow)]
-    event_id: Option<Cow<'a, str>>,
+    event_id: Option<Text<'a>>,
     #[serde(borrow)]
-    event_time: Option<Cow<'a, str>>,
+    event_time: Option<Text<'a>>,
     #[serde(borrow)]
-    event_source: Option<Cow<'a, str>>,
+    event_source: Option<Text<'a>>,
     #[serde(borrow)]
-    event_name: Option<Cow<'a, str>>,
+    event_name: Option<Text<'a>>,
     #[serde(borrow)]
-    aws_region: Option<Cow<'a, str>>,
+    aws_region: Option<Text<'a>>,
     #[serde(borrow)]
-    recipient_account_id: Option<Cow<'a, str>>,
+    recipient_account_id: Option<Text<'a>>,
     #[serde(borrow)]
     user_identity: Option<WireIdentity<'a>>,
     #[serde(rename = "sourceIPAddress", borrow)]
-    source_ip_address: Option<Cow<'a, str>>,
+    source_ip_address: Option<Text<'a>>,
     #[serde(borrow)]
-    user_agent: Option<Cow<'a, str>>,
+    user_agent: Option<Text<'a>>,
     #[serde(borrow)]
-    error_code: Option<Cow<'a, str>>,
+    error_code: Option<Text<'a>>,
     #[serde(borrow)]
-    error_message: Option<Cow<'a, str>>,
+    error_message: Option<Text<'a>>,
     #[serde(borrow)]
-    read_only: Option<&'a RawValue>,
+    read_only: Option<Raw<'a>>,
     #[serde(borrow)]
-    management_event: Option<&'a RawValue>,
+    management_event: Option<Raw<'a>>,
     #[serde(borrow)]
-    event_category: Option<Cow<'a, str>>,
+    event_category: Option<Text<'a>>,
     #[serde(borrow)]
-    event_type: Option<Cow<'a, str>>,
+    event_type: Option<Text<'a>>,
     #[serde(borrow)]
-    event_version: Option<Cow<'a, str>>,
+    event_version: Option<Text<'a>>,
     #[serde(borrow)]
-    request_parameters: Option<&'a RawValue>,
+    request_parameters: Option<Raw<'a>>,
     #[serde(borrow)]
-    response_elements: Option<&'a RawValue>,
+    response_elements: Option<Raw<'a>>,
 }
 
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireIdentity<'a> {
     #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Text<'a>>,
     #[serde(borrow)]
-    arn: Option<Cow<'a, str>>,
+    arn: Option<Text<'a>>,
     #[serde(borrow)]
-    account_id: Option<Cow<'a, str>>,
+    account_id: Option<Text<'a>>,
     #[serde(borrow)]
-    invoked_by: Option<Cow<'a, str>>,
+    invoked_by: Option<Text<'a>>,
     #[serde(borrow)]
-    principal_id: Option<Cow<'a, str>>,
+    principal_id: Option<Text<'a>>,
     #[serde(borrow)]
-    user_name: Option<Cow<'a, str>>,
+    user_name: Option<Text<'a>>,
     #[serde(borrow)]
-    access_key_id: Option<Cow<'a, str>>,
+    access_key_id: Option<Text<'a>>,
     #[serde(borrow)]
     session_context: Option<WireSessionContext<'a>>,
 }
 
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireSessionContext<'a> {
@@ -168,26 +215,27 @@ struct WireSessionContext<'a> {
     session_issuer: Option<WireIssuer<'a>>,
 }
 
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize)]
 struct WireIssuer<'a> {
     #[serde(borrow)]
-    arn: Option<Cow<'a, str>>,
+    arn: Option<Text<'a>>,
 }
 
-fn own(s: Option<Cow<'_, str>>) -> String {
-    s.map(Cow::into_owned).unwrap_or_default()
+fn own(s: Option<Text<'_>>) -> String {
+    s.map(|t| t.0.into_owned()).unwrap_or_default()
 }
 
-fn required<'a>(s: Option<Cow<'a, str>>, field: &str) -> Result<Cow<'a, str>, String> {
+fn required<'a>(s: Option<Text<'a>>, field: &str) -> Result<Cow<'a, str>, String> {
     match s {
-        Some(v) if !v.trim().is_empty() => Ok(v),
+        Some(Text(v)) if !v.trim().is_empty() => Ok(v),
         _ => Err(format!("missing required field {field}")),
     }
 }
 
 /// Reads a CloudTrail boolean, which some producers send as a string.
-fn lenient_bool(raw: Option<&RawValue>, field: &str) -> Result<Option<bool>, String> {
-    match raw.map(|r| r.get().trim()) {
+fn lenient_bool(raw: Option<Raw<'_>>, field: &str) -> Result<Option<bool>, String> {
+    match raw.map(|r| r.0.trim()) {
         None | Some("null") => Ok(None),
         Some("true") | Some("\"true\"") => Ok(Some(true)),
         Some("false") | Some("\"false\"") => Ok(Some(false)),
@@ -195,8 +243,8 @@ fn lenient_bool(raw: Option<&RawValue>, field: &str) -> Result<Option<bool>, Str
     }
 }
 
-fn json_text(raw: Option<&RawValue>) -> String {
-    match raw.map(|r| r.get()) {
+fn json_text(raw: Option<Raw<'_>>) -> String {
+    match raw.map(|r| r.0) {
         None | Some("null") => String::new(),
         Some(s) => s.to_string(),
     }
@@ -212,15 +260,20 @@ fn valid_region(s: &str) -> bool {
 /// Validates and normalizes one CloudTrail record given as JSON text.
 pub fn parse_record(json: &str, limits: &ParseLimits, now_ms: i64) -> Result<Event, String> {
     if json.len() > limits.max_record_bytes {
-        return Err(format!(
-            "record is {} bytes, over the {} byte limit",
-            json.len(),
-            limits.max_record_bytes
-        ));
+        return Err(record_too_large(json.len(), limits));
     }
     let wire: WireRecord<'_> =
         serde_json::from_str(json).map_err(|e| format!("malformed record: {e}"))?;
+    normalize(wire, json, limits, now_ms)
+}
 
+/// Validates and normalizes a deserialized record; `json` is its text.
+fn normalize(
+    wire: WireRecord<'_>,
+    json: &str,
+    limits: &ParseLimits,
+    now_ms: i64,
+) -> Result<Event, String> {
     let event_id = required(wire.event_id, "eventID")?.into_owned();
     let time_text = required(wire.event_time, "eventTime")?;
     let event_time_ms = DateTime::parse_from_rfc3339(&time_text)
@@ -260,7 +313,7 @@ pub fn parse_record(json: &str, limits: &ParseLimits, now_ms: i64) -> Result<Eve
     let user_identity = identity.unwrap_or_default();
 
     let recipient_account_id = match wire.recipient_account_id {
-        Some(id) => id.into_owned(),
+        Some(id) => id.0.into_owned(),
         None if !user_identity.account_id.is_empty() => user_identity.account_id.clone(),
         None => return Err("missing required field recipientAccountId".into()),
     };
@@ -303,18 +356,132 @@ struct Ctx<'s, S> {
     limits: &'s ParseLimits,
     now_ms: i64,
     index: usize,
+    /// Records the one-pass reader already handed to the sink: the general
+    /// reader, taking over part-way through a document, counts them again
+    /// without handing them over twice.
+    skip: usize,
 }
 
 impl<S: RecordSink> Ctx<'_, S> {
     fn record(&mut self, raw: &RawValue) {
-        let text = raw.get();
-        let source = format!("{}#{}", self.source, self.index);
+        let index = self.index;
         self.index += 1;
-        match parse_record(text, self.limits, self.now_ms) {
+        if index < self.skip {
+            return;
+        }
+        let text = raw.get();
+        let result = parse_record(text, self.limits, self.now_ms);
+        self.deliver(index, result, text);
+    }
+
+    fn deliver(&mut self, index: usize, result: Result<Event, String>, text: &str) {
+        match result {
             Ok(event) => self.sink.event(event),
-            Err(reason) => self.sink.reject(Rejection::new(source, reason, text)),
+            Err(reason) => {
+                let source = format!("{}#{}", self.source, index);
+                self.sink.reject(Rejection::new(source, reason, text))
+            }
         }
     }
+
+    /// The one-pass reader for `[record, ...]` and `{"Records":[record,
+    /// ...]}`: each record is deserialized straight into its typed form,
+    /// and its text is the span the deserializer consumed. The general
+    /// reader first scans each record as raw JSON and then parses that text
+    /// again; this gives the same results with half the scanning.
+    ///
+    /// Returns false when it meets anything else (a record that does not
+    /// deserialize, other keys around `Records`, malformed JSON): the
+    /// general reader must then take over, skipping the `self.index`
+    /// records already delivered, so every reason and position it reports
+    /// is its own.
+    fn one_pass(&mut self, text: &str, records_object: bool) -> bool {
+        let bytes = text.as_bytes();
+        let mut pos = skip_ws(bytes, 0);
+        if records_object {
+            let Some(p) = expect(bytes, pos, b"{") else {
+                return false;
+            };
+            let Some(p) = expect(bytes, skip_ws(bytes, p), b"\"Records\"") else {
+                return false;
+            };
+            let Some(p) = expect(bytes, skip_ws(bytes, p), b":") else {
+                return false;
+            };
+            pos = skip_ws(bytes, p);
+        }
+        let Some(p) = expect(bytes, pos, b"[") else {
+            return false;
+        };
+        pos = skip_ws(bytes, p);
+        if let Some(p) = expect(bytes, pos, b"]") {
+            pos = p;
+        } else {
+            loop {
+                let rest = &text[pos..];
+                // The hand-written reader takes the usual records; serde
+                // takes the rest.
+                let (wire, end) = match scan::record(rest) {
+                    Some(found) => found,
+                    None => {
+                        let mut stream = serde_json::Deserializer::from_str(rest).into_iter();
+                        match stream.next() {
+                            Some(Ok(w)) => (w, stream.byte_offset()),
+                            _ => return false,
+                        }
+                    }
+                };
+                let record = &rest[..end];
+                let index = self.index;
+                self.index += 1;
+                let result = if record.len() > self.limits.max_record_bytes {
+                    Err(record_too_large(record.len(), self.limits))
+                } else {
+                    normalize(wire, record, self.limits, self.now_ms)
+                };
+                self.deliver(index, result, record);
+                pos = skip_ws(bytes, pos + end);
+                if let Some(p) = expect(bytes, pos, b",") {
+                    pos = skip_ws(bytes, p);
+                } else if let Some(p) = expect(bytes, pos, b"]") {
+                    pos = p;
+                    break;
+                } else {
+                    return false;
+                }
+            }
+        }
+        if records_object {
+            let Some(p) = expect(bytes, skip_ws(bytes, pos), b"}") else {
+                return false;
+            };
+            pos = p;
+        }
+        skip_ws(bytes, pos) == bytes.len()
+    }
+}
+
+/// The position after JSON whitespace (space, tab, CR, LF) from `pos`.
+fn skip_ws(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(pos) {
+        pos += 1;
+    }
+    pos
+}
+
+/// The position after `token` if the input has it at `pos`.
+fn expect(bytes: &[u8], pos: usize, token: &[u8]) -> Option<usize> {
+    bytes
+        .get(pos..)
+        .is_some_and(|rest| rest.starts_with(token))
+        .then_some(pos + token.len())
+}
+
+fn record_too_large(len: usize, limits: &ParseLimits) -> String {
+    format!(
+        "record is {} bytes, over the {} byte limit",
+        len, limits.max_record_bytes
+    )
 }
 
 /// Streams the elements of a JSON array of records into the sink.
@@ -393,15 +560,37 @@ pub fn parse_document<S: RecordSink>(
     now_ms: i64,
     sink: &mut S,
 ) -> usize {
+    parse_document_with(text, source, limits, now_ms, sink, true)
+}
+
+/// [`parse_document`], with the one-pass reader or without it (tests check
+/// that both agree).
+fn parse_document_with<S: RecordSink>(
+    text: &str,
+    source: &str,
+    limits: &ParseLimits,
+    now_ms: i64,
+    sink: &mut S,
+    one_pass: bool,
+) -> usize {
     let mut ctx = Ctx {
         sink,
         source,
         limits,
         now_ms,
         index: 0,
+        skip: 0,
     };
+    let shape = document_shape(text);
+    if one_pass && matches!(shape, Shape::Array | Shape::RecordsObject) {
+        if ctx.one_pass(text, matches!(shape, Shape::RecordsObject)) {
+            return ctx.index;
+        }
+        ctx.skip = ctx.index;
+        ctx.index = 0;
+    }
     let mut de = serde_json::Deserializer::from_str(text);
-    let result = match document_shape(text) {
+    let result = match shape {
         Shape::Array => RecordArray(&mut ctx).deserialize(&mut de).map(|_| true),
         Shape::RecordsObject => de.deserialize_map(RecordsObject(&mut ctx)),
         Shape::Single => {
@@ -462,7 +651,8 @@ pub fn maybe_gunzip(bytes: Vec<u8>, limit: usize) -> Result<Vec<u8>, String> {
         return Ok(bytes);
     }
     let mut out = Vec::new();
-    gunzip_into(&bytes, limit, &mut out)?;
+    let len = gunzip_into(&bytes, limit, &mut out)?;
+    out.truncate(len);
     Ok(out)
 }
 
@@ -470,21 +660,32 @@ fn is_gzip(bytes: &[u8]) -> bool {
     bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b
 }
 
-/// Decompresses into `out` (cleared first, capacity kept), refusing more
-/// than `limit` bytes of output.
-fn gunzip_into(bytes: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), String> {
-    out.clear();
-    let decoder = flate2::read::MultiGzDecoder::new(bytes);
-    let read = decoder
-        .take(limit as u64 + 1)
-        .read_to_end(out)
-        .map_err(|e| format!("corrupt or truncated gzip: {e}"))?;
-    if read > limit {
+/// Decompresses into `out`, refusing more than `limit` bytes of output, and
+/// returns the length of the output, which is `out[..len]`. `out` is grown
+/// (zero-filled) only when it is too short and never shrunk, so a buffer
+/// reused across files is not cleared again for each one.
+fn gunzip_into(bytes: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<usize, String> {
+    // `bytes` is already in memory: the `bufread` decoder reads it in place.
+    let mut decoder = flate2::bufread::MultiGzDecoder::new(bytes).take(limit as u64 + 1);
+    let mut filled = 0;
+    loop {
+        if filled == out.len() {
+            let grow = out.len().clamp(32 << 10, 16 << 20);
+            out.resize(out.len() + grow, 0);
+        }
+        match decoder.read(&mut out[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("corrupt or truncated gzip: {e}")),
+        }
+    }
+    if filled > limit {
         return Err(format!(
             "decompressed document exceeds the {limit} byte limit"
         ));
     }
-    Ok(())
+    Ok(filled)
 }
 
 thread_local! {
@@ -522,7 +723,7 @@ pub fn parse_file_bytes<S: RecordSink>(
         // find the buffer borrowed.
         let mut body = std::mem::take(&mut *cell.borrow_mut());
         let n = match gunzip_into(bytes, limits.max_document_bytes, &mut body) {
-            Ok(()) => parse_text(&body, source, limits, now_ms, sink),
+            Ok(len) => parse_text(&body[..len], source, limits, now_ms, sink),
             Err(reason) => {
                 sink.reject(Rejection::new(source, reason, ""));
                 0
@@ -646,4 +847,142 @@ pub fn parse_cloudwatch_json<S: RecordSink>(
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a panic in a test is its failure report
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn both(text: &str, limits: &ParseLimits) -> ((usize, Collect), (usize, Collect)) {
+        let mut fast = Collect::default();
+        let n_fast = parse_document_with(text, "f", limits, NOW, &mut fast, true);
+        let mut general = Collect::default();
+        let n_general = parse_document_with(text, "f", limits, NOW, &mut general, false);
+        ((n_fast, fast), (n_general, general))
+    }
+
+    fn assert_same(text: &str, limits: &ParseLimits) {
+        let ((n1, a), (n2, b)) = both(text, limits);
+        assert_eq!(n1, n2, "{text}");
+        assert_eq!(a.events, b.events, "{text}");
+        assert_eq!(a.rejections, b.rejections, "{text}");
+    }
+
+    const GOOD: &str = r#"{"eventVersion":"1.09","eventID":"7d5b7e0c-0000-4000-8000-000000000001","eventTime":"2026-03-01T10:00:00Z","eventSource":"ec2.amazonaws.com","eventName":"RunInstances","awsRegion":"us-east-1","recipientAccountId":"111122223333","sourceIPAddress":"198.51.100.7","userAgent":"Boto3/1.34.2","userIdentity":{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/ci/ci","sessionContext":{"sessionIssuer":{"arn":"arn:aws:iam::111122223333:role/ci"}}},"readOnly":"false","requestParameters":{"instanceType":"p4d.24xlarge","x":[1,2,{"y":null}]},"responseElements":null,"tlsDetails":{"tlsVersion":"TLSv1.3"}}"#;
+
+    /// Pieces a record list is built from: good and bad records, things
+    /// that are not records, and broken JSON.
+    fn element(i: usize) -> String {
+        match i {
+            0 => GOOD.to_string(),
+            1 => GOOD.replace("0001", "0002"),
+            2 => GOOD.replace("111122223333\",\"source", "x\",\"source"),
+            3 => GOOD.replace("us-east-1", "US East"),
+            4 => GOOD.replace("RunInstances", "Run\\u0049nstances\\n"),
+            5 => GOOD.replace("\"eventID\"", "\"eventID\":7,\"x\""),
+            6 => GOOD.replace("\"eventID\"", "\"eventID\":\"dup\",\"eventID\""),
+            7 => "42".into(),
+            8 => "null".into(),
+            9 => "\"text\"".into(),
+            10 => "[]".into(),
+            11 => "{}".into(),
+            12 => GOOD.replace("}", "},"),
+            13 => GOOD.replace("\"readOnly\":\"false\"", "\"readOnly\":7"),
+            14 => GOOD.replace("Boto3", "Bo\\ud800to3"),
+            15 => format!(" \n{GOOD}\t"),
+            16 => GOOD.replace("\"x\":[1,2,", "\"x\":[1,2,,"),
+            17 => GOOD.replace("2026-03-01T10:00:00Z", "yesterday"),
+            _ => GOOD.replace("ci/ci", &"c".repeat(300)),
+        }
+    }
+
+    fn document(wrapper: usize, elements: &[usize], sep: &str) -> String {
+        let list = elements
+            .iter()
+            .map(|&i| element(i))
+            .collect::<Vec<_>>()
+            .join(&format!(",{sep}"));
+        match wrapper {
+            0 => format!("[{sep}{list}{sep}]"),
+            1 => format!("{{{sep}\"Records\"{sep}:{sep}[{list}]{sep}}}{sep}"),
+            2 => format!("{{\"Records\":[{list}],\"other\":{{\"a\":[1]}}}}"),
+            3 => format!("{{\"other\":1,\"Records\":[{list}]}}"),
+            4 => format!("{{\"Records\":[{list}],\"Records\":[{list}]}}"),
+            5 => format!("{{\"Records\":[{list}]}} trailing"),
+            6 => format!("{{\"Records\":[{list}]"),
+            _ => format!("\u{a0}[{list}]"),
+        }
+    }
+
+    #[test]
+    fn one_pass_agrees_on_every_piece() {
+        let small = ParseLimits {
+            max_record_bytes: 800,
+            ..Default::default()
+        };
+        for limits in [ParseLimits::default(), small] {
+            for wrapper in 0..8 {
+                for i in 0..19 {
+                    for sep in ["", " \n"] {
+                        assert_same(&document(wrapper, &[0, i, 1], sep), &limits);
+                        assert_same(&document(wrapper, &[i], sep), &limits);
+                    }
+                }
+                assert_same(&document(wrapper, &[], ""), &limits);
+            }
+        }
+    }
+
+    #[test]
+    fn one_pass_is_taken_for_clean_documents() {
+        let doc = document(1, &[0, 1, 2, 3], "");
+        let ((n, fast), _) = both(&doc, &ParseLimits::default());
+        assert_eq!(n, 4);
+        assert_eq!(fast.events.len(), 2);
+        assert_eq!(fast.rejections[0].source, "f#2");
+        // Reported exactly as the record reads, with keep_raw.
+        assert_eq!(fast.events[0].raw, element(0));
+        let mut ctx = Ctx {
+            sink: &mut Collect::default(),
+            source: "f",
+            limits: &ParseLimits::default(),
+            now_ms: NOW,
+            index: 0,
+            skip: 0,
+        };
+        assert!(ctx.one_pass(&doc, true));
+        assert!(!ctx.one_pass(&document(2, &[0], ""), true));
+    }
+
+    proptest! {
+        #[test]
+        fn one_pass_agrees_with_the_general_reader(
+            wrapper in 0usize..8,
+            elements in proptest::collection::vec(0usize..19, 0..6),
+            sep in prop::sample::select(vec!["", " ", "\n\t "]),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+            keep_raw in any::<bool>(),
+        ) {
+            let mut doc = document(wrapper, &elements, sep);
+            if truncate {
+                let mut at = cut.index(doc.len() + 1);
+                while !doc.is_char_boundary(at) {
+                    at -= 1;
+                }
+                doc.truncate(at);
+            }
+            let limits = ParseLimits { keep_raw, max_record_bytes: 900, ..Default::default() };
+            let ((n1, a), (n2, b)) = both(&doc, &limits);
+            prop_assert_eq!(n1, n2);
+            prop_assert_eq!(a.events, b.events);
+            prop_assert_eq!(a.rejections, b.rejections);
+        }
+    }
 }

@@ -6,10 +6,11 @@
 //! Paths are parsed once when a detector is configured, so an unknown field
 //! is a configuration error, not a silent zero at run time.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::event::Event;
 
@@ -142,58 +143,240 @@ impl<'de> serde::Deserialize<'de> for FieldPath {
     }
 }
 
-/// An event's JSON sub-documents, parsed at most once however many paths
-/// read them.
+/// Per-event scratch for reading paths, kept so callers need not change.
+/// Paths used to share one parsed tree of each sub-document; they now read
+/// the JSON text in place (see [`find`]), which costs less than building
+/// one tree even when several paths read the same document.
 #[derive(Default)]
 pub struct ParsedDocs {
-    request: Option<Value>,
-    response: Option<Value>,
+    _private: (),
 }
 
-fn parse_doc<'a>(slot: &'a mut Option<Value>, text: &str) -> &'a Value {
-    slot.get_or_insert_with(|| {
-        if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(text).unwrap_or(Value::Null)
-        }
-    })
+/// A value a path reached, as much of it as paths read.
+enum Found<'a> {
+    Number(serde_json::Number),
+    Text(Cow<'a, str>),
+    Bool(bool),
+    /// An array, by its length.
+    Array(usize),
 }
 
-fn walk<'v>(value: &'v Value, segments: &[Segment], out: &mut Vec<&'v Value>) {
-    match segments.split_first() {
-        None => out.push(value),
-        Some((Segment::Key(k), rest)) => {
-            if let Some(v) = value.get(k) {
-                walk(v, rest, out)
-            }
+impl Found<'_> {
+    fn number(&self) -> Option<f64> {
+        match self {
+            Found::Number(n) => n.as_f64(),
+            Found::Text(s) => s.trim().parse().ok(),
+            Found::Array(n) => Some(*n as f64),
+            Found::Bool(b) => Some(f64::from(u8::from(*b))),
         }
-        Some((Segment::Flatten, rest)) => {
-            if let Some(items) = value.as_array() {
-                for v in items {
-                    walk(v, rest, out);
+    }
+
+    fn string(self) -> Option<String> {
+        match self {
+            Found::Text(s) => Some(s.into_owned()),
+            Found::Number(n) => Some(n.to_string()),
+            Found::Bool(b) => Some(b.to_string()),
+            Found::Array(_) => None,
+        }
+    }
+}
+
+/// The values at `segments` in the JSON document `text`, in document order
+/// (a repeated key counts once, its last value, as in a parsed tree). A
+/// document that does not parse has none.
+///
+/// This reads the text once without building a tree: every value is still
+/// deserialized the way `serde_json::Value` would be (same syntax checks,
+/// same nesting limit, same numbers), so exactly the documents that would
+/// parse do, and a path finds exactly what it would find in the tree.
+fn find<'a>(text: &'a str, segments: &[Segment], out: &mut Vec<Found<'a>>) {
+    out.clear();
+    if text.is_empty() {
+        return;
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let walked = Walk {
+        segments,
+        out: &mut *out,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    if walked.is_err() {
+        out.clear();
+    }
+}
+
+/// Follows a path through one value, collecting what it reaches.
+struct Walk<'p, 'o, 'a> {
+    segments: &'p [Segment],
+    out: &'o mut Vec<Found<'a>>,
+}
+
+impl<'de> Walk<'_, '_, 'de> {
+    fn leaf(self, found: Found<'de>) {
+        if self.segments.is_empty() {
+            self.out.push(found);
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_, '_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.leaf(Found::Bool(v));
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.leaf(Found::Number(v.into()));
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.leaf(Found::Number(v.into()));
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        // As `Value` does: a non-finite float is null.
+        if let Some(n) = serde_json::Number::from_f64(v) {
+            self.leaf(Found::Number(n));
+        }
+        Ok(())
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
+        self.leaf(Found::Text(Cow::Borrowed(v)));
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        if self.segments.is_empty() {
+            self.out.push(Found::Text(Cow::Owned(v.to_owned())));
+        }
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        match self.segments.split_first() {
+            None => {
+                let mut n = 0;
+                while seq.next_element_seed(Skip)?.is_some() {
+                    n += 1;
                 }
+                self.out.push(Found::Array(n));
+            }
+            Some((Segment::Flatten, rest)) => {
+                while seq
+                    .next_element_seed(Walk {
+                        segments: rest,
+                        out: &mut *self.out,
+                    })?
+                    .is_some()
+                {}
+            }
+            Some((Segment::Key(_), _)) => while seq.next_element_seed(Skip)?.is_some() {},
+        }
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((Segment::Key(k), rest)) = self.segments.split_first() else {
+            while map.next_key_seed(Skip)?.is_some() {
+                map.next_value_seed(Skip)?;
+            }
+            return Ok(());
+        };
+        let mark = self.out.len();
+        while let Some(key) = map.next_key_seed(Key)? {
+            if key == k.as_str() {
+                // A later duplicate replaces an earlier one, as in a tree.
+                self.out.truncate(mark);
+                map.next_value_seed(Walk {
+                    segments: rest,
+                    out: &mut *self.out,
+                })?;
+            } else {
+                map.next_value_seed(Skip)?;
             }
         }
+        Ok(())
     }
 }
 
-fn value_number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
-        Value::Array(a) => Some(a.len() as f64),
-        Value::Bool(b) => Some(f64::from(u8::from(*b))),
-        _ => None,
+/// Reads a value without keeping it, checked as `Value` would check it
+/// (unlike `IgnoredAny`, which skips more leniently and without the
+/// nesting limit).
+struct Skip;
+
+impl<'de> DeserializeSeed<'de> for Skip {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-fn value_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+impl<'de> Visitor<'de> for Skip {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Skip)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key_seed(Skip)?.is_some() {
+            map.next_value_seed(Skip)?;
+        }
+        Ok(())
+    }
+}
+
+/// A map key, borrowed when it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
     }
 }
 
@@ -225,28 +408,24 @@ impl FieldPath {
         Some(s.as_str())
     }
 
-    fn values<'d>(&self, e: &Event, docs: &'d mut ParsedDocs) -> Vec<&'d Value> {
-        let doc = match self.root {
-            Root::RequestParameters => parse_doc(&mut docs.request, &e.request_parameters),
-            Root::ResponseElements => parse_doc(&mut docs.response, &e.response_elements),
-            _ => return Vec::new(),
-        };
-        let mut out = Vec::new();
-        walk(doc, &self.segments, &mut out);
-        out
+    /// The document this path reads, if it reads one.
+    fn document<'e>(&self, e: &'e Event) -> Option<&'e str> {
+        match self.root {
+            Root::RequestParameters => Some(&e.request_parameters),
+            Root::ResponseElements => Some(&e.response_elements),
+            _ => None,
+        }
     }
 
     /// The number at this path: numbers and numeric strings as is, arrays by
     /// their length; flattened values are summed. None when absent.
-    pub fn number(&self, e: &Event, docs: &mut ParsedDocs) -> Option<f64> {
+    pub fn number(&self, e: &Event, _docs: &mut ParsedDocs) -> Option<f64> {
         if let Some(s) = self.scalar(e) {
             return s.trim().parse().ok();
         }
-        let vals = self.values(e, docs);
-        if vals.is_empty() {
-            return None;
-        }
-        let nums: Vec<f64> = vals.into_iter().filter_map(value_number).collect();
+        let mut found = Vec::new();
+        find(self.document(e)?, &self.segments, &mut found);
+        let nums: Vec<f64> = found.iter().filter_map(Found::number).collect();
         if nums.is_empty() {
             None
         } else {
@@ -255,7 +434,7 @@ impl FieldPath {
     }
 
     /// The text values at this path (several when the path flattens).
-    pub fn strings(&self, e: &Event, docs: &mut ParsedDocs) -> Vec<String> {
+    pub fn strings(&self, e: &Event, _docs: &mut ParsedDocs) -> Vec<String> {
         if let Some(s) = self.scalar(e) {
             return if s.is_empty() {
                 Vec::new()
@@ -263,10 +442,12 @@ impl FieldPath {
                 vec![s.to_string()]
             };
         }
-        self.values(e, docs)
-            .into_iter()
-            .filter_map(value_string)
-            .collect()
+        let Some(doc) = self.document(e) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        find(doc, &self.segments, &mut found);
+        found.into_iter().filter_map(Found::string).collect()
     }
 }
 
@@ -327,6 +508,196 @@ mod tests {
         assert_eq!(p.strings(&e, &mut d), vec!["198.51.100.7"]);
         let p: FieldPath = "userIdentity.arn".parse().unwrap();
         assert!(p.strings(&e, &mut d).is_empty());
+    }
+
+    /// What paths found when they read a parsed `serde_json::Value` tree
+    /// (the implementation before `find`), to check `find` against.
+    mod tree {
+        use serde_json::Value;
+
+        use super::super::Segment;
+
+        fn walk<'v>(value: &'v Value, segments: &[Segment], out: &mut Vec<&'v Value>) {
+            match segments.split_first() {
+                None => out.push(value),
+                Some((Segment::Key(k), rest)) => {
+                    if let Some(v) = value.get(k) {
+                        walk(v, rest, out)
+                    }
+                }
+                Some((Segment::Flatten, rest)) => {
+                    if let Some(items) = value.as_array() {
+                        for v in items {
+                            walk(v, rest, out);
+                        }
+                    }
+                }
+            }
+        }
+
+        fn values(text: &str, segments: &[Segment]) -> Vec<Value> {
+            let doc = if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(text).unwrap_or(Value::Null)
+            };
+            let mut out = Vec::new();
+            walk(&doc, segments, &mut out);
+            out.into_iter().cloned().collect()
+        }
+
+        pub fn number(text: &str, segments: &[Segment]) -> Option<f64> {
+            let vals = values(text, segments);
+            if vals.is_empty() {
+                return None;
+            }
+            let nums: Vec<f64> = vals
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Number(n) => n.as_f64(),
+                    Value::String(s) => s.trim().parse().ok(),
+                    Value::Array(a) => Some(a.len() as f64),
+                    Value::Bool(b) => Some(f64::from(u8::from(*b))),
+                    _ => None,
+                })
+                .collect();
+            if nums.is_empty() {
+                None
+            } else {
+                Some(nums.iter().sum())
+            }
+        }
+
+        pub fn strings(text: &str, segments: &[Segment]) -> Vec<String> {
+            values(text, segments)
+                .iter()
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    Value::Bool(b) => Some(b.to_string()),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn assert_same_as_tree(doc: &str, path: &str) {
+        let p: FieldPath = path.parse().unwrap();
+        let e = event(doc, "");
+        let mut d = ParsedDocs::default();
+        let number = p.number(&e, &mut d);
+        let expected = tree::number(doc, &p.segments);
+        assert_eq!(
+            number.map(f64::to_bits),
+            expected.map(f64::to_bits),
+            "{path} in {doc}"
+        );
+        assert_eq!(
+            p.strings(&e, &mut d),
+            tree::strings(doc, &p.segments),
+            "{path} in {doc}"
+        );
+    }
+
+    const PATHS: [&str; 8] = [
+        "requestParameters",
+        "requestParameters.a",
+        "requestParameters.a.b",
+        "requestParameters.a[]",
+        "requestParameters.a[].b",
+        "requestParameters.a[][]",
+        "requestParameters.a[].b[].c",
+        "requestParameters.\u{e9}",
+    ];
+
+    #[test]
+    fn reading_in_place_finds_what_the_tree_has() {
+        let docs = [
+            "",
+            "null",
+            "7",
+            "{}",
+            "[]",
+            r#"{"a":1}"#,
+            r#"{"a":-0}"#,
+            r#"{"a":-0.0}"#,
+            r#"{"a":1.5e300,"b":2}"#,
+            r#"{"a":18446744073709551615}"#,
+            r#"{"a":-9223372036854775808}"#,
+            r#"{"a":" 12 "}"#,
+            r#"{"a":"x\"y\u00e9"}"#,
+            r#"{"a":true}"#,
+            r#"{"a":[1,"2",[3],{"b":4},null,false]}"#,
+            r#"{"a":{"b":[1,2]},"a":{"b":"last"}}"#,
+            r#"{"a":[{"b":[{"c":1},{"c":"2"}]},{"b":{"c":3}},{"b":[{"c":[1,2]}]}]}"#,
+            r#"{"\u0061":{"b":5}}"#,
+            r#"{"\u00e9":"key with an escape"}"#,
+            r#"{"a":1} trailing"#,
+            r#"{"a":1,}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"z":"\ud800","a":1}"#,
+            r#"{"a":1e999}"#,
+            r#"{"a":01}"#,
+            "{\"a\":\"tab\there\"}",
+        ];
+        for doc in docs {
+            for path in PATHS {
+                assert_same_as_tree(doc, path);
+            }
+        }
+        // Nesting past serde_json's limit fails to parse as a tree, so it
+        // must find nothing here either, even under a key no path reads.
+        for depth in [100, 126, 127, 128, 129, 200] {
+            let deep = format!(
+                r#"{{"a":1,"z":{}{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            for path in PATHS {
+                assert_same_as_tree(&deep, path);
+            }
+        }
+    }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// JSON text, written out by hand so that keys can repeat.
+        fn json() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                Just("null".to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+                    .map_or("null".to_string(), |n| n.to_string())),
+                "[ab0-9 .\"\\\\]{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4)
+                        .prop_map(|items| format!("[{}]", items.join(","))),
+                    proptest::collection::vec(
+                        (prop::sample::select(vec!["a", "b", "c", "\\u0061"]), inner),
+                        0..4
+                    )
+                    .prop_map(|kv| {
+                        let body: Vec<String> =
+                            kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                        format!("{{{}}}", body.join(","))
+                    }),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn reading_in_place_agrees_with_the_tree(doc in json(), path in prop::sample::select(PATHS.to_vec())) {
+                assert_same_as_tree(&doc, path);
+            }
+        }
     }
 
     #[test]

@@ -200,6 +200,12 @@ impl RandomCutForest {
         let valid = n_slots.min(n_values);
         self.store.refs = vec![0; valid];
         self.store.values.truncate(valid * self.dims);
+        // As `fit` stores them: the trees rely on points never being NaN.
+        for v in &mut self.store.values {
+            if !v.is_finite() {
+                *v = 0.0;
+            }
+        }
         let cap = self.config.sample_size.max(1);
         for s in &mut self.samples {
             s.retain(|e| (e.slot as usize) < valid && e.key.is_finite());

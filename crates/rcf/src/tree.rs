@@ -67,6 +67,23 @@ fn is_leaf(r: u32) -> bool {
     r != NIL && r & LEAF != 0
 }
 
+// `f32::min` and `f32::max` handle NaN, which costs several instructions
+// on every use in the hottest loops here; points are never NaN (the forest
+// stores only finite values), so one comparison does. For non-NaN input
+// these return the same number as `f32::min`/`max`; like those, they may
+// return either zero when given -0.0 and +0.0, and nothing here can tell
+// the two zeros apart (they compare equal, and only their differences and
+// comparisons are used).
+#[inline(always)]
+fn min(a: f32, b: f32) -> f32 {
+    if b < a { b } else { a }
+}
+
+#[inline(always)]
+fn max(a: f32, b: f32) -> f32 {
+    if b > a { b } else { a }
+}
+
 impl Tree {
     pub fn new(dims: usize) -> Self {
         Self {
@@ -178,9 +195,12 @@ impl Tree {
         {
             let (lmin, lmax) = self.node_box(l, pts);
             let (rmin, rmax) = self.node_box(r, pts);
-            for i in 0..d {
-                merged[i] = lmin[i].min(rmin[i]);
-                merged[d + i] = lmax[i].max(rmax[i]);
+            let (mmin, mmax) = merged.split_at_mut(d);
+            for (m, (&l, &r)) in mmin.iter_mut().zip(lmin.iter().zip(rmin)) {
+                *m = min(l, r);
+            }
+            for (m, (&l, &r)) in mmax.iter_mut().zip(lmax.iter().zip(rmax)) {
+                *m = max(l, r);
             }
         }
         let o = n as usize * 2 * d;
@@ -228,18 +248,19 @@ impl Tree {
             let (cut, separates) = {
                 let (lo, hi) = self.node_box(n, pts);
                 let mut total = 0.0f64;
-                for i in 0..self.dims {
-                    total += f64::from(hi[i].max(p[i]) - lo[i].min(p[i]));
+                for ((&l, &h), &x) in lo.iter().zip(hi).zip(p) {
+                    total += f64::from(max(h, x) - min(l, x));
                 }
                 if total <= 0.0 {
                     (None, false)
                 } else {
                     let mut r = rng.random::<f64>() * total;
                     let mut cut = None;
-                    for i in 0..self.dims {
-                        let (a, b) = (lo[i].min(p[i]), hi[i].max(p[i]));
+                    let last = self.dims - 1;
+                    for (i, ((&l, &h), &x)) in lo.iter().zip(hi).zip(p).enumerate() {
+                        let (a, b) = (min(l, x), max(h, x));
                         let w = f64::from(b - a);
-                        if r < w || i == self.dims - 1 {
+                        if r < w || i == last {
                             let v = ((f64::from(a) + r.min(w)) as f32).clamp(a, b);
                             cut = Some((i, v));
                             break;
@@ -432,10 +453,9 @@ impl Tree {
             let (lo, hi) = self.bbox(n);
             let mut gap = 0.0f32;
             let mut range = 0.0f32;
-            for i in 0..self.dims {
-                let x = p[i];
-                gap += (x - hi[i]).max(0.0) + (lo[i] - x).max(0.0);
-                range += hi[i].max(x) - lo[i].min(x);
+            for ((&l, &h), &x) in lo.iter().zip(hi).zip(p) {
+                gap += max(x - h, 0.0) + max(l - x, 0.0);
+                range += max(h, x) - min(l, x);
             }
             if range > 0.0 && gap > 0.0 {
                 levels.push((f64::from(gap) / f64::from(range), depth));

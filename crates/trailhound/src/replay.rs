@@ -18,7 +18,7 @@ use trailhound_core::cloudtrail::Collect;
 use trailhound_core::{Anomaly, EnrichedEvent};
 use trailhound_detect::{Engine, Prepared, WindowResult};
 use trailhound_enrich::Enricher;
-use trailhound_ingest::dedupe::Dedupe;
+use trailhound_ingest::dedupe::{Dedupe, id_key};
 use trailhound_ingest::files::delivery_groups;
 use trailhound_ingest::ingest::parse_group;
 
@@ -40,9 +40,13 @@ pub struct Summary {
     pub events_per_second: f64,
 }
 
+/// An event as the consumer takes it: enriched, prepared for the engine,
+/// and its event id as a dedupe key.
+type Ready = (EnrichedEvent, Prepared, u128);
+
 /// One delivery group, parsed, enriched and prepared for the engine.
 struct Parsed {
-    events: Vec<(EnrichedEvent, Prepared)>,
+    events: Vec<Ready>,
     rejections: Vec<trailhound_core::Rejection>,
 }
 
@@ -80,7 +84,7 @@ pub fn replay(
     let next = Arc::new(AtomicUsize::new(0));
     let consumed = Arc::new((Mutex::new(0usize), Condvar::new()));
     let (tx, rx) = std::sync::mpsc::channel::<(usize, anyhow::Result<Parsed>)>();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<(EnrichedEvent, Prepared)>>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<Ready>>();
     let done_rx = Arc::new(Mutex::new(done_rx));
     let mut summary = Summary {
         files,
@@ -134,7 +138,8 @@ pub fn replay(
                         .into_iter()
                         .map(|e| {
                             let p = preparer.prepare(&e.event);
-                            (e, p)
+                            let k = id_key(&e.event.event_id);
+                            (e, p, k)
                         })
                         .collect();
                     if tx.send((i, Ok(Parsed { events, rejections }))).is_err() {
@@ -159,8 +164,8 @@ pub fn replay(
                 summary.rejected += parsed.rejections.len() as u64;
                 parsed.rejections.iter().for_each(&mut on_reject);
                 let mut events = parsed.events;
-                for (e, prepared) in events.iter_mut() {
-                    if !dedupe.first_time(&e.event.event_id) {
+                for (e, prepared, key) in events.iter_mut() {
+                    if !dedupe.first_time_key(*key) {
                         summary.duplicates += 1;
                         continue;
                     }

@@ -38,7 +38,7 @@ use trailhound_core::fieldpath::ParsedDocs;
 use trailhound_core::{
     AccountMetadata, Anomaly, AnomalyKind, Contributor, DetectorSpec, EnrichedEvent, FeatureValue,
 };
-use trailhound_rcf::{DetectorConfig, ForestConfig, ThresholdedForest};
+use trailhound_rcf::{Detection, DetectorConfig, ForestConfig, ThresholdedForest};
 
 use crate::baseline::{Baseline, Expectation};
 
@@ -58,7 +58,7 @@ pub struct EngineConfig {
     pub shingle_size: usize,
     /// The forest's threshold learns from every n-th window; other windows
     /// are scored only when something else about them is unusual (see
-    /// `evaluate`). 1 scores every window.
+    /// `evaluate_before`). 1 scores every window.
     pub score_every: u64,
     /// Residuals reach the forest rounded to this many noise units: finer
     /// detail is noise, and a quiet entity then repeats the same shingle
@@ -314,6 +314,7 @@ pub struct Engine {
     stats: EngineStats,
     /// Changes whenever the detector set does (see [`Preparer`]).
     generation: u64,
+    pool: ForestPool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -342,6 +343,7 @@ impl Engine {
             watermark_ms: i64::MIN,
             stats: EngineStats::default(),
             generation: next_generation(),
+            pool: ForestPool::default(),
         }
     }
 
@@ -353,6 +355,7 @@ impl Engine {
             watermark_ms: c.watermark_ms,
             stats: c.stats,
             generation: next_generation(),
+            pool: ForestPool::default(),
         }
     }
 
@@ -655,77 +658,211 @@ impl Engine {
             .collect();
         let spec = &d.spec;
         let accounts = &self.accounts;
-        let mut work: Vec<(&String, &mut EntityState, WindowAgg)> = d
+        // The entities leave the map for the evaluation (so their forests
+        // can go to other threads) and return after it.
+        let mut work: Vec<Evaluation> = d
             .entities
-            .iter_mut()
-            .map(|(k, e)| {
-                let agg = aggs.remove(k).unwrap_or_default();
-                (k, e, agg)
+            .drain()
+            .map(|(key, mut ent)| {
+                let agg = aggs.remove(&key).unwrap_or_default();
+                let hist = accounts.get(&ent.account_id);
+                let judging =
+                    evaluate_before(&cfg, spec, &sums, &mut ent, &agg, hist, start, interval);
+                Evaluation {
+                    key,
+                    ent,
+                    agg,
+                    judging,
+                    detection: None,
+                }
             })
             .collect();
-        work.sort_by(|a, b| a.0.cmp(b.0));
-        // Entities are independent: evaluate them on every core when there
-        // are enough to pay for the threads.
-        let threads = if work.len() >= 8 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .min(4)
+        work.sort_by(|a, b| a.key.cmp(&b.key));
+        // Entities are independent: their forests, which are nearly all of
+        // the work, run on every core when there are enough to share.
+        if work.len() >= 8 {
+            self.pool.run(&mut work);
         } else {
-            1
-        };
-        let chunk = work.len().div_ceil(threads.max(1)).max(1);
-        let eval = |part: &mut [(&String, &mut EntityState, WindowAgg)]| -> Vec<WindowResult> {
-            part.iter_mut()
-                .map(|(key, ent, agg)| {
-                    let hist = accounts.get(&ent.account_id);
-                    evaluate(
-                        &cfg,
-                        spec,
-                        &sums,
-                        key,
-                        ent,
-                        std::mem::take(agg),
-                        hist,
-                        start,
-                        interval,
-                    )
-                })
-                .collect()
-        };
-        let results: Vec<WindowResult> = if threads <= 1 {
-            eval(&mut work)
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = work
-                    .chunks_mut(chunk)
-                    .map(|part| scope.spawn(move || eval(part)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_default())
-                    .collect()
-            })
-        };
+            work.iter_mut().for_each(Evaluation::step_forest);
+        }
+        let mut results = Vec::with_capacity(work.len());
+        for ev in work {
+            let Evaluation {
+                key,
+                mut ent,
+                agg,
+                judging,
+                detection,
+            } = ev;
+            // A forest that panicked in the pool gives no verdict for this
+            // window (as when it ran on a scoped thread); the entity
+            // carries on.
+            if let Some(detection) = detection {
+                let hist = accounts.get(&ent.account_id);
+                results.push(evaluate_after(
+                    &cfg, spec, &sums, &key, &mut ent, agg, hist, start, interval, judging,
+                    detection,
+                ));
+            }
+            d.entities.insert(key, ent);
+        }
         self.stats.evaluations += results.len() as u64;
         self.stats.anomalies += results.iter().filter(|r| r.anomaly.is_some()).count() as u64;
         out.extend(results);
     }
 }
 
-/// Evaluates one closed window of one entity.
+/// One entity's closed window on its way through [`Engine::close_window`].
+struct Evaluation {
+    key: String,
+    ent: EntityState,
+    agg: WindowAgg,
+    judging: Judging,
+    /// The forest's verdict, once it has run.
+    detection: Option<Detection>,
+}
+
+impl Evaluation {
+    fn step_forest(&mut self) {
+        let j = &self.judging;
+        self.detection = Some(self.ent.forest.process_if(&j.rounded, j.needed));
+    }
+
+    /// [`Self::step_forest`], where a panic (a bug) costs this window's
+    /// verdict, not the entity (as a panic on a scoped thread did).
+    fn step_forest_caught(&mut self) {
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step_forest()));
+        if stepped.is_err() {
+            self.detection = None;
+        }
+    }
+}
+
+/// Threads that step entities' forests when a window closes. They are
+/// started once and kept: starting two threads for every window (as a
+/// scoped spawn did) cost about as much CPU as the forests of a quiet
+/// window, most of it in the kernel. The calling thread takes a share of
+/// the work itself.
+#[derive(Default)]
+struct ForestPool {
+    /// Threads to share a window's work across, the caller included; 0
+    /// until first used.
+    threads: usize,
+    workers: Vec<PoolWorker>,
+}
+
+struct PoolWorker {
+    jobs: std::sync::mpsc::Sender<Vec<Evaluation>>,
+    done: std::sync::mpsc::Receiver<Vec<Evaluation>>,
+}
+
+/// Where one share of a window's work runs.
+enum Share {
+    Here(Vec<Evaluation>),
+    /// On this worker.
+    Sent(usize),
+}
+
+impl ForestPool {
+    /// Steps the forest of every entity in `work`, keeping their order.
+    fn run(&mut self, work: &mut Vec<Evaluation>) {
+        if self.threads == 0 {
+            self.threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(4);
+            self.workers = (1..self.threads)
+                .map_while(|_| PoolWorker::start())
+                .collect();
+        }
+        let chunk = work.len().div_ceil(self.workers.len() + 1).max(1);
+        let mut items = std::mem::take(work).into_iter();
+        let mut shares = Vec::with_capacity(self.workers.len() + 1);
+        // The first share stays here; the others go to a worker each.
+        for i in 0usize.. {
+            let share: Vec<Evaluation> = items.by_ref().take(chunk).collect();
+            if share.is_empty() {
+                break;
+            }
+            let worker = i
+                .checked_sub(1)
+                .and_then(|w| Some(w).zip(self.workers.get(w)));
+            shares.push(match worker {
+                Some((w, worker)) => match worker.jobs.send(share) {
+                    Ok(()) => Share::Sent(w),
+                    Err(std::sync::mpsc::SendError(share)) => Share::Here(share),
+                },
+                None => Share::Here(share),
+            });
+        }
+        for share in &mut shares {
+            if let Share::Here(share) = share {
+                share.iter_mut().for_each(Evaluation::step_forest_caught);
+            }
+        }
+        let mut gone = Vec::new();
+        for share in shares {
+            match share {
+                Share::Here(share) => work.extend(share),
+                // Workers catch panics, so a share only goes missing if
+                // its thread was killed outright.
+                Share::Sent(w) => match self.workers.get(w).map(|worker| worker.done.recv()) {
+                    Some(Ok(share)) => work.extend(share),
+                    _ => gone.push(w),
+                },
+            }
+        }
+        for w in gone.into_iter().rev() {
+            self.workers.remove(w);
+        }
+    }
+}
+
+impl PoolWorker {
+    fn start() -> Option<Self> {
+        let (jobs, job_rx) = std::sync::mpsc::channel::<Vec<Evaluation>>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("th-forest".into())
+            .spawn(move || {
+                for mut share in job_rx {
+                    share.iter_mut().for_each(Evaluation::step_forest_caught);
+                    if done_tx.send(share).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self { jobs, done })
+    }
+}
+
+/// What judging one entity's window works out before its forest runs.
+struct Judging {
+    values: Vec<f64>,
+    exp: Vec<Expectation>,
+    z: Vec<f64>,
+    /// The forest's input.
+    rounded: Vec<f64>,
+    history: u64,
+    is_new_region: bool,
+    /// Whether the forest's grade can matter (see `evaluate_before`).
+    needed: bool,
+}
+
+/// Evaluates one closed window of one entity, up to its forest: the window
+/// against the baseline, and what the forest is to be given.
 #[allow(clippy::too_many_arguments)]
-fn evaluate(
+fn evaluate_before(
     cfg: &EngineConfig,
     spec: &DetectorSpec,
     sums: &[bool],
-    key: &str,
     ent: &mut EntityState,
-    agg: WindowAgg,
+    agg: &WindowAgg,
     hist: Option<&AccountHistory>,
     start: i64,
     interval: i64,
-) -> WindowResult {
+) -> Judging {
     let nfeat = spec.features.len();
     let mut exp = Vec::with_capacity(nfeat);
     let values = if agg.values.is_empty() {
@@ -749,27 +886,71 @@ fn evaluate(
     let rounded: Vec<f64> = z.iter().map(|v| (v / res).round() * res).collect();
     let history = ent.baseline.windows();
     let is_new_region = new_region(cfg, hist, &ent.region, start, interval, history);
-    let verdict_with = |grade: f64| {
+    // The forest's grade can only turn a window anomalous that would be
+    // anomalous at the highest grade: for every other window (nearly all)
+    // its verdict cannot matter, and the forest just learns the step.
+    let needed = judge(
+        cfg,
+        &values,
+        &exp,
+        &z,
+        1.0,
+        sums,
+        history,
+        interval,
+        ent.active_streak,
+        is_new_region,
+    )
+    .is_some();
+    Judging {
+        values,
+        exp,
+        z,
+        rounded,
+        history,
+        is_new_region,
+        needed,
+    }
+}
+
+/// Evaluates one closed window of one entity, given what its forest said
+/// about `judging.rounded`.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_after(
+    cfg: &EngineConfig,
+    spec: &DetectorSpec,
+    sums: &[bool],
+    key: &str,
+    ent: &mut EntityState,
+    agg: WindowAgg,
+    hist: Option<&AccountHistory>,
+    start: i64,
+    interval: i64,
+    judging: Judging,
+    detection: Detection,
+) -> WindowResult {
+    let Judging {
+        values,
+        exp,
+        z,
+        rounded: _,
+        history,
+        is_new_region,
+        needed,
+    } = judging;
+    let verdict = if needed {
         judge(
             cfg,
             &values,
             &exp,
             &z,
-            grade,
+            detection.grade,
             sums,
             history,
             interval,
             ent.active_streak,
             is_new_region,
         )
-    };
-    // The forest's grade can only turn a window anomalous that would be
-    // anomalous at the highest grade: for every other window (nearly all)
-    // its verdict cannot matter, and the forest just learns the step.
-    let needed = verdict_with(1.0).is_some();
-    let detection = ent.forest.process_if(&rounded, needed);
-    let verdict = if needed {
-        verdict_with(detection.grade)
     } else {
         None
     };

@@ -279,3 +279,35 @@ fn without_the_log_a_kill_loses_what_came_after_the_checkpoint() {
     let d = open(dir.path(), WalOptions::disabled());
     assert_eq!(d.stats().0.events, all[0].len() as u64);
 }
+
+/// The log's cost per batch, printed (not a check): `cargo test --release
+/// -p trailhound-detect --test wal -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn wal_cost() {
+    let all = batches();
+    let events: usize = all.iter().map(Vec::len).sum();
+    for wal in [WalOptions::disabled(), WalOptions::default()] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = open(dir.path(), wal);
+        let started = std::time::Instant::now();
+        for b in &all {
+            d.observe(b).unwrap();
+        }
+        let took = started.elapsed();
+        let bytes: usize = all
+            .iter()
+            .map(|b| trailhound_detect::wal::encode_batch(b).unwrap().len())
+            .sum();
+        println!(
+            "wal={}: {} batches of ~{} events in {:.2}s: {:.2} ms/batch, {:.0} events/s; log {} bytes/event",
+            wal.enabled,
+            all.len(),
+            events / all.len(),
+            took.as_secs_f64(),
+            took.as_secs_f64() * 1000.0 / all.len() as f64,
+            events as f64 / took.as_secs_f64(),
+            bytes / events
+        );
+    }
+}

@@ -111,7 +111,12 @@ impl Dedupe {
 
     /// True when the id is new (and remembers it).
     pub fn first_time(&mut self, id: &str) -> bool {
-        let k = id_key(id);
+        self.first_time_key(id_key(id))
+    }
+
+    /// [`Self::first_time`] for an id already turned into its [`id_key`],
+    /// so that the parsing of ids can run on other threads.
+    pub fn first_time_key(&mut self, k: u128) -> bool {
         if self.current.contains(&k) || self.previous.contains(&k) {
             return false;
         }

@@ -479,8 +479,26 @@ pub fn parse_group(files: &[std::path::PathBuf], limits: &ParseLimits) -> Collec
             )),
         }
     }
-    sink.events.sort_by_key(|e| e.event_time_ms);
+    sort_by_time(&mut sink.events);
     sink
+}
+
+/// Sorts events by time, keeping the order of equal times (a stable sort).
+/// Events are large, and a merge sort moves each one several times: this
+/// sorts (time, position) pairs and then moves each event once.
+fn sort_by_time(events: &mut Vec<Event>) {
+    if events.is_sorted_by_key(|e| e.event_time_ms) {
+        return;
+    }
+    let mut order: Vec<(i64, usize)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.event_time_ms, i))
+        .collect();
+    // Positions are distinct, so this is the stable order by time.
+    order.sort_unstable();
+    let mut slots: Vec<Option<Event>> = events.drain(..).map(Some).collect();
+    events.extend(order.iter().filter_map(|&(_, i)| slots[i].take()));
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -494,4 +512,46 @@ pub enum IngestPathError {
     Downstream(#[from] SinkError),
     #[error("ingest failed: {0}")]
     Internal(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorting_by_time_is_stable() {
+        let event = |id: usize, t: i64| Event {
+            event_id: id.to_string(),
+            event_time_ms: t,
+            event_source: String::new(),
+            event_name: String::new(),
+            aws_region: String::new(),
+            recipient_account_id: String::new(),
+            user_identity: Default::default(),
+            source_ip_address: String::new(),
+            user_agent: String::new(),
+            error_code: String::new(),
+            error_message: String::new(),
+            read_only: None,
+            management_event: None,
+            event_category: String::new(),
+            event_type: String::new(),
+            event_version: String::new(),
+            request_parameters: String::new(),
+            response_elements: String::new(),
+            raw: String::new(),
+        };
+        let times = [5, 3, 5, 1, 3, 3, 9, 0, 5, 1];
+        let mut events: Vec<Event> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| event(i, t))
+            .collect();
+        let mut expected = events.clone();
+        expected.sort_by_key(|e| e.event_time_ms);
+        sort_by_time(&mut events);
+        assert_eq!(events, expected);
+        sort_by_time(&mut events);
+        assert_eq!(events, expected);
+    }
 }
