@@ -1,14 +1,14 @@
 //! Against a real OpenSearch cluster, for users who have one: set
 //! `TRAILHOUND_OPENSEARCH_URL` (and `TRAILHOUND_OPENSEARCH_USER` /
 //! `TRAILHOUND_OPENSEARCH_PASSWORD` for basic auth) and run
-//! `cargo test -p trailhound-opensearch --test real_cluster -- --ignored`.
+//! `cargo test -p trailhound-opensearch --test opensearch real_cluster -- --ignored`.
 //! The tests are `#[ignore]`d so that, without a cluster, cargo counts
 //! them as ignored rather than passed. They use a prefix of their own
 //! (`trailhound-test-<pid>`) and delete what they created.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is its failure report
 
-mod common;
+use crate::common;
 
 use opensearch::http::Method;
 use serde_json::json;

@@ -281,7 +281,7 @@ fn without_the_log_a_kill_loses_what_came_after_the_checkpoint() {
 }
 
 /// The log's cost per batch, printed (not a check): `cargo test --release
-/// -p trailhound-detect --test wal -- --ignored --nocapture`.
+/// -p trailhound-detect --test detect wal_cost -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn wal_cost() {

@@ -1,7 +1,7 @@
 //! The DynamoDB metadata cache against a real emulator: schema, items,
 //! freshness, restarts, and tables that are not what they should be.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! still fails is explained (action, resource, fix), nothing panics, and
 //! enrichment goes on with what it has.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -6,7 +6,7 @@
 //! enrich's emulator fixtures exercise it end to end. It uses only
 //! trailhound_enrich, trailhound_runtime, clap and anyhow.
 
-mod common;
+use crate::common;
 
 #[path = "../../../crates/trailhound/src/org.rs"]
 mod org;

@@ -1,7 +1,7 @@
 //! The Organizations source against a real emulator: an organization built
 //! with real SDK calls, read back through enrich.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! start-up errors of a bad channel configuration.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

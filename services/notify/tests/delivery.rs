@@ -3,7 +3,7 @@
 //! one message per incident, and dedup state that survives a restart.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! against a fake insights server that breaks the stream once.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::VecDeque;
 use std::pin::Pin;

@@ -3,7 +3,7 @@
 //! `reconnect` asks the insights follower to reconnect.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

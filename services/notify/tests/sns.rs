@@ -5,7 +5,7 @@
 //! topic is explained.
 
 #![allow(clippy::unwrap_used)] // a panic in a test is its failure report
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
