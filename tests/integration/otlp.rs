@@ -199,10 +199,16 @@ impl Received {
                     ..Default::default()
                 };
                 section = Section::Descriptor;
-            } else if t.starts_with("NumberDataPoints #") {
+            } else if t.starts_with("NumberDataPoints #") || t.starts_with("HistogramDataPoints #")
+            {
                 r.points.push(metric.clone());
                 section = Section::PointAttrs;
             } else if let Some(v) = t.strip_prefix("Value: ") {
+                if let Some(p) = r.points.last_mut() {
+                    p.value = v.trim().parse().unwrap_or(f64::NAN);
+                }
+            } else if let Some(v) = t.strip_prefix("Count: ") {
+                // A histogram point's value here is its count.
                 if let Some(p) = r.points.last_mut() {
                     p.value = v.trim().parse().unwrap_or(f64::NAN);
                 }
@@ -524,6 +530,23 @@ async fn services_export_stats_metrics_and_traces_to_a_real_otlp_collector() {
         gauge("trailhound.duplicates", &[], ""),
         stats.gauges.get("duplicates").copied().unwrap_or(-1.0)
     );
+    // Every call is timed as the RPC semantic conventions say: a
+    // histogram per method and status, here the one push ingest answered.
+    let duration = got
+        .latest(
+            "trailhound-ingest",
+            "rpc.server.duration",
+            &[
+                ("rpc.system", "grpc"),
+                ("rpc.service", "trailhound.ingest.v1.IngestService"),
+                ("rpc.method", "PushEvents"),
+                ("rpc.grpc.status_code", "0"),
+            ],
+        )
+        .unwrap_or_else(|| panic!("no rpc.server.duration for PushEvents\n{}", logs(&rotel)));
+    assert_eq!(duration.data_type, "Histogram", "{duration:?}");
+    assert_eq!(duration.unit, "ms", "{duration:?}");
+    assert_eq!(duration.value, 1.0, "one push: {duration:?}");
     // The other processes export under their own service.name.
     for (svc, label) in [
         ("trailhound-enrich", "enrich"),

@@ -25,9 +25,12 @@
 //! | cache_hit_rate | `trailhound.cache.hit_ratio` (gauge, 1) | `trailhound_cache_hit_ratio` |
 //! | freshness_seconds | `trailhound.freshness` (gauge, s) | `trailhound_freshness_seconds` |
 //! | gauges\[name\] | `trailhound.<name>` (gauge) | `trailhound_<name>` |
+//! | (every gRPC call, not in Stats) | `rpc.server.duration` (histogram, ms) | `rpc_server_duration_milliseconds` (histogram) |
 //!
-//! Latencies are percentiles of the service's own histogram, so they are
-//! gauges by quantile rather than OpenTelemetry histograms. The text
+//! Batch and backend latencies are percentiles of the service's own
+//! histogram (what `Stats` carries), so they are gauges by quantile; the
+//! per-call `rpc.server.duration` is a true histogram, recorded by the
+//! server layer in [`crate::rpc_metrics`]. The text
 //! renderer is hand-written: the format is small and stable, and a
 //! Prometheus client crate would keep a second copy of every figure.
 
@@ -44,7 +47,7 @@ use crate::stats::StatsHandle;
 /// The Prometheus text exposition content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn escape(v: &str) -> String {
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

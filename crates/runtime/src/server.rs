@@ -5,7 +5,10 @@
 //! process; on cancel the health status turns NOT_SERVING and in-flight
 //! requests drain. Plain HTTP shares the port: `/metrics` when the service
 //! hands in its stats, and any routes the service adds (health's dashboard).
+//! Every gRPC call is timed into `rpc.server.duration` (see
+//! [`crate::rpc_metrics`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -15,6 +18,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::control::{Control, RecoverHandle};
+use crate::rpc_metrics::{RpcMetrics, RpcMetricsLayer};
 use crate::stats::StatsHandle;
 
 /// Limits applied to every request.
@@ -87,16 +91,22 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .into_axum_router();
 
+    let rpc = Arc::new(RpcMetrics::new(&opentelemetry::global::meter(
+        crate::metrics::METER_NAME,
+    )));
     if let Some(stats) = options.stats.clone() {
         crate::metrics::register_otel(stats.clone());
+        let rpc = rpc.clone();
         routes = routes.route(
             "/metrics",
             axum::routing::get(move || {
-                let stats = stats.clone();
+                let (stats, rpc) = (stats.clone(), rpc.clone());
                 async move {
+                    let mut text = crate::metrics::render(&[stats.get()]);
+                    text.push_str(&rpc.render());
                     (
                         [(http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-                        crate::metrics::render(&[stats.get()]),
+                        text,
                     )
                 }
             }),
@@ -124,6 +134,7 @@ pub async fn serve(
         .timeout(options.request_timeout)
         .concurrency_limit_per_connection(options.concurrency_limit)
         .trace_fn(crate::telemetry::server_span)
+        .layer(RpcMetricsLayer::new(rpc))
         .add_routes(Routes::from(routes))
         // Accepted sockets need NODELAY set here: the server's own
         // `tcp_nodelay` only applies to listeners it binds. Without it,
