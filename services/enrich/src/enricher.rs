@@ -202,13 +202,23 @@ impl Enricher {
 
     /// Enriches a batch, looking each distinct account up once.
     pub async fn enrich(&self, events: Vec<Event>) -> Vec<EnrichedEvent> {
-        self.inner
-            .stats
-            .events
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        let mut accounts: HashMap<String, Arc<AccountMetadata>> = HashMap::new();
         let mut out = Vec::with_capacity(events.len());
+        self.enrich_each(events, |e| out.push(e)).await;
+        out
+    }
+
+    /// Enriches events one by one into `each`, looking each distinct
+    /// account up once: [`Self::enrich`] for a caller that keeps its own
+    /// buffers (the replay reuses them across batches).
+    pub async fn enrich_each(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        mut each: impl FnMut(EnrichedEvent),
+    ) {
+        let mut accounts: HashMap<String, Arc<AccountMetadata>> = HashMap::new();
+        let mut n = 0u64;
         for event in events {
+            n += 1;
             let account = match accounts.get(&event.recipient_account_id) {
                 Some(a) => a.clone(),
                 None => {
@@ -217,9 +227,9 @@ impl Enricher {
                     a
                 }
             };
-            out.push(EnrichedEvent { event, account });
+            each(EnrichedEvent { event, account });
         }
-        out
+        self.inner.stats.events.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Every account of the source, classified.

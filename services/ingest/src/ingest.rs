@@ -460,17 +460,31 @@ impl Ingest {
 /// Parses a delivery group's files and sorts their events by time.
 pub fn parse_group(files: &[std::path::PathBuf], limits: &ParseLimits) -> Collect {
     let mut sink = Collect::default();
+    parse_files_into(files, limits, &mut Vec::new(), &mut sink);
+    sort_by_time(&mut sink.events);
+    sink
+}
+
+/// Parses a delivery group's files into `sink`, after what it holds, in
+/// file order ([`time_order`] sorts them). `bytes` is the read buffer: a
+/// caller parsing many groups keeps it, and `sink`, so their memory is
+/// reused rather than allocated (and faulted in) again for every group.
+pub fn parse_files_into(
+    files: &[std::path::PathBuf],
+    limits: &ParseLimits,
+    bytes: &mut Vec<u8>,
+    sink: &mut Collect,
+) {
     let now = now_ms();
-    let mut bytes = Vec::new();
     for f in files {
         let source = f.display().to_string();
         bytes.clear();
         match std::fs::File::open(f).and_then(|mut file| {
             use std::io::Read;
-            file.read_to_end(&mut bytes)
+            file.read_to_end(bytes)
         }) {
             Ok(_) => {
-                cloudtrail::parse_file_bytes(&bytes, &source, limits, now, &mut sink);
+                cloudtrail::parse_file_bytes(bytes, &source, limits, now, sink);
             }
             Err(e) => sink.rejections.push(Rejection::new(
                 source,
@@ -479,16 +493,13 @@ pub fn parse_group(files: &[std::path::PathBuf], limits: &ParseLimits) -> Collec
             )),
         }
     }
-    sort_by_time(&mut sink.events);
-    sink
 }
 
-/// Sorts events by time, keeping the order of equal times (a stable sort).
-/// Events are large, and a merge sort moves each one several times: this
-/// sorts (time, position) pairs and then moves each event once.
-fn sort_by_time(events: &mut Vec<Event>) {
+/// The positions of `events` in time order, equal times keeping their
+/// order (a stable sort); None when they are in order already.
+pub fn time_order(events: &[Event]) -> Option<Vec<usize>> {
     if events.is_sorted_by_key(|e| e.event_time_ms) {
-        return;
+        return None;
     }
     let mut order: Vec<(i64, usize)> = events
         .iter()
@@ -497,8 +508,18 @@ fn sort_by_time(events: &mut Vec<Event>) {
         .collect();
     // Positions are distinct, so this is the stable order by time.
     order.sort_unstable();
+    Some(order.into_iter().map(|(_, i)| i).collect())
+}
+
+/// Sorts events by time, keeping the order of equal times (a stable sort).
+/// Events are large, and a merge sort moves each one several times: this
+/// sorts (time, position) pairs and then moves each event once.
+fn sort_by_time(events: &mut Vec<Event>) {
+    let Some(order) = time_order(events) else {
+        return;
+    };
     let mut slots: Vec<Option<Event>> = events.drain(..).map(Some).collect();
-    events.extend(order.iter().filter_map(|&(_, i)| slots[i].take()));
+    events.extend(order.iter().filter_map(|&i| slots[i].take()));
 }
 
 #[derive(Debug, thiserror::Error)]
