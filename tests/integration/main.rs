@@ -7,6 +7,7 @@
 mod alerts;
 mod aws;
 mod dashboard;
+mod demo;
 mod grpcurl;
 mod harness;
 mod health;

@@ -18,9 +18,10 @@ pub struct CommonArgs {
         global = true
     )]
     pub data_dir: PathBuf,
-    /// Log filter, e.g. info or trailhound_detect=debug.
-    #[arg(long, env = "TRAILHOUND_LOG", default_value = "info", global = true)]
-    pub log: String,
+    /// Log filter, e.g. info or trailhound_detect=debug [default: info;
+    /// for `demo`, warnings only, since it prints what it finds itself].
+    #[arg(long, env = "TRAILHOUND_LOG", global = true)]
+    pub log: Option<String>,
     /// Log JSON lines instead of text.
     #[arg(long, env = "TRAILHOUND_LOG_JSON", global = true)]
     pub log_json: bool,
@@ -32,10 +33,21 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// Telemetry for `service_name`, logging at `info` unless `--log` says
+    /// otherwise.
     pub fn telemetry(&self, service_name: &str) -> TelemetryOptions {
+        self.telemetry_or(service_name, "info")
+    }
+
+    /// Telemetry for `service_name`, with `default_filter` where `--log`
+    /// is not given.
+    pub fn telemetry_or(&self, service_name: &str, default_filter: &str) -> TelemetryOptions {
         TelemetryOptions {
             service_name: service_name.to_string(),
-            log_filter: self.log.clone(),
+            log_filter: self
+                .log
+                .clone()
+                .unwrap_or_else(|| default_filter.to_string()),
             json_logs: self.log_json,
             otlp_endpoint: self.otlp_endpoint.clone(),
         }

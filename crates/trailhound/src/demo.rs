@@ -30,6 +30,11 @@ pub struct DemoArgs {
     pub accounts: u32,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Keep the six services running after the report, until Ctrl-C, to
+    /// explore what they found: the health dashboard, grpcurl, `trailhound
+    /// ask`.
+    #[arg(long)]
+    pub keep_running: bool,
 }
 
 pub async fn run(
@@ -259,11 +264,28 @@ pub async fn run(
         println!("{}", a.answer);
     }
     println!();
-    println!(
-        "total {:.1}s. Explore while it runs: grpcurl -plaintext {} trailhound.insights.v1.InsightsService/ListInsights (services stop when the demo exits)",
-        started.elapsed().as_secs_f64(),
-        running.addrs["insights"]
-    );
+    if args.keep_running {
+        let addr = |n: &str| running.addrs[n];
+        println!(
+            "total {:.1}s. The services keep running until Ctrl-C; explore them:",
+            started.elapsed().as_secs_f64()
+        );
+        println!("  dashboard   http://{}/", addr("health"));
+        println!(
+            "  anomalies   grpcurl -plaintext {} trailhound.detect.v1.DetectService/ListAnomalies",
+            addr("detect")
+        );
+        println!(
+            "  questions   trailhound ask --insights http://{} \"What did anomalies cost this week?\"",
+            addr("insights")
+        );
+        shutdown.cancelled().await;
+    } else {
+        println!(
+            "total {:.1}s. To explore the services afterwards (dashboard, grpcurl, trailhound ask): trailhound demo --keep-running",
+            started.elapsed().as_secs_f64()
+        );
+    }
     services.cancel();
     let stop = tokio::time::timeout(Duration::from_secs(10), async {
         while tasks.join_next().await.is_some() {}

@@ -116,7 +116,13 @@ fn main() -> anyhow::Result<()> {
     };
     let rt = tokio::runtime::Runtime::new()?;
     let _telemetry = rt.block_on(async {
-        trailhound_runtime::telemetry::init(&cli.common.telemetry(service_name))
+        // The demo prints what it finds readably; the services' info logs
+        // and the log channel's copy of each alert would bury it.
+        let default_filter = match &cli.command {
+            Command::Demo(_) => "warn,trailhound::alert=off",
+            _ => "info",
+        };
+        trailhound_runtime::telemetry::init(&cli.common.telemetry_or(service_name, default_filter))
     })?;
     let shutdown = CancellationToken::new();
     let common = cli.common.clone();
