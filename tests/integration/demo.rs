@@ -98,10 +98,23 @@ async fn the_demo_catches_the_burst_and_keeps_running_for_exploring() {
         .map(|(_, id)| id.trim_end_matches(')').to_string())
         .unwrap_or_else(|| panic!("no account id in {account:?}"));
     let region = field("Region:");
-    let url = format!(
-        "{}?account={account_id}&region={region}&detector=ec2-run-instances",
-        dashboard.expect("dashboard URL")
-    );
+    let dashboard = dashboard.expect("dashboard URL");
+    // The first thing a person opens lists the burst first (most severe).
+    let front = reqwest::get(&dashboard)
+        .await
+        .expect("dashboard")
+        .text()
+        .await
+        .expect("dashboard page");
+    let first_row = front
+        .split("class=\"anomaly-row\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no incidents on the dashboard:\n{front}"));
+    assert!(first_row.contains("critical"), "{first_row}");
+    assert!(first_row.contains(&account_id), "{first_row}");
+    let url =
+        format!("{dashboard}?account={account_id}&region={region}&detector=ec2-run-instances");
     let page = reqwest::get(&url)
         .await
         .expect("dashboard")

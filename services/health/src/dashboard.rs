@@ -1,7 +1,7 @@
 //! The dashboard: one server-rendered HTML page on health's port, the
 //! first thing a person opens. System status and per-service figures, lag
-//! and events per second, recent anomalies with severity, account and
-//! cost (from insights), and one entity's usage series against its
+//! and events per second, incidents with severity, account and cost (from
+//! insights; one row per incident, most severe first), and one entity's usage series against its
 //! expected band with anomalies marked, as inline SVG (from detect). No
 //! JavaScript: a meta refresh reloads it.
 //!
@@ -121,15 +121,17 @@ async fn page(State(m): State<Arc<Monitor>>, Query(q): Query<EntityQuery>) -> Ht
     let cfg = m.config();
     let insights = match cfg.targets.get("insights") {
         // A chosen account narrows the list to it.
-        Some(ep) => fetch_insights(ep, cfg.dashboard_anomalies, q.account.as_deref()).await,
+        // Rows are incidents, each of one or more windows: fetch the most
+        // the service pages at once and group them.
+        Some(ep) => fetch_insights(ep, 100, q.account.as_deref()).await,
         None => Err("no insights service configured".into()),
     };
-    // The entity: the query's, else the newest anomaly's.
+    // The entity: the query's, else the top incident's.
     let newest = insights
         .as_ref()
         .ok()
-        .and_then(|l| l.first())
-        .and_then(|i| i.anomaly.clone());
+        .and_then(|l| incidents(l).into_iter().next())
+        .and_then(|i| i.worst.anomaly.clone());
     let entity = match (&q.account, &q.region) {
         (Some(a), Some(r)) => Some((
             q.detector
@@ -152,7 +154,66 @@ async fn page(State(m): State<Arc<Monitor>>, Query(q): Query<EntityQuery>) -> Ht
         series.as_ref(),
         q.account.as_deref(),
         cfg.poll_interval,
+        cfg.dashboard_anomalies as usize,
     ))
+}
+
+/// Consecutive anomalous windows of one entity, as insights groups them.
+#[derive(Debug)]
+pub struct IncidentRow<'a> {
+    /// The most severe window (the latest of equals).
+    pub worst: &'a ipb::Insight,
+    pub first: Option<&'a prost_types::Timestamp>,
+    pub last: Option<&'a prost_types::Timestamp>,
+    pub windows: usize,
+    pub peak_usd_per_hour: f64,
+    pub ids: Vec<&'a str>,
+}
+
+fn millis(t: Option<&prost_types::Timestamp>) -> i64 {
+    t.map(trailhound_proto::time::to_millis).unwrap_or(i64::MIN)
+}
+
+/// `list` grouped by incident, most severe first, then most recent: a
+/// burst that started the alerts stays on top however many windows a
+/// later, milder incident adds.
+pub fn incidents(list: &[ipb::Insight]) -> Vec<IncidentRow<'_>> {
+    let mut by_id: std::collections::BTreeMap<&str, IncidentRow<'_>> = Default::default();
+    for i in list {
+        let key = if i.incident_id.is_empty() {
+            i.id.as_str()
+        } else {
+            i.incident_id.as_str()
+        };
+        let start = i.anomaly.as_ref().and_then(|a| a.window_start.as_ref());
+        let cost = i.cost.as_ref().map_or(0.0, |c| c.usd_per_hour);
+        let row = by_id.entry(key).or_insert(IncidentRow {
+            worst: i,
+            first: start,
+            last: start,
+            windows: 0,
+            peak_usd_per_hour: 0.0,
+            ids: Vec::new(),
+        });
+        row.windows += 1;
+        row.peak_usd_per_hour = row.peak_usd_per_hour.max(cost);
+        row.ids
+            .push(i.anomaly.as_ref().map_or("", |a| a.id.as_str()));
+        if millis(start) < millis(row.first) {
+            row.first = start;
+        }
+        if millis(start) > millis(row.last) {
+            row.last = start;
+        }
+        let w = row.worst;
+        let w_start = w.anomaly.as_ref().and_then(|a| a.window_start.as_ref());
+        if (i.severity, millis(start)) > (w.severity, millis(w_start)) {
+            row.worst = i;
+        }
+    }
+    let mut rows: Vec<IncidentRow<'_>> = by_id.into_values().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse((r.worst.severity, millis(r.last))));
+    rows
 }
 
 async fn fetch_insights(
@@ -273,6 +334,7 @@ pub fn render_page(
     series: Option<&Result<dpb::GetUsageSeriesResponse, String>>,
     filtered: Option<&str>,
     refresh: Duration,
+    rows: usize,
 ) -> String {
     let mut o = String::new();
     let refresh = refresh.as_secs().clamp(2, 60);
@@ -351,11 +413,11 @@ ingest <b id=\"events-per-second\">{ingest_rate:.1} events/s</b></p>"
         Some(a) => {
             let _ = write!(
                 o,
-                "<h2>Recent anomalies in {} <a class=\"reasons\" href=\"/\">(all accounts)</a></h2>",
+                "<h2>Incidents in {} <a class=\"reasons\" href=\"/\">(all accounts)</a></h2>",
                 esc(a)
             );
         }
-        None => o.push_str("<h2>Recent anomalies</h2>"),
+        None => o.push_str("<h2>Incidents</h2>"),
     }
     match insights {
         Err(e) => {
@@ -363,27 +425,40 @@ ingest <b id=\"events-per-second\">{ingest_rate:.1} events/s</b></p>"
         }
         Ok(list) if list.is_empty() => o.push_str("<p id=\"anomalies-none\">None yet.</p>"),
         Ok(list) => {
-            o.push_str("<table id=\"anomalies\"><tr><th>when</th><th>severity</th><th>account</th><th>region</th><th>detector</th><th>cost/h</th><th>summary</th></tr>");
-            for i in list {
+            o.push_str("<p class=\"reasons\">Most severe first, then most recent; one row per incident (consecutive anomalous windows of one entity).</p>");
+            o.push_str("<table id=\"anomalies\"><tr><th>when</th><th>windows</th><th>severity</th><th>account</th><th>region</th><th>detector</th><th>peak cost/h</th><th>summary</th></tr>");
+            for row in incidents(list).iter().take(rows.max(1)) {
+                let i = row.worst;
                 let a = i.anomaly.clone().unwrap_or_default();
                 let acct = a.account.as_ref().map(|m| m.name.as_str()).unwrap_or("");
-                let cost = i.cost.as_ref().map(|c| c.usd_per_hour).unwrap_or(0.0);
                 let href = format!(
                     "/?account={}&region={}&detector={}",
                     esc(&a.account_id),
                     esc(&a.region),
                     esc(&a.detector)
                 );
+                let when = if row.windows > 1 {
+                    format!("{} → {}", ts(row.first), ts(row.last))
+                } else {
+                    ts(row.first)
+                };
                 let _ = write!(
                     o,
-                    "<tr class=\"anomaly-row\" data-anomaly=\"{}\"><td>{}</td><td class=\"sev-{sev}\">{sev}</td>\
-<td><a href=\"{href}\">{} {}</a></td><td>{}</td><td>{}</td><td>${cost:.2}</td><td>{}</td></tr>",
-                    esc(&a.id),
-                    esc(&ts(a.window_start.as_ref())),
+                    "<tr class=\"anomaly-row\" data-incident=\"{}\" data-anomalies=\"{}\"><td>{}</td><td>{}</td><td class=\"sev-{sev}\">{sev}</td>\
+<td><a href=\"{href}\">{} {}</a></td><td>{}</td><td>{}</td><td>${:.2}</td><td>{}</td></tr>",
+                    esc(if i.incident_id.is_empty() {
+                        &i.id
+                    } else {
+                        &i.incident_id
+                    }),
+                    esc(&row.ids.join(" ")),
+                    esc(&when),
+                    row.windows,
                     esc(&a.account_id),
                     esc(acct),
                     esc(&a.region),
                     esc(&a.detector),
+                    row.peak_usd_per_hour,
                     esc(&i.summary),
                     sev = severity_name(i.severity),
                 );
@@ -540,6 +615,7 @@ mod tests {
             Some(&series),
             None,
             Duration::from_secs(5),
+            20,
         );
         assert!(html.contains("&lt;gone&gt;") && !html.contains("<gone>"));
         assert!(html.contains("http-equiv=\"refresh\""));
@@ -547,6 +623,57 @@ mod tests {
         assert_eq!(html.matches("class=\"anomaly\"").count(), 1);
         assert!(html.contains("insights unreachable"));
         assert!(html.contains("data-service=\"enrich\""));
+    }
+
+    #[test]
+    fn incidents_group_windows_and_put_the_most_severe_first() {
+        let insight = |incident: &str, window: i64, sev: ipb::Severity, cost: f64| ipb::Insight {
+            id: format!("{incident}:{window}"),
+            incident_id: incident.into(),
+            severity: sev as i32,
+            anomaly: Some(trailhound_proto::common::v1::Anomaly {
+                id: format!("{incident}:{window}"),
+                window_start: Some(trailhound_proto::time::from_millis(window * 600_000)),
+                ..Default::default()
+            }),
+            cost: Some(ipb::CostImpact {
+                usd_per_hour: cost,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // A long, milder incident after a short critical one, and a newer
+        // high one; newest first, as insights lists them.
+        let mut list = vec![insight("burst", 10, ipb::Severity::Critical, 700.0)];
+        for w in 11..40 {
+            list.push(insight("drop", w, ipb::Severity::Medium, 0.0));
+        }
+        list.push(insight("drop", 40, ipb::Severity::High, 0.0));
+        list.push(insight("storm", 50, ipb::Severity::High, 0.5));
+        list.push(insight("storm", 51, ipb::Severity::High, 0.9));
+        list.reverse();
+        let rows = incidents(&list);
+        let order: Vec<&str> = rows.iter().map(|r| r.worst.incident_id.as_str()).collect();
+        assert_eq!(order, ["burst", "storm", "drop"]);
+        assert_eq!(rows[2].windows, 30);
+        assert_eq!(rows[2].worst.id, "drop:40");
+        assert_eq!(millis(rows[2].first), 11 * 600_000);
+        assert_eq!(millis(rows[2].last), 40 * 600_000);
+        assert_eq!(rows[1].peak_usd_per_hour, 0.9);
+
+        let html = render_page(
+            &pb::SystemHealth::default(),
+            &Ok(list.clone()),
+            None,
+            None,
+            None,
+            Duration::from_secs(5),
+            2,
+        );
+        assert_eq!(html.matches("class=\"anomaly-row\"").count(), 2);
+        assert!(html.contains("data-incident=\"burst\""), "{html}");
+        assert!(!html.contains("data-incident=\"drop\""), "{html}");
+        assert!(html.contains("$700.00"), "{html}");
     }
 
     #[test]
