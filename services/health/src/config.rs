@@ -89,7 +89,7 @@ pub struct HealthConfig {
     /// notify's endpoint for health's own alerts; default the `notify`
     /// target. Alerts are always logged too.
     pub alert_endpoint: Option<String>,
-    /// Anomalies shown on the dashboard.
+    /// Incidents (rows) shown on the dashboard, most severe first.
     pub dashboard_anomalies: u32,
     /// Detector of the usage series the dashboard plots.
     pub dashboard_detector: String,
