@@ -15,6 +15,7 @@ pub mod event;
 pub mod fieldpath;
 pub mod insight;
 pub mod pipeline;
+pub mod regions;
 
 pub use account::{AccountMetadata, Environment, EnvironmentRules, OrgSnapshot};
 pub use anomaly::{Anomaly, AnomalyKind, Contributor, FeatureValue};

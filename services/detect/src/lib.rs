@@ -20,11 +20,13 @@
 //! nothing for any of this. Details in [`service`].
 
 pub mod baseline;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod grpc;
 pub mod insights_sink;
 pub mod links;
+mod pool;
 pub mod service;
 pub mod store;
 pub mod wal;
@@ -36,7 +38,9 @@ use tokio_util::sync::CancellationToken;
 use trailhound_proto::detect::v1::detect_service_server::DetectServiceServer;
 
 pub use config::DetectConfig;
-pub use engine::{Engine, EngineConfig, Prepared, Preparer, WindowResult};
+pub use engine::{
+    Engine, EngineConfig, LateEvent, Prepared, Preparer, UnknownAccounts, WindowResult,
+};
 pub use service::{Detect, DetectError, WalOptions};
 pub use store::DetectStore;
 

@@ -47,7 +47,7 @@ use tokio::sync::broadcast;
 use trailhound_core::pipeline::AnomalySink;
 use trailhound_core::{Anomaly, DetectorSpec, EnrichedEvent};
 
-use crate::engine::{Engine, EngineConfig, EngineStats, WindowResult};
+use crate::engine::{Engine, EngineConfig, EngineStats, LateEvent, WindowResult};
 use crate::store::{AnomalyFilter, DetectStore, SeriesPoint, StoreError};
 use crate::wal::{self, WalEntry};
 
@@ -227,7 +227,7 @@ fn restore(
     let checkpoint = store.load_checkpoint()?;
     let had_checkpoint = checkpoint.is_some();
     let mut engine = match checkpoint {
-        Some(c) => Engine::from_checkpoint(c),
+        Some(c) => Engine::from_checkpoint(c, engine_config),
         None => Engine::new(specs.to_vec(), engine_config.clone()),
     };
     let base = store.checkpoint_wal_seq()?;
@@ -255,7 +255,7 @@ fn restore(
             replayed_entries += 1;
             replayed_events += n;
         }
-        unsent.extend(store.record_replayed(&results)?);
+        unsent.extend(store.record_replayed(&results, &engine.take_late())?);
         results.clear();
     }
     reconcile(&mut engine, specs);
@@ -289,6 +289,8 @@ pub struct Detect {
     downstream: Option<Arc<dyn AnomalySink>>,
     last_arrival: Mutex<Instant>,
     last_arrival_watermark: AtomicI64,
+    /// Late events per detector since start.
+    late_by: Mutex<std::collections::BTreeMap<String, u64>>,
     figures: Figures,
     /// Set when `[detect] backend = "opensearch"`: events go to the
     /// cluster and anomalies come from its Anomaly Detection plugin.
@@ -384,6 +386,7 @@ impl Detect {
             downstream,
             last_arrival: Mutex::new(Instant::now()),
             last_arrival_watermark: AtomicI64::new(i64::MIN),
+            late_by: Mutex::new(Default::default()),
             figures: Figures {
                 common: trailhound_runtime::stats::Common::new("detect"),
                 batch: Default::default(),
@@ -563,7 +566,8 @@ impl Detect {
             None
         };
         let mut results = Vec::new();
-        let late = {
+        let mut late: Vec<LateEvent>;
+        let late_count = {
             let mut engine = self.engine();
             if let Some((fp, _)) = &logged
                 && self.wal().recent_set.contains(fp)
@@ -589,11 +593,12 @@ impl Detect {
             for e in events {
                 engine.observe(e, &mut results);
             }
+            late = engine.take_late();
             if let Some((fp, entry)) = &logged {
-                self.commit_locked(&mut engine, entry, Some(*fp), n, &results)?;
+                self.commit_locked(&mut engine, entry, Some(*fp), n, &results, &late)?;
             }
             self.last_arrival_watermark
-                .store(engine.watermark_ms(), Ordering::Relaxed);
+                .store(engine.newest_ms(), Ordering::Relaxed);
             engine.stats().late_events - before
         };
         *self.last_arrival.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
@@ -602,11 +607,12 @@ impl Detect {
             self.checkpoint_if_due();
             a
         } else {
-            self.publish(results)?
+            self.publish(results, &late)?
         };
+        self.note_late(&mut late);
         Ok(ObserveOutcome {
             accepted: n,
-            late,
+            late: late_count,
             anomalies,
             duplicate: false,
         })
@@ -624,10 +630,14 @@ impl Detect {
         fingerprint: Option<u128>,
         events: u64,
         results: &[WindowResult],
+        late: &[LateEvent],
     ) -> Result<(), DetectError> {
         let mut w = self.wal();
         let seq = w.next_seq;
-        match self.store.commit_logged(seq, entry, fingerprint, results) {
+        match self
+            .store
+            .commit_logged(seq, entry, fingerprint, results, late)
+        {
             Ok(()) => {
                 w.logged(seq, events, fingerprint);
                 Ok(())
@@ -653,9 +663,34 @@ impl Detect {
         }
     }
 
-    fn publish(&self, results: Vec<WindowResult>) -> Result<Vec<Anomaly>, DetectError> {
-        self.store.record(&results)?;
+    fn publish(
+        &self,
+        results: Vec<WindowResult>,
+        late: &[LateEvent],
+    ) -> Result<Vec<Anomaly>, DetectError> {
+        self.store.record(&results, late)?;
         Ok(self.announce(results))
+    }
+
+    /// Counts late events per detector for `Stats` and logs a sample.
+    fn note_late(&self, late: &mut Vec<LateEvent>) {
+        if late.is_empty() {
+            return;
+        }
+        let mut by = self.late_by.lock().unwrap_or_else(|p| p.into_inner());
+        for l in late.iter() {
+            *by.entry(l.detector.clone()).or_default() += 1;
+        }
+        if let Some(first) = late.first() {
+            tracing::warn!(
+                count = late.len(),
+                detector = %first.detector,
+                event = %first.event_id,
+                reason = %first.reason,
+                "late events recorded (ListLateEvents)"
+            );
+        }
+        late.clear();
     }
 
     /// Logs the anomalies among stored results and tells the watchers.
@@ -705,12 +740,12 @@ impl Detect {
         if self.wal_options.enabled {
             let mut engine = self.engine();
             engine.flush(&mut results);
-            self.commit_locked(&mut engine, &wal::encode_flush(), None, 0, &results)?;
+            self.commit_locked(&mut engine, &wal::encode_flush(), None, 0, &results, &[])?;
             drop(engine);
             return Ok(self.announce(results));
         }
         self.engine().flush(&mut results);
-        let anomalies = self.publish(results)?;
+        let anomalies = self.publish(results, &[])?;
         self.store.sync()?;
         Ok(anomalies)
     }
@@ -730,17 +765,24 @@ impl Detect {
         let target = base.saturating_add(since.as_millis() as i64);
         let mut results = Vec::new();
         let mut engine = self.engine();
-        if target <= engine.watermark_ms() {
+        if target <= engine.newest_ms() {
             return Ok(Vec::new());
         }
         engine.advance(target, &mut results);
         if self.wal_options.enabled {
-            self.commit_locked(&mut engine, &wal::encode_advance(target), None, 0, &results)?;
+            self.commit_locked(
+                &mut engine,
+                &wal::encode_advance(target),
+                None,
+                0,
+                &results,
+                &[],
+            )?;
             drop(engine);
             return Ok(self.announce(results));
         }
         drop(engine);
-        self.publish(results)
+        self.publish(results, &[])
     }
 
     /// Saves the engine's state; with the log, also drops the entries the
@@ -790,6 +832,7 @@ impl Detect {
     /// history shows large freshness but no lag.
     pub fn service_stats(&self) -> trailhound_proto::common::v1::ServiceStats {
         let (s, entities, watermark) = self.stats();
+        let partitions = self.engine().partitions();
         let (wal_entries, wal_events) = {
             let w = self.wal();
             (w.entries.len(), w.events)
@@ -846,15 +889,34 @@ impl Detect {
             ("duplicate_events", load(&f.duplicate_events) as f64),
             ("replayed_entries", load(&f.replayed_entries) as f64),
             ("replayed_events", load(&f.replayed_events) as f64),
+            ("partitions", partitions as f64),
+            ("windows_skipped", s.windows_skipped as f64),
+            ("folded_account_events", s.folded_account_events as f64),
+            ("unlisted_region_events", s.unlisted_region_events as f64),
+            ("entities_evicted", s.entities_evicted as f64),
         ] {
             out.gauges.insert(k.into(), v);
         }
         out
     }
 
+    /// The engine's counters, entities, and newest plausible event time.
     pub fn stats(&self) -> (EngineStats, usize, i64) {
         let e = self.engine();
-        (e.stats().clone(), e.entity_count(), e.watermark_ms())
+        (e.stats().clone(), e.entity_count(), e.newest_ms())
+    }
+
+    /// Late events recorded, newest first (see [`DetectStore::late_events`]).
+    pub fn late_events(
+        &self,
+        detector: &str,
+        account_id: &str,
+        page_size: usize,
+        token: Option<&str>,
+    ) -> Result<(Vec<LateEvent>, Option<String>), DetectError> {
+        Ok(self
+            .store
+            .late_events(detector, account_id, page_size, token)?)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Anomaly>> {
@@ -916,7 +978,7 @@ impl Detect {
         self.store.save_detectors(&specs)?;
         if self.wal_options.enabled {
             let entry = wal::encode_detectors(&specs).map_err(wal_error)?;
-            self.commit_locked(engine, &entry, None, 0, &[])?;
+            self.commit_locked(engine, &entry, None, 0, &[], &[])?;
         }
         Ok(())
     }
