@@ -15,6 +15,7 @@ pub mod event;
 pub mod fieldpath;
 pub mod insight;
 pub mod pipeline;
+pub mod reasons;
 pub mod regions;
 
 pub use account::{AccountMetadata, Environment, EnvironmentRules, OrgSnapshot};

@@ -781,9 +781,12 @@ fn incident_events(p: &Plan, a: &Account, rng: &mut ChaCha8Rng, sink: &mut Sink)
     }
 }
 
+/// CloudTrail names each file with the time it was delivered, minutes
+/// after the last event in it: this one covers the hour from `hour_ms` and
+/// is delivered five minutes after that hour ends.
 fn file_name(rng: &mut ChaCha8Rng, account: &str, region: &str, hour_ms: i64) -> (PathBuf, String) {
     let t = Utc
-        .timestamp_millis_opt(hour_ms)
+        .timestamp_millis_opt(hour_ms + HOUR_MS + 5 * 60_000)
         .single()
         .unwrap_or_default();
     let suffix: String = (0..16)

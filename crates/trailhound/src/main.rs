@@ -131,10 +131,10 @@ fn main() -> anyhow::Result<()> {
             replay,
             enrich,
             detect,
-        } => match replay.input {
+        } => match replay.input.clone() {
             Some(input) => {
                 drop(rt);
-                replay::run(&common, &enrich, &input, replay.workers).map(|_| ())
+                replay::run(&common, &enrich, &input, &replay).map(|_| ())
             }
             None => rt.block_on(async {
                 trailhound_runtime::shutdown_on_signal(shutdown.clone());

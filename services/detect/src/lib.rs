@@ -172,18 +172,21 @@ pub fn build(
     downstream: Option<Arc<dyn trailhound_core::pipeline::AnomalySink>>,
 ) -> anyhow::Result<Arc<Detect>> {
     let store = DetectStore::open(&config.store_path(data_dir))?;
-    let detect = Arc::new(Detect::open_with(
-        store,
-        config.detectors.clone(),
-        config.engine.clone(),
-        downstream.clone(),
-        WalOptions {
-            // OpenSearch keeps the events itself; the log is the embedded
-            // engine's.
-            enabled: config.wal && config.backend == config::DetectBackend::Embedded,
-            checkpoint_after_events: config.wal_checkpoint_events,
-        },
-    )?);
+    let detect = Arc::new(
+        Detect::open_with(
+            store,
+            config.detectors.clone(),
+            config.engine.clone(),
+            downstream.clone(),
+            WalOptions {
+                // OpenSearch keeps the events itself; the log is the embedded
+                // engine's.
+                enabled: config.wal && config.backend == config::DetectBackend::Embedded,
+                checkpoint_after_events: config.wal_checkpoint_events,
+            },
+        )?
+        .with_max_future_skew(config.max_future_skew),
+    );
     if config.backend == config::DetectBackend::Opensearch {
         // The cluster is reached lazily: it may be down now; serve() sets
         // it up in the background and events wait in ingest meanwhile.

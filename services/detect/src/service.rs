@@ -88,6 +88,9 @@ fn backend_error(e: trailhound_opensearch::OsError) -> DetectError {
 pub struct ObserveOutcome {
     pub accepted: u64,
     pub late: u64,
+    /// Events whose time was too far ahead of detect's clock: recorded
+    /// with the reason, not counted.
+    pub quarantined: u64,
     pub anomalies: Vec<Anomaly>,
     /// The batch had been acknowledged before (a resend after a lost
     /// answer) and was not counted again.
@@ -289,8 +292,11 @@ pub struct Detect {
     downstream: Option<Arc<dyn AnomalySink>>,
     last_arrival: Mutex<Instant>,
     last_arrival_watermark: AtomicI64,
-    /// Late events per detector since start.
+    /// Late events per detector since start ("quarantined" for those
+    /// refused at the door).
     late_by: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// How far ahead of the wall clock an event may be (see `quarantine`).
+    max_future_skew_ms: i64,
     figures: Figures,
     /// Set when `[detect] backend = "opensearch"`: events go to the
     /// cluster and anomalies come from its Anomaly Detection plugin.
@@ -387,6 +393,7 @@ impl Detect {
             last_arrival: Mutex::new(Instant::now()),
             last_arrival_watermark: AtomicI64::new(i64::MIN),
             late_by: Mutex::new(Default::default()),
+            max_future_skew_ms: 5 * 60 * 1000,
             figures: Figures {
                 common: trailhound_runtime::stats::Common::new("detect"),
                 batch: Default::default(),
@@ -411,6 +418,13 @@ impl Detect {
     /// stored before, hence never sent downstream: `serve` forwards them.
     pub fn take_unsent(&self) -> Vec<Anomaly> {
         std::mem::take(&mut *self.unsent.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// How far ahead of the wall clock an event may be before `observe`
+    /// quarantines it (default 5 minutes).
+    pub fn with_max_future_skew(mut self, skew: std::time::Duration) -> Self {
+        self.max_future_skew_ms = skew.as_millis() as i64;
+        self
     }
 
     /// Hands detection to the OpenSearch backend (once).
@@ -555,13 +569,14 @@ impl Detect {
     }
 
     fn observe_inner(&self, events: &[EnrichedEvent]) -> Result<ObserveOutcome, DetectError> {
+        let fingerprint = wal::fingerprint(events);
+        let (events, quarantined) = self.quarantine(events);
+        let events: &[EnrichedEvent] = &events;
         let n = events.len() as u64;
+        let quarantined_count = quarantined.len() as u64;
         // Encoded before the engine is locked: other batches apply meanwhile.
         let logged = if self.wal_options.enabled {
-            Some((
-                wal::fingerprint(events),
-                wal::encode_batch(events).map_err(wal_error)?,
-            ))
+            Some((fingerprint, wal::encode_batch(events).map_err(wal_error)?))
         } else {
             None
         };
@@ -594,6 +609,7 @@ impl Detect {
                 engine.observe(e, &mut results);
             }
             late = engine.take_late();
+            late.extend(quarantined);
             if let Some((fp, entry)) = &logged {
                 self.commit_locked(&mut engine, entry, Some(*fp), n, &results, &late)?;
             }
@@ -613,6 +629,7 @@ impl Detect {
         Ok(ObserveOutcome {
             accepted: n,
             late: late_count,
+            quarantined: quarantined_count,
             anomalies,
             duplicate: false,
         })
@@ -672,6 +689,46 @@ impl Detect {
         Ok(self.announce(results))
     }
 
+    /// Splits off events too far ahead of the wall clock: a batch from a
+    /// caller that skipped ingest's checks must not move time on.
+    fn quarantine<'a>(
+        &self,
+        events: &'a [EnrichedEvent],
+    ) -> (std::borrow::Cow<'a, [EnrichedEvent]>, Vec<LateEvent>) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let limit = now.saturating_add(self.max_future_skew_ms);
+        if events.iter().all(|e| e.event.event_time_ms <= limit) {
+            return (std::borrow::Cow::Borrowed(events), Vec::new());
+        }
+        let (kept, ahead): (Vec<EnrichedEvent>, Vec<EnrichedEvent>) = events
+            .iter()
+            .cloned()
+            .partition(|e| e.event.event_time_ms <= limit);
+        let quarantined = ahead
+            .into_iter()
+            .map(|e| LateEvent {
+                detector: String::new(),
+                reason: format!(
+                    "quarantined: event time {} is more than max_future_skew ({}s) ahead of detect's clock {}",
+                    chrono::DateTime::from_timestamp_millis(e.event.event_time_ms)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| e.event.event_time_ms.to_string()),
+                    self.max_future_skew_ms / 1000,
+                    chrono::DateTime::from_timestamp_millis(now)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
+                ),
+                event_id: e.event.event_id,
+                account_id: e.event.recipient_account_id,
+                region: e.event.aws_region,
+                event_time_ms: e.event.event_time_ms,
+                window_start_ms: e.event.event_time_ms,
+                watermark_ms: now,
+            })
+            .collect();
+        (std::borrow::Cow::Owned(kept), quarantined)
+    }
+
     /// Counts late events per detector for `Stats` and logs a sample.
     fn note_late(&self, late: &mut Vec<LateEvent>) {
         if late.is_empty() {
@@ -679,7 +736,12 @@ impl Detect {
         }
         let mut by = self.late_by.lock().unwrap_or_else(|p| p.into_inner());
         for l in late.iter() {
-            *by.entry(l.detector.clone()).or_default() += 1;
+            let key = if l.detector.is_empty() {
+                "quarantined"
+            } else {
+                l.detector.as_str()
+            };
+            *by.entry(key.to_string()).or_default() += 1;
         }
         if let Some(first) = late.first() {
             tracing::warn!(
@@ -894,6 +956,15 @@ impl Detect {
             ("folded_account_events", s.folded_account_events as f64),
             ("unlisted_region_events", s.unlisted_region_events as f64),
             ("entities_evicted", s.entities_evicted as f64),
+            (
+                "quarantined_events",
+                self.late_by
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get("quarantined")
+                    .copied()
+                    .unwrap_or(0) as f64,
+            ),
         ] {
             out.gauges.insert(k.into(), v);
         }
