@@ -185,16 +185,16 @@ fn main() -> anyhow::Result<()> {
         Command::Prices(args) => rt.block_on(prices::run(&args)),
         Command::Push(args) => rt.block_on(async {
             let s = push::run(&args).await?;
-            eprintln!(
-                "pushed {} files in {:.2}s: {} accepted, {} rejected, {} duplicates ({:.0} events/s)",
-                s.files,
-                s.seconds,
-                s.accepted,
-                s.rejected,
-                s.duplicates,
-                (s.accepted + s.rejected + s.duplicates) as f64 / s.seconds.max(1e-9)
-            );
-            Ok(())
+            eprint!("{}", s.report());
+            if s.failed_files.is_empty() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "{} of {} files could not be read (the others were sent)",
+                    s.failed_files.len(),
+                    s.files
+                ))
+            }
         }),
         Command::Nab(args) => nab::run(&args),
         Command::Org(args) => rt.block_on(org::run(&common, &args)),

@@ -933,6 +933,22 @@ impl Detect {
             }
         }
         out.errors.insert("forward".into(), load(&f.forward_errors));
+        // Late and quarantined events are input arriving too late or with
+        // an implausible time, not faults of detect.
+        out.input_rejected = self
+            .late_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| {
+                let kind = if k == "quarantined" {
+                    "quarantined: event time ahead of detect's clock".to_string()
+                } else {
+                    format!("late for a closed window of {k}")
+                };
+                (kind, *v)
+            })
+            .collect();
         out.lag_seconds = f.pending.oldest_age_seconds();
         if watermark != i64::MIN {
             let now = chrono::Utc::now().timestamp_millis();

@@ -105,6 +105,8 @@ pub struct Ingest {
     replaying: tokio::sync::Mutex<()>,
     /// Merges concurrent push streams into delivery order.
     sequencer: crate::order::Sequencer,
+    /// Every rejection since start, by kind, for `Stats`.
+    reasons: Mutex<ReasonTally>,
     /// Decompression and parsing at once: each may hold a document of up
     /// to `max_document_bytes`, so this bounds their memory.
     parsing: Arc<tokio::sync::Semaphore>,
@@ -163,6 +165,7 @@ impl Ingest {
             spool: None,
             replaying: tokio::sync::Mutex::new(()),
             sequencer: crate::order::Sequencer::new(options.stream_idle, options.max_buffered),
+            reasons: Mutex::new(ReasonTally::default()),
             parsing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -306,7 +309,16 @@ impl Ingest {
         out.batch_latency = Some(f.batch.summary());
         out.backend_latency = Some(f.backend.summary());
         out.backend_calls = f.backend.count();
-        out.errors.insert("rejected".into(), load(&s.rejected));
+        // Rejected records are bad input, not a fault of ingest: reported
+        // by kind apart from the errors.
+        out.input_rejected = self
+            .reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .top(20)
+            .into_iter()
+            .map(|(n, example)| (example.chars().take(200).collect(), n))
+            .collect();
         out.errors.insert("forward".into(), load(&s.forward_errors));
         out.dead_letters = load(&s.rejected);
         out.lag_seconds = f.pending.oldest_age_seconds();
@@ -400,6 +412,12 @@ impl Ingest {
         let mut reasons = ReasonTally::default();
         for r in &rejections {
             reasons.add(&r.reason);
+        }
+        if !reasons.is_empty() {
+            self.reasons
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .merge(&reasons);
         }
         let outcome = Outcome {
             accepted: 0,
