@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod metrics;
+pub mod private;
 pub mod rpc_metrics;
 pub mod server;
 pub mod shutdown;

@@ -126,6 +126,24 @@ fn main() -> anyhow::Result<()> {
     })?;
     let shutdown = CancellationToken::new();
     let common = cli.common.clone();
+    // Services keep an organization's activity there: private to the user.
+    let runs_services = matches!(
+        &cli.command,
+        Command::Up(_)
+            | Command::Ingest(_)
+            | Command::Enrich(_)
+            | Command::Insights(_)
+            | Command::Notify(_)
+            | Command::Health(_)
+    ) || matches!(&cli.command, Command::Detect { replay, .. } if replay.input.is_none());
+    if runs_services {
+        trailhound_runtime::private::dir(&common.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "failed to create the data directory {}: {e}",
+                common.data_dir.display()
+            )
+        })?;
+    }
     match cli.command {
         Command::Detect {
             replay,

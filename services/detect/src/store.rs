@@ -125,10 +125,9 @@ impl DetectStore {
             path: p.clone(),
             message: e.to_string(),
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
-        }
+        trailhound_runtime::private::parent(path).map_err(|e| err(&e))?;
         let db = Database::create(path).map_err(|e| err(&e))?;
+        trailhound_runtime::private::file(path).map_err(|e| err(&e))?;
         let w = db.begin_write().map_err(|e| err(&e))?;
         for t in [ANOMALIES, SERIES, DETECTORS, STATE] {
             w.open_table(t).map_err(|e| err(&e))?;

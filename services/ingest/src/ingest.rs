@@ -232,7 +232,7 @@ impl Ingest {
         let Some(dir) = &self.spool else {
             return Err(std::io::Error::other("no spool configured"));
         };
-        std::fs::create_dir_all(dir)?;
+        trailhound_runtime::private::dir(dir)?;
         let name = format!(
             "{:020}-{:08x}",
             chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
@@ -244,7 +244,7 @@ impl Ingest {
             text.push_str(&e.raw.replace('\n', " "));
             text.push('\n');
         }
-        std::fs::write(&tmp, text)?;
+        trailhound_runtime::private::write(&tmp, text)?;
         std::fs::rename(&tmp, dir.join(format!("{name}.jsonl")))
     }
 
