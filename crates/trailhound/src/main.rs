@@ -74,6 +74,10 @@ enum Command {
         /// Unrelated events per account per hour.
         #[arg(long, default_value_t = 40)]
         noise: u32,
+        /// Minutes of events per file (one file per account × region per
+        /// period): 60 for few large files, 5 for CloudTrail's own layout.
+        #[arg(long, default_value_t = 60)]
+        file_minutes: u32,
     },
     /// Scores anomalies (JSON Lines from `trailhound detect`) against a
     /// generated organization's labels: recall within two intervals and
@@ -165,12 +169,14 @@ fn main() -> anyhow::Result<()> {
             accounts,
             seed,
             noise,
+            file_minutes,
         } => {
             let config = trailhound_generate::GenerateConfig {
                 days,
                 accounts,
                 seed,
                 noise_per_account_hour: noise,
+                file_minutes,
                 ..Default::default()
             };
             let started = std::time::Instant::now();
