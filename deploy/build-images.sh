@@ -2,7 +2,9 @@
 # Builds trailhound's images from one binary, pulling nothing:
 #   trailhound:TAG                   the binary (CLI tools, `up`, `probe`)
 #   trailhound-<service>:TAG         ingest, enrich, detect, insights,
-#                                    notify, health (see deploy/Dockerfile)
+#                                    notify, health: the same files, with
+#                                    the service as entrypoint (see
+#                                    deploy/Dockerfile.services)
 #
 #   deploy/build-images.sh [--binary PATH] [--tag TAG] [--base IMAGE]
 #
@@ -74,11 +76,12 @@ fi
 touch -d "@$epoch" "$ctx/trailhound"
 cp deploy/Dockerfile "$ctx/"
 
-for target in trailhound ingest enrich detect insights notify health; do
-  name="trailhound-$target"
-  [ "$target" = trailhound ] && name=trailhound
-  docker build --quiet --build-arg "BASE=$base" --build-arg "SOURCE_DATE_EPOCH=$epoch" \
-    --target "$target" -t "$name:$tag" "$ctx" >/dev/null
+docker build --quiet --build-arg "BASE=$base" --build-arg "SOURCE_DATE_EPOCH=$epoch" \
+  -t "trailhound:$tag" "$ctx" >/dev/null
+# The services add configuration only: no context to send.
+for service in ingest enrich detect insights notify health; do
+  docker build --quiet --build-arg "IMAGE=trailhound:$tag" --target "$service" \
+    -t "trailhound-$service:$tag" - < deploy/Dockerfile.services >/dev/null
 done
 size=$(docker image inspect -f '{{.Size}}' "trailhound:$tag" | awk '{printf "%.0f MiB", $1/1048576}')
 layer=$(docker image inspect -f '{{range .RootFS.Layers}}{{.}} {{end}}' "trailhound:$tag")

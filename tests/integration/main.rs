@@ -6,6 +6,7 @@
 
 mod alerts;
 mod aws;
+mod compose;
 mod dashboard;
 mod demo;
 mod grpcurl;

@@ -116,7 +116,8 @@ fn main() -> anyhow::Result<()> {
             .build()?
             .block_on(probe::run(args));
     }
-    trailhound_runtime::shutdown::set_deadline(cli.common.shutdown_deadline);
+    let deadline = cli.common.shutdown_deadline;
+    trailhound_runtime::shutdown::set_deadline(deadline);
     let service_name = match &cli.command {
         Command::Up(_) | Command::Demo(_) => "trailhound",
         Command::Ingest(_) => "trailhound-ingest",
@@ -153,7 +154,7 @@ fn main() -> anyhow::Result<()> {
                 let done = rt.block_on(async {
                     trailhound_runtime::shutdown_on_signal(shutdown.clone());
                     let run = trailhound_detect::run(&common, &detect, shutdown.clone());
-                    trailhound_runtime::within_deadline(shutdown, run).await
+                    trailhound_runtime::within_deadline(shutdown, deadline, run).await
                 });
                 // Blocking work abandoned at the deadline must not hold the exit.
                 rt.shutdown_timeout(EXIT_GRACE);
@@ -233,7 +234,7 @@ fn main() -> anyhow::Result<()> {
                     _ => Ok(()),
                 }
             };
-            trailhound_runtime::within_deadline(shutdown, run).await
+            trailhound_runtime::within_deadline(shutdown, deadline, run).await
             });
             rt.shutdown_timeout(EXIT_GRACE);
             done
