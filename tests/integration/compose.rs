@@ -86,7 +86,9 @@ impl Stack {
     }
 
     fn logs(&self) -> String {
-        let out = self.command(&["logs", "--no-color", "--tail", "40"]).output();
+        let out = self
+            .command(&["logs", "--no-color", "--tail", "40"])
+            .output();
         out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
     }
@@ -299,12 +301,18 @@ async fn the_compose_stack_catches_a_burst_and_a_killed_detect_loses_nothing() {
         env,
     };
     stack.run(&["up", "-d"]);
-    stack.wait_healthy(&SERVICES, Duration::from_secs(120)).await;
+    stack
+        .wait_healthy(&SERVICES, Duration::from_secs(120))
+        .await;
     let up = started.elapsed();
 
     // What the file promises about every container.
     for s in SERVICES {
-        assert_eq!(stack.inspect(s, "{{.HostConfig.ReadonlyRootfs}}"), "true", "{s}");
+        assert_eq!(
+            stack.inspect(s, "{{.HostConfig.ReadonlyRootfs}}"),
+            "true",
+            "{s}"
+        );
         assert_eq!(stack.inspect(s, "{{.Config.User}}"), "65532:65532", "{s}");
         let limit: u64 = stack.inspect(s, "{{.HostConfig.Memory}}").parse().unwrap();
         assert!(limit > 0, "{s} has no memory limit");
@@ -421,7 +429,10 @@ async fn the_compose_stack_catches_a_burst_and_a_killed_detect_loses_nothing() {
         tokio::spawn(async move { push(p, &rest).await })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!pusher.is_finished(), "a push went through with detect down");
+    assert!(
+        !pusher.is_finished(),
+        "a push went through with detect down"
+    );
     stack.run(&["start", "detect"]);
     stack
         .wait_healthy(&["detect"], Duration::from_secs(60))

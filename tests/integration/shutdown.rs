@@ -50,7 +50,11 @@ async fn sigterm_ends_watch_streams_cleanly_and_exits_zero_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut detect = Service::start("detect", dir.path(), &["detect", "--detect-listen", &listen]);
+    let mut detect = Service::start(
+        "detect",
+        dir.path(),
+        &["detect", "--detect-listen", &listen],
+    );
     wait_ready(&mut detect, port).await;
     let mut client = DetectServiceClient::connect(format!("http://{listen}"))
         .await
@@ -165,7 +169,11 @@ async fn probe_exits_zero_only_for_serving() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut detect = Service::start("detect", dir.path(), &["detect", "--detect-listen", &listen]);
+    let mut detect = Service::start(
+        "detect",
+        dir.path(),
+        &["detect", "--detect-listen", &listen],
+    );
     wait_ready(&mut detect, port).await;
     let url = format!("http://{listen}");
 

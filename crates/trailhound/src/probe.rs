@@ -57,7 +57,11 @@ fn endpoint_uri(addr: &str) -> anyhow::Result<String> {
 /// Checks once; `Ok` only when the answer is SERVING.
 pub async fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let uri = endpoint_uri(&args.addr)?;
-    let service = args.service.as_deref().map(service_name).unwrap_or_default();
+    let service = args
+        .service
+        .as_deref()
+        .map(service_name)
+        .unwrap_or_default();
     let shown = if service.is_empty() {
         args.addr.clone()
     } else {

@@ -39,7 +39,7 @@ async fn a_generated_trail_through_s3_notifications_reaches_an_anomaly() {
         .clone();
 
     let t0 = std::time::Instant::now();
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let c = clients(&emu).await;
     let (url, arn) = queue(&c, "trail-events").await;
     c.s3.create_bucket()
