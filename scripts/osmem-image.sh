@@ -14,6 +14,12 @@ if ldd "$bin" >/dev/null 2>&1; then
   echo "$bin links shared libraries: this script copies only the binary" >&2
   exit 1
 fi
+# The same binary makes the same image: skip when the image is of it.
+sum="$(sha256sum "$bin" | cut -d' ' -f1)"
+if [ "$(docker image inspect -f '{{index .Config.Labels "trailhound.osmem"}}' "$tag" 2>/dev/null)" = "$sum" ]; then
+  echo "$tag is up to date"
+  exit 0
+fi
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
 install -m 0755 "$bin" "$root/osmem-server"
@@ -22,5 +28,6 @@ chmod 1777 "$root/tmp"
 # A container has no stdin to watch: without --no-stdin-watch the server
 # would exit at once.
 tar -C "$root" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - . |
-  docker import -c 'ENTRYPOINT ["/osmem-server", "--no-stdin-watch"]' -c 'USER 65532:65532' - "$tag" >/dev/null
+  docker import -c 'ENTRYPOINT ["/osmem-server", "--no-stdin-watch"]' -c 'USER 65532:65532' \
+    -c "LABEL trailhound.osmem=$sum" - "$tag" >/dev/null
 echo "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MiB", $1/1048576}'))"
