@@ -6,6 +6,7 @@
 
 mod alerts;
 mod aws;
+mod compose;
 mod dashboard;
 mod demo;
 mod grpcurl;
@@ -14,4 +15,5 @@ mod health;
 mod otlp;
 mod pipeline;
 mod quality;
+mod shutdown;
 mod trace;

@@ -17,6 +17,7 @@ mod demo;
 mod nab;
 mod org;
 mod prices;
+mod probe;
 mod push;
 mod replay;
 mod up;
@@ -104,10 +105,23 @@ enum Command {
     /// Reads the live AWS Organization: `org snapshot --out org.json`
     /// writes it as an org snapshot file.
     Org(org::OrgArgs),
+    /// Checks a running service's grpc.health once: exit 0 when SERVING,
+    /// 1 otherwise (container health checks; the images have no shell).
+    Probe(probe::ProbeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Probe(args) = &cli.command {
+        // Run every few seconds by container engines: no telemetry, no
+        // thread pool, one line out.
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(probe::run(args));
+    }
+    let deadline = cli.common.shutdown_deadline;
+    trailhound_runtime::shutdown::set_deadline(deadline);
     let service_name = match &cli.command {
         Command::Up(_) | Command::Demo(_) => "trailhound",
         Command::Ingest(_) => "trailhound-ingest",
@@ -158,10 +172,16 @@ fn main() -> anyhow::Result<()> {
                 drop(rt);
                 replay::run(&common, &enrich, &input, &replay).map(|_| ())
             }
-            None => rt.block_on(async {
-                trailhound_runtime::shutdown_on_signal(shutdown.clone());
-                trailhound_detect::run(&common, &detect, shutdown).await
-            }),
+            None => {
+                let done = rt.block_on(async {
+                    trailhound_runtime::shutdown_on_signal(shutdown.clone());
+                    let run = trailhound_detect::run(&common, &detect, shutdown.clone());
+                    trailhound_runtime::within_deadline(shutdown, deadline, run).await
+                });
+                // Blocking work abandoned at the deadline must not hold the exit.
+                rt.shutdown_timeout(EXIT_GRACE);
+                done
+            }
         },
         Command::Generate {
             out,
@@ -222,21 +242,33 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::Nab(args) => nab::run(&args),
         Command::Org(args) => rt.block_on(org::run(&common, &args)),
-        command => rt.block_on(async move {
+        command => {
+            let done = rt.block_on(async move {
             trailhound_runtime::shutdown_on_signal(shutdown.clone());
-            match command {
-                Command::Up(args) => up::run(&common, &args, shutdown).await,
-                Command::Ingest(a) => trailhound_ingest::run(&common, &a, shutdown).await,
-                Command::Enrich(a) => trailhound_enrich::run(&common, &a, shutdown).await,
-                Command::Insights(a) => trailhound_insights::run(&common, &a, shutdown).await,
-                Command::Notify(a) => trailhound_notify::run(&common, &a, shutdown).await,
-                Command::Health(a) => trailhound_health::run(&common, &a, shutdown).await,
-                Command::Demo(a) => demo::run(&common, &a, shutdown).await,
-                _ => Ok(()),
-            }
-        }),
+            let stop = shutdown.clone();
+            let run = async move {
+                match command {
+                    Command::Up(args) => up::run(&common, &args, stop).await,
+                    Command::Ingest(a) => trailhound_ingest::run(&common, &a, stop).await,
+                    Command::Enrich(a) => trailhound_enrich::run(&common, &a, stop).await,
+                    Command::Insights(a) => trailhound_insights::run(&common, &a, stop).await,
+                    Command::Notify(a) => trailhound_notify::run(&common, &a, stop).await,
+                    Command::Health(a) => trailhound_health::run(&common, &a, stop).await,
+                    Command::Demo(a) => demo::run(&common, &a, stop).await,
+                    _ => Ok(()),
+                }
+            };
+            trailhound_runtime::within_deadline(shutdown, deadline, run).await
+            });
+            rt.shutdown_timeout(EXIT_GRACE);
+            done
+        }
     }
 }
+
+/// How long blocking tasks still running after a service stopped may hold
+/// the exit (a detect checkpoint abandoned at the deadline, say).
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reads anomalies from JSON Lines as the scorer needs them.
 fn read_reported(
