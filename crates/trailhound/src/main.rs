@@ -244,21 +244,21 @@ fn main() -> anyhow::Result<()> {
         Command::Org(args) => rt.block_on(org::run(&common, &args)),
         command => {
             let done = rt.block_on(async move {
-            trailhound_runtime::shutdown_on_signal(shutdown.clone());
-            let stop = shutdown.clone();
-            let run = async move {
-                match command {
-                    Command::Up(args) => up::run(&common, &args, stop).await,
-                    Command::Ingest(a) => trailhound_ingest::run(&common, &a, stop).await,
-                    Command::Enrich(a) => trailhound_enrich::run(&common, &a, stop).await,
-                    Command::Insights(a) => trailhound_insights::run(&common, &a, stop).await,
-                    Command::Notify(a) => trailhound_notify::run(&common, &a, stop).await,
-                    Command::Health(a) => trailhound_health::run(&common, &a, stop).await,
-                    Command::Demo(a) => demo::run(&common, &a, stop).await,
-                    _ => Ok(()),
-                }
-            };
-            trailhound_runtime::within_deadline(shutdown, deadline, run).await
+                trailhound_runtime::shutdown_on_signal(shutdown.clone());
+                let stop = shutdown.clone();
+                let run = async move {
+                    match command {
+                        Command::Up(args) => up::run(&common, &args, stop).await,
+                        Command::Ingest(a) => trailhound_ingest::run(&common, &a, stop).await,
+                        Command::Enrich(a) => trailhound_enrich::run(&common, &a, stop).await,
+                        Command::Insights(a) => trailhound_insights::run(&common, &a, stop).await,
+                        Command::Notify(a) => trailhound_notify::run(&common, &a, stop).await,
+                        Command::Health(a) => trailhound_health::run(&common, &a, stop).await,
+                        Command::Demo(a) => demo::run(&common, &a, stop).await,
+                        _ => Ok(()),
+                    }
+                };
+                trailhound_runtime::within_deadline(shutdown, deadline, run).await
             });
             rt.shutdown_timeout(EXIT_GRACE);
             done
