@@ -16,5 +16,6 @@ mod otlp;
 mod paths;
 mod pipeline;
 mod quality;
+mod robustness;
 mod shutdown;
 mod trace;

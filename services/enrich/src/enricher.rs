@@ -409,7 +409,10 @@ impl Inner {
                 return Err(e);
             }
         };
-        if let Some(store) = &self.store {
+        // Only members are persisted: an account outside the organization
+        // is cheap to recognise again, and a flood of made-up ids must not
+        // become a flood of durable writes (or fill the store).
+        if let Some(store) = self.store.as_ref().filter(|_| meta.known) {
             let entry = CachedEntry {
                 metadata: meta.clone(),
                 fetched_at_ms: now,

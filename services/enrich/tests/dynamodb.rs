@@ -168,14 +168,9 @@ async fn entries_are_top_level_attributes_that_fill_the_indexes() -> anyhow::Res
         serde_json::from_str(s(&item, "metadata").unwrap_or_default())?;
     assert_eq!(json, *e.account(&org.payments_prod).await);
 
-    // External accounts leave the index keys they lack out (sparse).
-    let item = raw_item(&config, "999988887777").await?;
-    assert_eq!(s(&item, "environment"), Some("unknown"));
-    assert!(!item.contains_key("team") && !item.contains_key("ou"));
-    assert_eq!(
-        item.get("known").and_then(|v| v.as_bool().ok()),
-        Some(&false)
-    );
+    // Accounts outside the organization are not written at all: a flood
+    // of made-up ids must not become a flood of writes.
+    assert!(raw_item(&config, "999988887777").await.is_err());
 
     // The indexes fill: query by environment, OU and team.
     let db = dynamodb(&config).await?;
