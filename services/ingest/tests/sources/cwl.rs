@@ -168,7 +168,12 @@ async fn the_running_poller_picks_up_new_events_and_keeps_its_checkpoint_on_fail
     let poller = CwlPoller::new(c.logs.clone(), ingest, options).unwrap();
     let stop = CancellationToken::new();
     let task = tokio::spawn(poller.run(stop.clone()));
-    wait_until(20, "the first event", || async { sink.len() == 1 }).await;
+    // The checkpoint is written once the poll's events were accepted,
+    // just after the sink saw them.
+    wait_until(20, "the first event and its checkpoint", || async {
+        sink.len() == 1 && path.exists()
+    })
+    .await;
 
     // Downstream away: the poll fails and the checkpoint does not move.
     sink.failing.store(true, Ordering::SeqCst);
