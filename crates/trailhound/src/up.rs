@@ -69,7 +69,18 @@ pub async fn start(
         ..Default::default()
     }
     .config(common)?;
-    let detect_cfg = trailhound_detect::DetectArgs::default().config(common)?;
+    let mut detect_cfg = trailhound_detect::DetectArgs::default().config(common)?;
+    // Without an organization to know members from, folding "unknown"
+    // accounts would fold them all: each is tracked instead (still capped
+    // by max_entities).
+    if enrich_cfg.source == trailhound_enrich::config::SourceKind::Snapshot
+        && enrich_cfg.org_snapshot.is_none()
+    {
+        detect_cfg.engine.unknown_accounts = trailhound_detect::UnknownAccounts::Track;
+        tracing::warn!(
+            "no organization configured (--org or [enrich] source): every account is tracked as its own entity, without names, OUs or environments"
+        );
+    }
 
     let listeners = [
         bind(&args.host, args.ingest_port).await?,
