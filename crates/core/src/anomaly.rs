@@ -16,6 +16,9 @@ pub enum AnomalyKind {
     Drop,
     /// First activity in a region the account never used.
     NewRegion,
+    /// Several accounts at once: the same principal name or source IP
+    /// acting in each, or all rising together.
+    Coordinated,
 }
 
 impl AnomalyKind {
@@ -24,6 +27,7 @@ impl AnomalyKind {
             AnomalyKind::Spike => "spike",
             AnomalyKind::Drop => "drop",
             AnomalyKind::NewRegion => "new_region",
+            AnomalyKind::Coordinated => "coordinated",
         }
     }
 }
@@ -69,6 +73,11 @@ pub struct Anomaly {
     pub entity: Vec<(String, String)>,
     pub window_start: DateTime<Utc>,
     pub window_end: DateTime<Utc>,
+    /// The event time up to which the window had been seen when this was
+    /// raised: its end once closed, earlier when raised while still open.
+    /// The delay from an incident's start to this is detection's own.
+    #[serde(default)]
+    pub observed_until: DateTime<Utc>,
     pub actual: f64,
     pub expected: f64,
     pub features: Vec<FeatureValue>,

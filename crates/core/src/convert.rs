@@ -197,6 +197,7 @@ fn kind_to_pb(k: AnomalyKind) -> pb::AnomalyKind {
         AnomalyKind::Spike => pb::AnomalyKind::Spike,
         AnomalyKind::Drop => pb::AnomalyKind::Drop,
         AnomalyKind::NewRegion => pb::AnomalyKind::NewRegion,
+        AnomalyKind::Coordinated => pb::AnomalyKind::Coordinated,
     }
 }
 
@@ -217,6 +218,7 @@ pub fn anomaly_to_pb(a: &Anomaly) -> pb::Anomaly {
         region: a.region.clone(),
         window_start: Some(timestamp(a.window_start)),
         window_end: Some(timestamp(a.window_end)),
+        observed_until: Some(timestamp(a.observed_until)),
         actual: a.actual,
         expected: a.expected,
         features: a
@@ -294,7 +296,14 @@ pub fn anomaly_from_pb(p: pb::Anomaly) -> Result<Anomaly, InvalidField> {
     let kind = match pb::AnomalyKind::try_from(p.kind).unwrap_or(pb::AnomalyKind::Unspecified) {
         pb::AnomalyKind::Drop => AnomalyKind::Drop,
         pb::AnomalyKind::NewRegion => AnomalyKind::NewRegion,
+        pb::AnomalyKind::Coordinated => AnomalyKind::Coordinated,
         _ => AnomalyKind::Spike,
+    };
+    // Absent (an older sender): the window as closed.
+    let observed_until = match &p.observed_until {
+        Some(t) => from_timestamp(t)
+            .ok_or_else(|| InvalidField::new("anomaly.observed_until", "not a valid timestamp"))?,
+        None => window_end,
     };
     Ok(Anomaly {
         id: p.id,
@@ -309,6 +318,7 @@ pub fn anomaly_from_pb(p: pb::Anomaly) -> Result<Anomaly, InvalidField> {
         entity: p.entity.into_iter().map(|e| (e.field, e.value)).collect(),
         window_start,
         window_end,
+        observed_until,
         actual: p.actual,
         expected: p.expected,
         features: p

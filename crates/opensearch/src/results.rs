@@ -411,6 +411,7 @@ impl Poller {
             entity: ordered,
             window_start: ts(start),
             window_end: ts(end),
+            observed_until: ts(end),
             actual,
             expected,
             features,

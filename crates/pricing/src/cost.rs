@@ -600,6 +600,7 @@ mod tests {
             entity: vec![],
             window_start: start,
             window_end: start + chrono::Duration::minutes(10),
+            observed_until: start + chrono::Duration::minutes(10),
             actual: 0.0,
             expected: 0.0,
             features: vec![],

@@ -1415,6 +1415,7 @@ fn build_anomaly(
         entity,
         window_start: ts(start),
         window_end: ts(start + interval),
+        observed_until: ts(start + interval),
         actual: values.first().copied().unwrap_or(0.0),
         expected: exp.first().map(|e| e.expected).unwrap_or(0.0),
         features: spec

@@ -314,6 +314,9 @@ impl Insights {
             AnomalyKind::Spike => format!("{} spike", a.detector),
             AnomalyKind::Drop => format!("{} stopped", a.detector),
             AnomalyKind::NewRegion => format!("first {} in a region never used", a.detector),
+            AnomalyKind::Coordinated => {
+                format!("{} rising in several accounts at once", a.detector)
+            }
         };
         let summary = format!(
             "{}: {what} in {account} [{}] {}: {:.0} {} vs {:.1} expected{}{}",

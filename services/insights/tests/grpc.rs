@@ -38,6 +38,7 @@ fn anomaly(n: i64) -> Anomaly {
         ],
         window_start: start,
         window_end: start + Duration::minutes(10),
+        observed_until: start + Duration::minutes(10),
         actual: 5000.0,
         expected: 100.0,
         features: vec![FeatureValue {

@@ -301,6 +301,7 @@ fn anomaly(account: &str, env: Environment, principal: &str, ip: &str, minute: i
         ],
         window_start: start,
         window_end: start + Duration::minutes(10),
+        observed_until: start + Duration::minutes(10),
         actual: 20.0,
         expected: 1.0,
         features: vec![

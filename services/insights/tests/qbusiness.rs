@@ -558,6 +558,7 @@ fn anomaly(n: i64, env: Environment, account: &str) -> Anomaly {
         ],
         window_start: start,
         window_end: start + Duration::minutes(10),
+        observed_until: start + Duration::minutes(10),
         actual: 10.0,
         expected: 1.0,
         features: vec![FeatureValue {

@@ -54,6 +54,7 @@ pub fn sample_insight(id: &str, incident_id: &str, severity: Severity) -> Insigh
         ],
         window_start: start,
         window_end: end,
+        observed_until: end,
         actual: 40.0,
         expected: 1.5,
         features: vec![FeatureValue {

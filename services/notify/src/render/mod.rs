@@ -108,6 +108,7 @@ fn kind(k: AnomalyKind) -> &'static str {
         AnomalyKind::Spike => "spike",
         AnomalyKind::Drop => "drop",
         AnomalyKind::NewRegion => "new region",
+        AnomalyKind::Coordinated => "several accounts at once",
     }
 }
 
