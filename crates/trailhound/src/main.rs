@@ -13,6 +13,7 @@ use trailhound_runtime::CommonArgs;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod ask;
+mod certs;
 mod demo;
 mod nab;
 mod org;
@@ -100,6 +101,9 @@ enum Command {
     /// Reads the live AWS Organization: `org snapshot --out org.json`
     /// writes it as an org snapshot file.
     Org(org::OrgArgs),
+    /// Writes a development CA and a certificate and key for each service
+    /// and for tools (`client`), for TLS and mTLS ([tls] section).
+    Certs(certs::CertsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -138,6 +142,7 @@ fn main() -> anyhow::Result<()> {
             }
             None => rt.block_on(async {
                 trailhound_runtime::shutdown_on_signal(shutdown.clone());
+                install_security(&common, &shutdown)?;
                 trailhound_detect::run(&common, &detect, shutdown).await
             }),
         },
@@ -197,9 +202,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Nab(args) => nab::run(&args),
+        Command::Certs(args) => certs::run(&args),
         Command::Org(args) => rt.block_on(org::run(&common, &args)),
         command => rt.block_on(async move {
             trailhound_runtime::shutdown_on_signal(shutdown.clone());
+            install_security(&common, &shutdown)?;
             match command {
                 Command::Up(args) => up::run(&common, &args, shutdown).await,
                 Command::Ingest(a) => trailhound_ingest::run(&common, &a, shutdown).await,
@@ -212,6 +219,23 @@ fn main() -> anyhow::Result<()> {
             }
         }),
     }
+}
+
+/// Loads `[tls]`, `[auth]` and `[limits]` and makes them the process's:
+/// every server it starts and every client it opens use them; certificate
+/// files are watched for rotation.
+fn install_security(common: &CommonArgs, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let security = trailhound_runtime::Security::from_file(
+        common.config.as_deref(),
+        &common.data_dir,
+        common.insecure,
+    )?;
+    if let Some(tls) = &security.tls {
+        tls.watch(shutdown.clone());
+    }
+    trailhound_runtime::client::install(security.client_security());
+    trailhound_runtime::security::install(std::sync::Arc::new(security));
+    Ok(())
 }
 
 /// Reads anomalies from JSON Lines as the scorer needs them.

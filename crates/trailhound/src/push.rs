@@ -22,6 +22,8 @@ pub struct PushArgs {
     /// everything is sent (the end of a replay), and the time includes it.
     #[arg(long)]
     pub flush_detect: Option<String>,
+    #[command(flatten)]
+    pub client: trailhound_runtime::args::ClientArgs,
 }
 
 /// What a push did.
@@ -38,10 +40,17 @@ pub async fn run(args: &PushArgs) -> anyhow::Result<PushSummary> {
     let groups = trailhound_ingest::files::delivery_groups(&args.input)
         .map_err(|e| anyhow::anyhow!("failed to read {}: {e}", args.input.display()))?;
     let files: Vec<PathBuf> = groups.into_iter().flat_map(|g| g.files).collect();
-    let mut ingest = IngestServiceClient::connect(args.ingest.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("failed to connect to ingest at {}: {e}", args.ingest))?
-        .max_encoding_message_size(64 << 20);
+    let security = args.client.security()?;
+    let channel = |endpoint: &str| {
+        trailhound_runtime::client::connect_with(
+            endpoint,
+            std::time::Duration::from_secs(3600),
+            &security,
+        )
+        .map_err(|e| anyhow::anyhow!("bad endpoint {endpoint}: {e}"))
+    };
+    let mut ingest =
+        IngestServiceClient::new(channel(&args.ingest)?).max_encoding_message_size(64 << 20);
     let started = Instant::now();
     let (tx, rx) = tokio::sync::mpsc::channel::<PushEventsRequest>(16);
     let count = files.len();
@@ -72,9 +81,7 @@ pub async fn run(args: &PushArgs) -> anyhow::Result<PushSummary> {
         .into_inner();
     reader.await??;
     if let Some(endpoint) = &args.flush_detect {
-        DetectServiceClient::connect(endpoint.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("failed to connect to detect at {endpoint}: {e}"))?
+        DetectServiceClient::new(channel(endpoint)?)
             .max_decoding_message_size(64 << 20)
             .flush(FlushRequest {})
             .await

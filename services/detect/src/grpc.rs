@@ -470,6 +470,8 @@ impl DetectService for DetectGrpc {
         &self,
         _req: Request<common::StatsRequest>,
     ) -> Result<Response<common::ServiceStats>, Status> {
-        Ok(Response::new(self.detect.service_stats()))
+        Ok(Response::new(trailhound_runtime::security::with_figures(
+            self.detect.service_stats(),
+        )))
     }
 }

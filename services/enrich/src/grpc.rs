@@ -140,7 +140,9 @@ impl EnrichService for EnrichGrpc {
         &self,
         _req: Request<common::StatsRequest>,
     ) -> Result<Response<common::ServiceStats>, Status> {
-        Ok(Response::new(self.enricher.service_stats()))
+        Ok(Response::new(trailhound_runtime::security::with_figures(
+            self.enricher.service_stats(),
+        )))
     }
 }
 

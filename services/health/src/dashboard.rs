@@ -222,12 +222,11 @@ async fn fetch_insights(
     account: Option<&str>,
 ) -> Result<Vec<ipb::Insight>, String> {
     let fut = async {
-        let ch = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(FETCH_TIMEOUT)
-            .connect()
-            .await
-            .map_err(|e| format!("insights unreachable: {e}"))?;
+        let ch = trailhound_runtime::client::traced(
+            &tonic::transport::Endpoint::from_shared(endpoint.to_string())
+                .map_err(|e| e.to_string())?
+                .connect_timeout(FETCH_TIMEOUT),
+        );
         InsightsServiceClient::new(ch)
             .list_insights(ipb::ListInsightsRequest {
                 page_size: n.clamp(1, 100),
@@ -253,12 +252,11 @@ async fn fetch_series(
     region: &str,
 ) -> Result<dpb::GetUsageSeriesResponse, String> {
     let fut = async {
-        let ch = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(FETCH_TIMEOUT)
-            .connect()
-            .await
-            .map_err(|e| format!("detect unreachable: {e}"))?;
+        let ch = trailhound_runtime::client::traced(
+            &tonic::transport::Endpoint::from_shared(endpoint.to_string())
+                .map_err(|e| e.to_string())?
+                .connect_timeout(FETCH_TIMEOUT),
+        );
         DetectServiceClient::new(ch)
             .max_decoding_message_size(16 << 20)
             .get_usage_series(dpb::GetUsageSeriesRequest {

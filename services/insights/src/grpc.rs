@@ -308,6 +308,8 @@ impl InsightsService for InsightsGrpc {
         &self,
         _req: Request<trailhound_proto::common::v1::StatsRequest>,
     ) -> Result<Response<trailhound_proto::common::v1::ServiceStats>, Status> {
-        Ok(Response::new(self.insights.service_stats()))
+        Ok(Response::new(trailhound_runtime::security::with_figures(
+            self.insights.service_stats(),
+        )))
     }
 }

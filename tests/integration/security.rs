@@ -1,0 +1,628 @@
+//! Zero trust on every port, with real handshakes and real tokens: the
+//! real grpcurl over TLS and mTLS against all six services of `trailhound
+//! up` (plaintext refused, a certificate from another CA refused, a valid
+//! one accepted), certificates rotated on disk, the pipeline's hops over
+//! mTLS as separate processes, OIDC tokens minted here and verified against
+//! a JWKS served here (no token, expired, wrong audience, wrong issuer,
+//! unknown key), roles, forged Notify calls, per-caller rate limits, the
+//! audit log, and the loopback rule.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Service, free_port, trailhound_bin};
+
+fn grpcurl_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TRAILHOUND_GRPCURL") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/venv/bin/grpcurl")
+}
+
+/// grpcurl's success and what it printed.
+fn grpcurl(args: &[&str]) -> (bool, String) {
+    let out = Command::new(grpcurl_bin())
+        .args(["-max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run grpcurl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn certs(dir: &Path) {
+    let st = Command::new(trailhound_bin())
+        .args(["certs", "--out"])
+        .arg(dir)
+        .status()
+        .expect("run trailhound certs");
+    assert!(st.success());
+}
+
+/// A TLS client's grpcurl flags with `name`'s certificate from `dir`.
+fn mtls(ca: &Path, dir: &Path, name: &str) -> Vec<String> {
+    vec![
+        "-cacert".into(),
+        ca.display().to_string(),
+        "-cert".into(),
+        dir.join(format!("{name}.pem")).display().to_string(),
+        "-key".into(),
+        dir.join(format!("{name}-key.pem")).display().to_string(),
+    ]
+}
+
+fn call(flags: &[String], extra: &[&str]) -> (bool, String) {
+    let mut a: Vec<&str> = flags.iter().map(String::as_str).collect();
+    a.extend_from_slice(extra);
+    grpcurl(&a)
+}
+
+/// Waits until grpcurl with `flags` lists the services at `addr`.
+fn wait_tls(service: &mut Service, flags: &[String], addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(st)) = service.child.try_wait() {
+            panic!("{} exited with {st}:\n{}", service.name, service.logs());
+        }
+        if call(flags, &[addr, "list"]).0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} not ready over TLS:\n{}",
+            service.name,
+            service.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const NAMES: [&str; 6] = ["ingest", "enrich", "detect", "insights", "notify", "health"];
+
+fn ports() -> Vec<u16> {
+    NAMES.iter().map(|_| free_port()).collect()
+}
+
+fn up_args(ports: &[u16]) -> Vec<String> {
+    let mut a = vec!["up".to_string()];
+    for (n, p) in NAMES.iter().zip(ports) {
+        a.push(format!("--{n}-port"));
+        a.push(p.to_string());
+    }
+    a
+}
+
+/// An OIDC issuer in a test: an EC P-256 key, its JWKS and discovery
+/// document served on loopback, and tokens minted on demand.
+struct Issuer {
+    url: String,
+    key: jsonwebtoken::EncodingKey,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Issuer {
+    async fn start() -> Issuer {
+        use base64::Engine;
+        let kp = rcgen::KeyPair::generate().unwrap();
+        let raw = kp.public_key_raw().to_vec();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+            "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+        }]});
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let discovery = serde_json::json!({"issuer": url, "jwks_uri": format!("{url}/jwks")});
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || {
+                    let d = discovery.clone();
+                    async move { axum::Json(d) }
+                }),
+            )
+            .route(
+                "/jwks",
+                axum::routing::get(move || {
+                    let j = jwks.clone();
+                    async move { axum::Json(j) }
+                }),
+            );
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Issuer {
+            url,
+            key,
+            _server: server,
+        }
+    }
+
+    /// A token with these claims over sensible defaults.
+    fn token(&self, kid: &str, overrides: serde_json::Value) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut claims = serde_json::json!({
+            "iss": self.url, "aud": "trailhound", "sub": "u-1", "email": "ana@example.com",
+            "exp": now + 600, "nbf": now - 10, "iat": now, "groups": ["secops"],
+        });
+        if let (Some(c), Some(o)) = (claims.as_object_mut(), overrides.as_object()) {
+            for (k, v) in o {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some(kid.to_string());
+        jsonwebtoken::encode(&h, &claims, &self.key).unwrap()
+    }
+}
+
+fn bearer(t: &str) -> String {
+    format!("authorization: Bearer {t}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_mtls_tokens_roles_limits_and_audit_on_every_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, other) = (dir.path().join("certs"), dir.path().join("other"));
+    certs(&good);
+    certs(&other);
+    let issuer = Issuer::start().await;
+    let ci_token = "ci-token-0123456789";
+    let config = dir.path().join("trailhound.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[tls]
+cert = "{g}/detect.pem"
+key = "{g}/detect-key.pem"
+ca = "{g}/ca.pem"
+client_ca = "{g}/ca.pem"
+reload_interval = "200ms"
+[auth]
+mode = "oidc"
+issuer = "{iss}"
+audience = "trailhound"
+[[auth.grants]]
+group = "secops"
+role = "admin"
+[[auth.grants]]
+group = "sandbox-team"
+role = "viewer"
+ous = ["Root/Sandbox"]
+[[auth.tokens]]
+name = "ci"
+sha256 = "{sha}"
+role = "operator"
+[limits]
+requests_per_second = 2
+burst = 6
+"#,
+            g = good.display(),
+            iss = issuer.url,
+            sha = trailhound_runtime::auth::token_sha256(ci_token),
+        ),
+    )
+    .unwrap();
+    let ports = ports();
+    let args = up_args(&ports);
+    let mut cmd: Vec<&str> = vec!["--config", config.to_str().unwrap()];
+    cmd.extend(args.iter().map(String::as_str));
+    let mut up = Service::start("up", &dir.path().join("data"), &cmd);
+    let ca = good.join("ca.pem");
+    let admin = issuer.token("k1", serde_json::json!({}));
+    let client = mtls(&ca, &good, "client");
+    let mut authed = client.clone();
+    authed.extend(["-H".to_string(), bearer(&admin)]);
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    wait_tls(&mut up, &authed, &addr(2));
+
+    // Every port: TLS only, a client certificate from this CA only.
+    for (i, name) in NAMES.iter().enumerate() {
+        let a = addr(i);
+        let (ok, out) = grpcurl(&["-plaintext", &a, "list"]);
+        assert!(!ok, "{name}: plaintext accepted:\n{out}");
+        let (ok, out) = call(
+            &mtls(&ca, &other, "client"),
+            &["-H", &bearer(&admin), &a, "list"],
+        );
+        assert!(
+            !ok,
+            "{name}: a certificate from another CA accepted:\n{out}"
+        );
+        let (ok, out) = grpcurl(&[
+            "-cacert",
+            ca.to_str().unwrap(),
+            "-H",
+            &bearer(&admin),
+            &a,
+            "list",
+        ]);
+        assert!(!ok, "{name}: no client certificate accepted:\n{out}");
+        let (ok, out) = call(&authed, &[&a, "list"]);
+        assert!(
+            ok && out.contains(&format!("trailhound.{name}.v1")),
+            "{name}:\n{out}"
+        );
+    }
+
+    // Tokens: each broken one is UNAUTHENTICATED.
+    let detect = addr(2);
+    let list = "trailhound.detect.v1.DetectService/ListAnomalies";
+    let now = chrono::Utc::now().timestamp();
+    let broken = [
+        ("no token", None),
+        (
+            "expired",
+            Some(issuer.token("k1", serde_json::json!({"exp": now - 3600}))),
+        ),
+        (
+            "not yet valid",
+            Some(issuer.token("k1", serde_json::json!({"nbf": now + 3600}))),
+        ),
+        (
+            "wrong audience",
+            Some(issuer.token("k1", serde_json::json!({"aud": "other-app"}))),
+        ),
+        (
+            "wrong issuer",
+            Some(issuer.token("k1", serde_json::json!({"iss": "https://evil.example"}))),
+        ),
+        (
+            "unknown key",
+            Some(issuer.token("k9", serde_json::json!({}))),
+        ),
+        ("not a token", Some("garbage".to_string())),
+    ];
+    for (what, token) in &broken {
+        let mut a = client.clone();
+        if let Some(t) = token {
+            a.extend(["-H".to_string(), bearer(t)]);
+        }
+        let (ok, out) = call(&a, &[&detect, list]);
+        assert!(!ok && out.contains("Unauthenticated"), "{what}:\n{out}");
+    }
+    let (ok, out) = call(&authed, &[&detect, list]);
+    assert!(ok, "a valid admin token refused:\n{out}");
+
+    // Roles: a viewer reads but pulls no lever, naming the role needed.
+    let viewer = issuer.token(
+        "k1",
+        serde_json::json!({"sub": "u-2", "groups": ["sandbox-team"]}),
+    );
+    let mut v = client.clone();
+    v.extend(["-H".to_string(), bearer(&viewer)]);
+    let (ok, out) = call(
+        &v,
+        &[
+            "-d",
+            r#"{"serving":false,"reason":"x"}"#,
+            &detect,
+            "trailhound.common.v1.ControlService/SetServing",
+        ],
+    );
+    assert!(
+        !ok && out.contains("PermissionDenied") && out.contains("operator"),
+        "{out}"
+    );
+    let (ok, out) = call(
+        &v,
+        &[
+            "-d",
+            r#"{"name":"x"}"#,
+            &detect,
+            "trailhound.detect.v1.DetectService/CreateDetector",
+        ],
+    );
+    assert!(
+        !ok && out.contains("PermissionDenied") && out.contains("operator"),
+        "{out}"
+    );
+    let (ok, out) = call(&v, &[&detect, list]);
+    assert!(ok, "{out}");
+
+    // Forged alerts: not even an operator token may call Notify.
+    let mut ci = client.clone();
+    ci.extend(["-H".to_string(), bearer(ci_token)]);
+    let notify = addr(4);
+    for _ in 0..3 {
+        let (ok, out) = call(
+            &ci,
+            &[
+                "-d",
+                r#"{"insight":{}}"#,
+                &notify,
+                "trailhound.notify.v1.NotifyService/Notify",
+            ],
+        );
+        assert!(
+            !ok && out.contains("PermissionDenied") && out.contains("only trailhound services"),
+            "{out}"
+        );
+    }
+
+    // Per-caller limits: the viewer runs out, the CI token is still served.
+    let mut limited = None;
+    for _ in 0..30 {
+        let (ok, out) = call(&v, &[&detect, list]);
+        if !ok {
+            limited = Some(out);
+            break;
+        }
+    }
+    let out = limited.expect("a caller hammering ListAnomalies was never limited");
+    assert!(
+        out.contains("ResourceExhausted") && out.contains("requests_per_second"),
+        "{out}"
+    );
+    let (ok, out) = call(
+        &ci,
+        &[&detect, "trailhound.detect.v1.DetectService/ListDetectors"],
+    );
+    assert!(
+        ok,
+        "another caller was refused while one was limited:\n{out}"
+    );
+
+    // Denied attempts are counted in Stats.
+    let (ok, out) = call(&ci, &[&detect, "trailhound.detect.v1.DetectService/Stats"]);
+    assert!(ok && out.contains("deniedRequests"), "{out}");
+
+    // Audit: one JSON line per request, refusals included.
+    let audit = std::fs::read_to_string(dir.path().join("data/audit.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|l| l["subject"] == "u-2"
+        && l["outcome"] == "permission_denied"
+        && l["method"] == "/trailhound.common.v1.ControlService/SetServing"
+        && l["role"] == "viewer"
+        && l["scope"] == "ous=Root/Sandbox"));
+    assert!(
+        lines.iter().any(|l| l["subject"] == "u-1"
+            && l["outcome"] == "ok"
+            && l["name"] == "ana@example.com")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["outcome"] == "unauthenticated" && l["peer"].is_string())
+    );
+    // Health's in-process probes are a service identity.
+    assert!(lines.iter().any(|l| l["kind"] == "service"));
+
+    // Rotation: new files on disk, new certificate served, no restart.
+    let rotated = dir.path().join("rotated");
+    certs(&rotated);
+    for f in [
+        "detect.pem",
+        "detect-key.pem",
+        "ca.pem",
+        "client.pem",
+        "client-key.pem",
+    ] {
+        std::fs::copy(rotated.join(f), good.join(format!("{f}.new"))).unwrap();
+    }
+    for f in ["detect.pem", "detect-key.pem", "ca.pem"] {
+        std::fs::rename(good.join(format!("{f}.new")), good.join(f)).unwrap();
+    }
+    let new_client = mtls(&rotated.join("ca.pem"), &rotated, "client");
+    let mut new_authed = new_client.clone();
+    new_authed.extend(["-H".to_string(), bearer(ci_token)]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !call(&new_authed, &[&detect, "list"]).0 {
+        assert!(
+            Instant::now() < deadline,
+            "rotated certificates not picked up:\n{}",
+            up.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, _) = call(
+        &mtls(&other.join("ca.pem"), &other, "client"),
+        &[&detect, "list"],
+    );
+    assert!(!ok);
+    up.stop();
+    // No secret reaches the logs.
+    let logs = up.logs();
+    for secret in [ci_token, admin.as_str(), viewer.as_str()] {
+        assert!(!logs.contains(secret), "a token reached the logs");
+    }
+    let key = std::fs::read_to_string(rotated.join("detect-key.pem")).unwrap();
+    let key_body = key.lines().nth(1).unwrap_or("-");
+    assert!(!logs.contains(key_body));
+}
+
+/// ingest → enrich → detect as three processes, each with its own
+/// certificate: the hops are mTLS and each service identity is allowed its
+/// internal calls; `trailhound push` takes --ca/--cert/--key/--token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_hops_over_mtls_as_separate_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("certs");
+    certs(&good);
+    let token = "push-admin-token";
+    let config = |name: &str| {
+        let p = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                r#"
+[tls]
+cert = "{g}/{name}.pem"
+key = "{g}/{name}-key.pem"
+ca = "{g}/ca.pem"
+client_ca = "{g}/ca.pem"
+[auth]
+mode = "tokens"
+[[auth.tokens]]
+name = "pusher"
+sha256 = "{sha}"
+role = "admin"
+"#,
+                g = good.display(),
+                sha = trailhound_runtime::auth::token_sha256(token),
+            ),
+        )
+        .unwrap();
+        p.display().to_string()
+    };
+    let (pi, pe, pd) = (free_port(), free_port(), free_port());
+    let data = dir.path().join("data");
+    let dc = config("detect");
+    let mut detect = Service::start(
+        "detect",
+        &data.join("detect"),
+        &[
+            "--config",
+            &dc,
+            "detect",
+            "--detect-listen",
+            &format!("127.0.0.1:{pd}"),
+        ],
+    );
+    let ec = config("enrich");
+    let mut enrich = Service::start(
+        "enrich",
+        &data.join("enrich"),
+        &[
+            "--config",
+            &ec,
+            "enrich",
+            "--enrich-listen",
+            &format!("127.0.0.1:{pe}"),
+            "--detect-endpoint",
+            &format!("https://localhost:{pd}"),
+        ],
+    );
+    let ic = config("ingest");
+    let mut ingest = Service::start(
+        "ingest",
+        &data.join("ingest"),
+        &[
+            "--config",
+            &ic,
+            "ingest",
+            "--ingest-listen",
+            &format!("127.0.0.1:{pi}"),
+            "--enrich-endpoint",
+            &format!("http://127.0.0.1:{pe}"),
+        ],
+    );
+    let ca = good.join("ca.pem");
+    let mut flags = mtls(&ca, &good, "client");
+    flags.extend(["-H".to_string(), bearer(token)]);
+    wait_tls(&mut detect, &flags, &format!("127.0.0.1:{pd}"));
+    wait_tls(&mut enrich, &flags, &format!("127.0.0.1:{pe}"));
+    wait_tls(&mut ingest, &flags, &format!("127.0.0.1:{pi}"));
+
+    let trail = dir.path().join("trail.json");
+    let records: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                r#"{{"eventVersion":"1.09","eventID":"0f0e0d0c-0000-4000-8000-{i:012}","eventTime":"2026-03-01T10:{i:02}:00Z","eventSource":"ec2.amazonaws.com","eventName":"RunInstances","awsRegion":"us-east-1","recipientAccountId":"111122223333"}}"#
+            )
+        })
+        .collect();
+    std::fs::write(&trail, format!(r#"{{"Records":[{}]}}"#, records.join(","))).unwrap();
+    let ingest_url = format!("http://127.0.0.1:{pi}");
+    let push = |extra: &[&str]| {
+        Command::new(trailhound_bin())
+            .args(["push", "--input"])
+            .arg(&trail)
+            .args(["--ingest", &ingest_url])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Without credentials the push is refused …
+    let out = push(&[]);
+    assert!(!out.status.success());
+    // … with them it goes through every hop.
+    let cert = good.join("client.pem");
+    let key = good.join("client-key.pem");
+    let out = push(&[
+        "--ca",
+        ca.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--token",
+        token,
+    ]);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "push failed: {text}\n{}\n{}",
+        enrich.logs(),
+        detect.logs()
+    );
+    assert!(!text.contains(" 0 accepted"), "{text}");
+    let (ok, stats) = call(
+        &flags,
+        &[
+            &format!("127.0.0.1:{pd}"),
+            "trailhound.detect.v1.DetectService/Stats",
+        ],
+    );
+    assert!(ok && stats.contains("\"eventsIn\""), "{stats}");
+    // A tool's certificate is not a service: Observe is refused to it.
+    let (ok, out) = call(
+        &mtls(&ca, &good, "client"),
+        &[
+            "-d",
+            "{}",
+            &format!("127.0.0.1:{pd}"),
+            "trailhound.detect.v1.DetectService/Observe",
+        ],
+    );
+    assert!(!ok && out.contains("Unauthenticated"), "{out}");
+}
+
+/// Binding beyond loopback without TLS and auth is refused, naming the fix;
+/// `--insecure` runs anyway and says so in Stats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_loopback_without_tls_and_auth_is_refused_unless_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = Command::new(trailhound_bin())
+        .args(["--data-dir"])
+        .arg(dir.path())
+        .args(["detect", "--detect-listen", &format!("0.0.0.0:{port}")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("[tls]") && err.contains("[auth]") && err.contains("--insecure"),
+        "{err}"
+    );
+
+    let mut detect = Service::start(
+        "detect",
+        dir.path(),
+        &[
+            "--insecure",
+            "detect",
+            "--detect-listen",
+            &format!("0.0.0.0:{port}"),
+        ],
+    );
+    crate::harness::wait_ready(&mut detect, port).await;
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        &format!("127.0.0.1:{port}"),
+        "trailhound.detect.v1.DetectService/Stats",
+    ]);
+    assert!(
+        ok && out.contains("\"insecure\"") && out.contains("--insecure"),
+        "{out}"
+    );
+}
