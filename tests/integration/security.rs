@@ -23,7 +23,8 @@ fn grpcurl_bin() -> PathBuf {
 /// grpcurl's success and what it printed.
 fn grpcurl(args: &[&str]) -> (bool, String) {
     let out = Command::new(grpcurl_bin())
-        .args(["-max-time", "10"])
+        // A refused handshake is retried by grpc-go until the deadline.
+        .args(["-max-time", "10", "-connect-timeout", "1"])
         .args(args)
         .output()
         .expect("run grpcurl");
