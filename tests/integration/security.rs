@@ -627,3 +627,241 @@ async fn non_loopback_without_tls_and_auth_is_refused_unless_insecure() {
         "{out}"
     );
 }
+
+/// A viewer scoped to `Root/Sandbox` sees only sandbox data, wherever it
+/// reads: ListAnomalies, WatchAnomalies, GetAnomaly, ListInsights, Ask,
+/// ListAccounts, GetAccount and the dashboard; an admin sees the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_viewer_sees_only_its_scope_everywhere_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let org = dir.path().join("org");
+    let st = Command::new(trailhound_bin())
+        .args(["generate", "--out"])
+        .arg(&org)
+        .args([
+            "--days",
+            "5",
+            "--accounts",
+            "9",
+            "--seed",
+            "1",
+            "--noise",
+            "20",
+        ])
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let (admin, viewer) = ("admin-token-1", "sandbox-viewer-token");
+    let config = dir.path().join("trailhound.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[auth]
+mode = "tokens"
+[[auth.tokens]]
+name = "admin"
+sha256 = "{a}"
+role = "admin"
+[[auth.tokens]]
+name = "sandbox"
+sha256 = "{v}"
+role = "viewer"
+ous = ["Root/Sandbox"]
+"#,
+            a = trailhound_runtime::auth::token_sha256(admin),
+            v = trailhound_runtime::auth::token_sha256(viewer),
+        ),
+    )
+    .unwrap();
+    let ports = ports();
+    let args = up_args(&ports);
+    let org_json = org.join("org.json");
+    let mut cmd: Vec<&str> = vec!["--config", config.to_str().unwrap()];
+    cmd.extend(args.iter().map(String::as_str));
+    cmd.extend(["--org", org_json.to_str().unwrap()]);
+    let mut up = Service::start("up", &dir.path().join("data"), &cmd);
+    crate::harness::wait_ready(&mut up, ports[2]).await;
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let out = Command::new(trailhound_bin())
+        .args(["push", "--input"])
+        .arg(org.join("trail"))
+        .args(["--ingest", &format!("http://{}", addr(0))])
+        .args(["--flush-detect", &format!("http://{}", addr(2))])
+        .args(["--token", admin])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&org_json).unwrap()).unwrap();
+    let mut sandbox = Vec::new();
+    let mut others = Vec::new();
+    for a in snapshot["accounts"].as_array().unwrap() {
+        let ou: Vec<&str> = a["ou_path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let id = a["id"].as_str().unwrap().to_string();
+        if ou.get(1) == Some(&"Sandbox") {
+            sandbox.push((id, a["name"].as_str().unwrap().to_string()));
+        } else {
+            others.push((id, a["name"].as_str().unwrap().to_string()));
+        }
+    }
+    assert!(!sandbox.is_empty() && !others.is_empty());
+    let as_ = |t: &str, a: &str, method: &str, body: &str| {
+        let (ok, out) = grpcurl(&["-plaintext", "-H", &bearer(t), "-d", body, a, method]);
+        assert!(ok, "{method}: {out}");
+        out
+    };
+    // Records name their account as "accountId"; text and pages as
+    // "name (id…)". (Contributors may name foreign principals' ARNs: that
+    // is the in-scope account's own trail.)
+    let names_other = |text: &str| {
+        others
+            .iter()
+            .find(|(id, _)| {
+                text.contains(&format!("\"accountId\": \"{id}\""))
+                    || text.contains(&format!("({id}"))
+            })
+            .cloned()
+    };
+    let anomalies = "trailhound.detect.v1.DetectService/ListAnomalies";
+    let everything = as_(admin, &addr(2), anomalies, r#"{"page_size":500}"#);
+    assert!(
+        names_other(&everything).is_some(),
+        "the admin sees other OUs' anomalies"
+    );
+    let scoped = as_(viewer, &addr(2), anomalies, r#"{"page_size":500}"#);
+    assert!(
+        sandbox.iter().any(|(id, _)| scoped.contains(id.as_str())),
+        "{scoped}"
+    );
+    assert_eq!(names_other(&scoped), None, "ListAnomalies leaked");
+    // An out-of-scope anomaly by id is NOT_FOUND, like a missing one.
+    let v: serde_json::Value = serde_json::from_str(&everything).unwrap();
+    let foreign = v["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| others.iter().any(|(id, _)| a["accountId"] == id.as_str()))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &bearer(viewer),
+        "-d",
+        &format!(r#"{{"id":"{foreign}"}}"#),
+        &addr(2),
+        "trailhound.detect.v1.DetectService/GetAnomaly",
+    ]);
+    assert!(!ok && out.contains("NotFound"), "{out}");
+    let watched = {
+        let out = Command::new(grpcurl_bin())
+            .args([
+                "-plaintext",
+                "-max-time",
+                "3",
+                "-H",
+                &bearer(viewer),
+                "-d",
+                r#"{"since":"2000-01-01T00:00:00Z"}"#,
+                &addr(2),
+                "trailhound.detect.v1.DetectService/WatchAnomalies",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(
+        sandbox.iter().any(|(id, _)| watched.contains(id.as_str())),
+        "{watched}"
+    );
+    assert_eq!(names_other(&watched), None, "WatchAnomalies leaked");
+    let insights = as_(
+        viewer,
+        &addr(3),
+        "trailhound.insights.v1.InsightsService/ListInsights",
+        r#"{"page_size":100}"#,
+    );
+    assert_eq!(names_other(&insights), None, "ListInsights leaked");
+    let q = r#"{"question":"What accounts had the highest cost impact this week?"}"#;
+    let answer = as_(
+        viewer,
+        &addr(3),
+        "trailhound.insights.v1.InsightsService/Ask",
+        q,
+    );
+    assert_eq!(names_other(&answer), None, "Ask leaked:\n{answer}");
+    let answer_all = as_(
+        admin,
+        &addr(3),
+        "trailhound.insights.v1.InsightsService/Ask",
+        q,
+    );
+    assert!(names_other(&answer_all).is_some(), "{answer_all}");
+    let accounts = as_(
+        viewer,
+        &addr(1),
+        "trailhound.enrich.v1.EnrichService/ListAccounts",
+        "{}",
+    );
+    assert!(
+        !others.iter().any(|(id, _)| accounts.contains(id.as_str())),
+        "ListAccounts leaked"
+    );
+    assert!(accounts.contains(sandbox[0].0.as_str()));
+    let one = as_(
+        viewer,
+        &addr(1),
+        "trailhound.enrich.v1.EnrichService/GetAccount",
+        &format!(r#"{{"account_id":"{}"}}"#, others[0].0),
+    );
+    assert!(
+        !one.contains(others[0].1.as_str()),
+        "GetAccount leaked: {one}"
+    );
+    let page = reqwest::Client::new()
+        .get(format!("http://{}/", addr(5)))
+        .bearer_auth(viewer)
+        .send()
+        .await
+        .unwrap();
+    assert!(page.status().is_success());
+    let html = page.text().await.unwrap();
+    let linked = |html: &str| {
+        others
+            .iter()
+            .any(|(id, _)| html.contains(&format!("account={id}&")))
+    };
+    assert!(!linked(&html), "the dashboard leaked");
+    assert!(
+        sandbox
+            .iter()
+            .any(|(id, _)| html.contains(&format!("account={id}&"))),
+        "{html}"
+    );
+    let all = reqwest::Client::new()
+        .get(format!("http://{}/", addr(5)))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(linked(&all), "the admin's dashboard shows other OUs");
+    let anonymous = reqwest::get(format!("http://{}/", addr(5))).await.unwrap();
+    assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
+    up.stop();
+}

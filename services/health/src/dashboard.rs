@@ -116,15 +116,57 @@ async fn health_json(State(m): State<Arc<Monitor>>) -> impl IntoResponse {
     }))
 }
 
-async fn page(State(m): State<Arc<Monitor>>, Query(q): Query<EntityQuery>) -> Html<String> {
+/// Whether a caller with `scope` may see insight `i` (pb form).
+fn visible(scope: &trailhound_core::Scope, i: &ipb::Insight) -> bool {
+    if scope.is_unrestricted() {
+        return true;
+    }
+    let Some(a) = i.anomaly.as_ref() else {
+        return false;
+    };
+    let (ou, env) = a
+        .account
+        .as_ref()
+        .map(|m| {
+            (
+                m.ou_path.clone(),
+                trailhound_core::convert::environment_from_pb(m.environment),
+            )
+        })
+        .unwrap_or((Vec::new(), trailhound_core::Environment::Unknown));
+    scope.allows(&a.account_id, &ou, env)
+}
+
+async fn page(
+    State(m): State<Arc<Monitor>>,
+    principal: Option<axum::Extension<trailhound_runtime::auth::Principal>>,
+    Query(q): Query<EntityQuery>,
+) -> Html<String> {
     let h = m.current();
     let cfg = m.config();
+    // Health reads with its own service identity; the page shows only the
+    // signed-in person's scope, so the filter is applied here, where the
+    // page reads the data.
+    let scope = principal.map(|p| p.0.scope).unwrap_or_default();
     let insights = match cfg.targets.get("insights") {
         // A chosen account narrows the list to it.
         // Rows are incidents, each of one or more windows: fetch the most
         // the service pages at once and group them.
-        Some(ep) => fetch_insights(ep, 100, q.account.as_deref()).await,
+        Some(ep) => fetch_insights(ep, 100, q.account.as_deref())
+            .await
+            .map(|mut l| {
+                l.retain(|i| visible(&scope, i));
+                l
+            }),
         None => Err("no insights service configured".into()),
+    };
+    // A chosen account outside the scope charts nothing, as if unknown.
+    let account_visible = |account: &str| {
+        scope.is_unrestricted()
+            || insights.as_ref().is_ok_and(|l| {
+                l.iter()
+                    .any(|i| i.anomaly.as_ref().is_some_and(|a| a.account_id == account))
+            })
     };
     // The entity: the query's, else the top incident's.
     let newest = insights
@@ -142,6 +184,7 @@ async fn page(State(m): State<Arc<Monitor>>, Query(q): Query<EntityQuery>) -> Ht
         )),
         _ => newest.map(|a| (a.detector, a.account_id, a.region)),
     };
+    let entity = entity.filter(|(_, a, _)| account_visible(a));
     let series = match (&entity, cfg.targets.get("detect")) {
         (Some((d, a, r)), Some(ep)) => Some(fetch_series(ep, d, a, r).await),
         (Some(_), None) => Some(Err("no detect service configured".into())),

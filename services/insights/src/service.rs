@@ -51,12 +51,16 @@ pub struct InsightFilter {
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
     pub include_suppressed: bool,
+    /// What the caller may see; out of scope is skipped like absent,
+    /// before paging.
+    pub scope: trailhound_core::Scope,
 }
 
 impl InsightFilter {
     pub fn matches(&self, i: &Insight) -> bool {
         let a = &i.anomaly;
-        (self.include_suppressed || !i.is_suppressed())
+        self.scope.allows(&a.account_id, &a.ou_path, a.environment)
+            && (self.include_suppressed || !i.is_suppressed())
             && self.account_id.as_ref().is_none_or(|x| *x == a.account_id)
             && self.environment.is_none_or(|e| e == a.environment)
             && self.min_severity.is_none_or(|s| i.severity >= s)
@@ -413,9 +417,20 @@ impl Insights {
     }
 
     pub async fn ask(&self, question: &str, limit: usize) -> Result<Answer, InsightsError> {
+        self.ask_in(question, limit, &trailhound_core::Scope::all())
+            .await
+    }
+
+    /// [`Insights::ask`] over only what `scope` allows.
+    pub async fn ask_in(
+        &self,
+        question: &str,
+        limit: usize,
+        scope: &trailhound_core::Scope,
+    ) -> Result<Answer, InsightsError> {
         self.stats.questions.fetch_add(1, Ordering::Relaxed);
         let backend = self.ask.read().unwrap_or_else(|p| p.into_inner()).clone();
-        Ok(backend.ask(question, limit).await?)
+        Ok(backend.ask_in(question, limit, scope).await?)
     }
 }
 

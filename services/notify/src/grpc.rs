@@ -94,6 +94,7 @@ impl NotifyService for NotifyGrpc {
         &self,
         req: Request<pb::ListDeliveriesRequest>,
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let r = req.into_inner();
         if r.limit > MAX_LIMIT {
             return Err(status::invalid(
@@ -107,6 +108,7 @@ impl NotifyService for NotifyGrpc {
             incident_id: non_empty(r.incident_id),
             status: status_from_pb(r.status)?,
             limit: r.limit as usize,
+            scope,
         };
         Ok(Response::new(pb::ListDeliveriesResponse {
             deliveries: self
