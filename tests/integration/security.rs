@@ -396,6 +396,23 @@ burst = 6
     );
     // Health's in-process probes are a service identity.
     assert!(lines.iter().any(|l| l["kind"] == "service"));
+    // `trailhound audit` reads it back, by subject.
+    let out = Command::new(trailhound_bin())
+        .args(["--config", config.to_str().unwrap(), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["audit", "--since", "1h", "--subject", "u-2", "--denied"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("SetServing permission_denied") && !text.contains("ana@example.com"),
+        "{text}"
+    );
 
     // Rotation: new files on disk, new certificate served, no restart.
     let rotated = dir.path().join("rotated");

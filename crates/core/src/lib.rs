@@ -16,6 +16,7 @@ pub mod fieldpath;
 pub mod insight;
 pub mod pipeline;
 pub mod scope;
+pub mod text;
 
 pub use account::{AccountMetadata, Environment, EnvironmentRules, OrgSnapshot};
 pub use anomaly::{Anomaly, AnomalyKind, Contributor, FeatureValue};

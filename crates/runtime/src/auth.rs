@@ -348,12 +348,14 @@ impl Principal {
         }
     }
 
-    /// The name audit records and rate limits use.
+    /// The caller for log lines: one plain line (token claims are the
+    /// issuer's, certificate names the CA's, neither ours).
     pub fn display(&self) -> String {
-        match &self.name {
+        let s = match &self.name {
             Some(n) if *n != self.subject => format!("{n} ({})", self.subject),
             _ => self.subject.clone(),
-        }
+        };
+        trailhound_core::text::clean_line(&s)
     }
 }
 

@@ -13,6 +13,7 @@ use trailhound_runtime::CommonArgs;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod ask;
+mod audit;
 mod certs;
 mod demo;
 mod nab;
@@ -104,6 +105,8 @@ enum Command {
     /// Writes a development CA and a certificate and key for each service
     /// and for tools (`client`), for TLS and mTLS ([tls] section).
     Certs(certs::CertsArgs),
+    /// Reads the audit log: `audit --since 1h [--subject …] [--denied]`.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -203,6 +206,7 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::Nab(args) => nab::run(&args),
         Command::Certs(args) => certs::run(&args),
+        Command::Audit(args) => audit::run(&common, &args),
         Command::Org(args) => rt.block_on(org::run(&common, &args)),
         command => rt.block_on(async move {
             trailhound_runtime::shutdown_on_signal(shutdown.clone());

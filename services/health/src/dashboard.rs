@@ -422,7 +422,7 @@ pub fn render_page(
 ingest <b id=\"events-per-second\">{ingest_rate:.1} events/s</b></p>"
     );
 
-    o.push_str("<h2>Services</h2><table id=\"services\"><tr><th>service</th><th>status</th><th>in/s</th><th>out/s</th><th>events in</th><th>lag s</th><th>batch p99 ms</th><th>errors</th><th>dead letters</th><th>cache hit</th><th>check ms</th></tr>");
+    o.push_str("<h2>Services</h2><table id=\"services\"><tr><th>service</th><th>status</th><th>in/s</th><th>out/s</th><th>events in</th><th>lag s</th><th>batch p99 ms</th><th>errors</th><th>dead letters</th><th>cache hit</th><th>check ms</th><th>denied</th></tr>");
     for s in &h.services {
         let st = s.status();
         let d = s.stats.clone().unwrap_or_default();
@@ -431,7 +431,8 @@ ingest <b id=\"events-per-second\">{ingest_rate:.1} events/s</b></p>"
             o,
             "<tr class=\"service\" data-service=\"{name}\"><td>{name}</td>\
 <td><span class=\"badge {cls}\">{label}</span><div class=\"reasons\">{reasons}</div></td>\
-<td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{:.1}</td><td>{:.0}</td><td>{errors}</td><td>{}</td><td>{}</td><td>{:.0}</td></tr>",
+<td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{:.1}</td><td>{:.0}</td><td>{errors}</td><td>{}</td><td>{}</td><td>{:.0}</td>\
+<td class=\"denied\" title=\"refused as unauthenticated or not permitted; over a caller's limit\">{} / {}{insecure}</td></tr>",
             d.events_in_per_second,
             d.events_out_per_second,
             d.events_in,
@@ -442,6 +443,13 @@ ingest <b id=\"events-per-second\">{ingest_rate:.1} events/s</b></p>"
                 .map(|r| format!("{:.0}%", r * 100.0))
                 .unwrap_or_else(|| "–".into()),
             s.latency_ms,
+            d.denied_requests,
+            d.rate_limited_requests,
+            insecure = if d.insecure.is_empty() {
+                String::new()
+            } else {
+                format!("<div class=\"reasons sev-HIGH\">{}</div>", esc(&d.insecure))
+            },
             name = esc(&s.name),
             cls = status_class(st),
             label = label(st),

@@ -345,14 +345,22 @@ impl Insights {
                 .unwrap_or_default()
         );
         let detect = &self.config.detect_address;
+        // Every value is quoted for the shell (the JSON bodies as one
+        // word, built as JSON so a quote in a value stays data).
+        use trailhound_core::text::shell_quote;
+        let id_body = serde_json::json!({ "id": a.id }).to_string();
+        let series_body = serde_json::json!({
+            "detector": a.detector, "account_id": a.account_id, "region": a.region,
+        })
+        .to_string();
         let mut investigate = vec![
             format!(
-                "grpcurl -plaintext -d '{{\"id\":\"{}\"}}' {detect} trailhound.detect.v1.DetectService/GetAnomaly",
-                a.id
+                "grpcurl -plaintext -d {} {detect} trailhound.detect.v1.DetectService/GetAnomaly",
+                shell_quote(&id_body)
             ),
             format!(
-                "grpcurl -plaintext -d '{{\"detector\":\"{}\",\"account_id\":\"{}\",\"region\":\"{}\"}}' {detect} trailhound.detect.v1.DetectService/GetUsageSeries",
-                a.detector, a.account_id, a.region
+                "grpcurl -plaintext -d {} {detect} trailhound.detect.v1.DetectService/GetUsageSeries",
+                shell_quote(&series_body)
             ),
             format!(
                 "trailhound ask \"Why was account {} flagged {}?\"",
@@ -366,9 +374,9 @@ impl Insights {
             .find(|c| c.dimension == "event_name")
         {
             investigate.push(format!(
-                "aws cloudtrail lookup-events --region {} --lookup-attributes AttributeKey=EventName,AttributeValue={} --start-time {} --end-time {}",
-                a.region,
-                event.value,
+                "aws cloudtrail lookup-events --region {} --lookup-attributes {} --start-time {} --end-time {}",
+                shell_quote(&a.region),
+                shell_quote(&format!("AttributeKey=EventName,AttributeValue={}", event.value)),
                 a.window_start.format("%Y-%m-%dT%H:%M:%SZ"),
                 a.window_end.format("%Y-%m-%dT%H:%M:%SZ")
             ));
