@@ -293,7 +293,7 @@ burst = 6
     // Roles: a viewer reads but pulls no lever, naming the role needed.
     let viewer = issuer.token(
         "k1",
-        serde_json::json!({"sub": "u-2", "groups": ["sandbox-team"]}),
+        serde_json::json!({"sub": "u-2", "email": "vic@example.com", "groups": ["sandbox-team"]}),
     );
     let mut v = client.clone();
     v.extend(["-H".to_string(), bearer(&viewer)]);
@@ -410,7 +410,9 @@ burst = 6
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("SetServing permission_denied") && !text.contains("ana@example.com"),
+        text.contains("SetServing permission_denied")
+            && text.contains("vic@example.com")
+            && !text.contains("ana@example.com"),
         "{text}"
     );
 
