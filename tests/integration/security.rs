@@ -671,13 +671,27 @@ async fn a_scoped_viewer_sees_only_its_scope_everywhere_it_reads() {
         .unwrap();
     assert!(st.status.success());
     let (admin, viewer) = ("admin-token-1", "sandbox-viewer-token");
+    // A real OIDC provider for the dashboard's sign-in (PyPI's
+    // oidc-provider-mock, installed by scripts/test-tools.sh).
+    let provider = OidcProvider::start(dir.path());
+    let secret_file = dir.path().join("oidc-client-secret");
+    std::fs::write(&secret_file, "dashboard-client-secret-42\n").unwrap();
+    let ports = ports();
     let config = dir.path().join("trailhound.toml");
     std::fs::write(
         &config,
         format!(
             r#"
 [auth]
-mode = "tokens"
+mode = "oidc"
+issuer = "{issuer}"
+audience = "trailhound-dashboard"
+public_url = "http://localhost:{hp}"
+client_secret_file = "{secret}"
+[[auth.grants]]
+group = "sandbox-team"
+role = "viewer"
+ous = ["Root/Sandbox"]
 [[auth.tokens]]
 name = "admin"
 sha256 = "{a}"
@@ -690,10 +704,12 @@ ous = ["Root/Sandbox"]
 "#,
             a = trailhound_runtime::auth::token_sha256(admin),
             v = trailhound_runtime::auth::token_sha256(viewer),
+            issuer = provider.url,
+            hp = ports[5],
+            secret = secret_file.display(),
         ),
     )
     .unwrap();
-    let ports = ports();
     let args = up_args(&ports);
     let org_json = org.join("org.json");
     let mut cmd: Vec<&str> = vec!["--config", config.to_str().unwrap()];
@@ -880,7 +896,305 @@ ous = ["Root/Sandbox"]
         .await
         .unwrap();
     assert!(linked(&all), "the admin's dashboard shows other OUs");
-    let anonymous = reqwest::get(format!("http://{}/", addr(5))).await.unwrap();
-    assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
+    // Without a session or a token a browser is sent to sign in; a
+    // script gets 401.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let anonymous = no_redirects
+        .get(format!("http://{}/", addr(5)))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), reqwest::StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.headers()["location"], "/auth/login");
+    let script = no_redirects
+        .get(format!("http://{}/metrics", addr(5)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let login = no_redirects
+        .get(format!("http://{}/auth/login", addr(5)))
+        .send()
+        .await
+        .unwrap();
+    let to = login.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        to.starts_with(&provider.url)
+            && to.contains("code_challenge_method=S256")
+            && to.contains("state="),
+        "{to}"
+    );
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("SameSite"),
+        "{cookie}"
+    );
+
+    // A person signs in through the provider in a real browser and sees
+    // the sandbox only.
+    match Browser::start(dir.path()).await {
+        None => eprintln!(
+            "skipped the browser sign-in: chromium or chromedriver is missing (scripts/test-tools.sh installs them)"
+        ),
+        Some(b) => {
+            let home = format!("http://localhost:{}/", ports[5]);
+            b.go(&home).await;
+            let url = b.url().await;
+            assert!(
+                url.starts_with(&provider.url) && url.contains("/oauth2/authorize"),
+                "not sent to sign in: {url}"
+            );
+            b.type_into("input[name=sub]", "vic").await;
+            b.click("button[type=submit]").await;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut html = b.source().await;
+            while !html.contains("signed-in") {
+                assert!(
+                    Instant::now() < deadline,
+                    "not signed in: {} {html}\n{}",
+                    b.url().await,
+                    up.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                html = b.source().await;
+            }
+            assert!(
+                html.contains("vic@example.com") && html.contains("ous=Root/Sandbox"),
+                "{html}"
+            );
+            assert!(
+                sandbox
+                    .iter()
+                    .any(|(id, _)| html.contains(&format!("account={id}&amp;"))
+                        || html.contains(&format!("account={id}&"))),
+                "{html}"
+            );
+            assert!(
+                !others
+                    .iter()
+                    .any(|(id, _)| html.contains(&format!("account={id}&"))),
+                "the signed-in page leaked"
+            );
+            // Logout ends the session: the next visit signs in again.
+            b.go(&format!("{home}auth/logout")).await;
+            b.go(&home).await;
+            let url = b.url().await;
+            assert!(
+                url.contains("/oauth2/authorize"),
+                "still signed in after logout: {url}"
+            );
+            b.quit().await;
+        }
+    }
     up.stop();
+    let logs = up.logs();
+    for secret in [admin, viewer, "dashboard-client-secret-42"] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+}
+
+/// oidc-provider-mock on a free loopback port, with a sandbox viewer.
+struct OidcProvider {
+    url: String,
+    child: std::process::Child,
+}
+
+impl OidcProvider {
+    fn start(dir: &Path) -> OidcProvider {
+        let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../.cache/venv/bin/oidc-provider-mock");
+        assert!(
+            bin.exists(),
+            "oidc-provider-mock missing: run scripts/test-tools.sh"
+        );
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("oidc.log")).unwrap();
+        let child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--user-claims"])
+            .arg(r#"{"sub":"vic","email":"vic@example.com","groups":["sandbox-team"]}"#)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "oidc-provider-mock did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        OidcProvider { url, child }
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Headless chromium driven through chromedriver (WebDriver over HTTP).
+struct Browser {
+    base: String,
+    http: reqwest::Client,
+    driver: std::process::Child,
+}
+
+impl Browser {
+    async fn start(dir: &Path) -> Option<Browser> {
+        let ok = |b: &str| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !ok("chromium") || !ok("chromedriver") {
+            return None;
+        }
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let profile = dir.join("chromium-profile");
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--no-first-run", format!("--user-data-dir={}", profile.display())],
+        }}}});
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let session = loop {
+            if let Ok(r) = http
+                .post(format!("{base}/session"))
+                .json(&caps)
+                .send()
+                .await
+                && let Ok(v) = r.json::<serde_json::Value>().await
+                && let Some(id) = v["value"]["sessionId"].as_str()
+            {
+                break id.to_string();
+            }
+            assert!(Instant::now() < deadline, "chromedriver gave no session");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        Some(Browser {
+            base: format!("{base}/session/{session}"),
+            http,
+            driver,
+        })
+    }
+
+    async fn cmd(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let v: serde_json::Value = self
+            .http
+            .post(format!("{}/{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(v["value"].get("error").is_none(), "webdriver {path}: {v}");
+        v["value"].clone()
+    }
+
+    async fn get(&self, path: &str) -> serde_json::Value {
+        let v: serde_json::Value = self
+            .http
+            .get(format!("{}/{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.cmd("url", serde_json::json!({"url": url})).await;
+    }
+
+    async fn url(&self) -> String {
+        self.get("url")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn source(&self) -> String {
+        self.get("source")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let e = self
+            .cmd(
+                "element",
+                serde_json::json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        e.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(|v| v.as_str())
+            .unwrap()
+            .to_string()
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css).await;
+        self.cmd(
+            &format!("element/{e}/value"),
+            serde_json::json!({"text": text}),
+        )
+        .await;
+    }
+
+    /// Ends the session, which closes chromium.
+    async fn quit(&self) {
+        let _ = self.http.delete(&self.base).send().await;
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.element(css).await;
+        self.cmd(&format!("element/{e}/click"), serde_json::json!({}))
+            .await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // End the session (closing chromium) even when the test failed
+        // half-way: a plain blocking HTTP DELETE.
+        use std::io::{Read, Write};
+        if let Some(rest) = self.base.strip_prefix("http://")
+            && let Some((host, path)) = rest.split_once('/')
+            && let Ok(mut s) = std::net::TcpStream::connect(host)
+        {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = write!(
+                s,
+                "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = s.read_to_end(&mut Vec::new());
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
 }

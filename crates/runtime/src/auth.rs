@@ -172,6 +172,9 @@ pub struct AuthConfig {
     /// … its secret, from this environment variable (none for a public
     /// client) …
     pub client_secret_env: Option<String>,
+    /// … or from this file (a mounted secret); sent with HTTP Basic
+    /// (`client_secret_basic`).
+    pub client_secret_file: Option<PathBuf>,
     /// … and the dashboard's external URL, for the redirect URI
     /// (`<public_url>/auth/callback`).
     pub public_url: Option<String>,
@@ -194,6 +197,7 @@ impl Default for AuthConfig {
             services: SERVICE_NAMES.iter().map(|s| s.to_string()).collect(),
             client_id: None,
             client_secret_env: None,
+            client_secret_file: None,
             public_url: None,
             oidc_scopes: vec!["openid".into(), "email".into(), "profile".into()],
         }
@@ -724,9 +728,19 @@ impl Authenticator {
     /// The key `kid` names, fetching the JWKS when it is not cached.
     async fn key_for(&self, kid: Option<&str>) -> Result<jsonwebtoken::DecodingKey, AuthError> {
         let mut jwks = self.jwks.lock().await;
+        // A token without a kid may use a set's only key; a set whose keys
+        // carry no kid serves any kid (single-key issuers).
         let lookup = |j: &Jwks| match kid {
-            Some(k) => j.keys.get(k).cloned(),
-            None => j.anonymous.first().cloned(),
+            Some(k) => j
+                .keys
+                .get(k)
+                .cloned()
+                .or_else(|| j.anonymous.first().cloned()),
+            None => j.anonymous.first().cloned().or_else(|| {
+                (j.keys.len() == 1)
+                    .then(|| j.keys.values().next().cloned())
+                    .flatten()
+            }),
         };
         if let Some(k) = lookup(&jwks) {
             return Ok(k);

@@ -43,6 +43,7 @@ pub fn router(monitor: Arc<Monitor>) -> axum::Router {
         .route("/metrics", axum::routing::get(metrics))
         .route("/health.json", axum::routing::get(health_json))
         .with_state(monitor)
+        .merge(crate::signin::router())
 }
 
 async fn metrics(State(m): State<Arc<Monitor>>) -> impl IntoResponse {
@@ -147,6 +148,10 @@ async fn page(
     // Health reads with its own service identity; the page shows only the
     // signed-in person's scope, so the filter is applied here, where the
     // page reads the data.
+    let who = principal
+        .as_ref()
+        .filter(|p| p.0.kind == trailhound_runtime::auth::PrincipalKind::User)
+        .map(|p| p.0.display());
     let scope = principal.map(|p| p.0.scope).unwrap_or_default();
     let insights = match cfg.targets.get("insights") {
         // A chosen account narrows the list to it.
@@ -190,7 +195,7 @@ async fn page(
         (Some(_), None) => Some(Err("no detect service configured".into())),
         (None, _) => None,
     };
-    Html(render_page(
+    let mut html = render_page(
         &h,
         &insights,
         entity.as_ref(),
@@ -198,7 +203,20 @@ async fn page(
         q.account.as_deref(),
         cfg.poll_interval,
         cfg.dashboard_anomalies as usize,
-    ))
+    );
+    if let Some(who) = who
+        && let Some(at) = html.find("<body>")
+    {
+        html.insert_str(
+            at + "<body>".len(),
+            &format!(
+                "<p class=\"reasons\" id=\"signed-in\">Signed in as {} · scope {} · <a href=\"/auth/logout\">sign out</a></p>",
+                esc(&who),
+                esc(&scope.describe())
+            ),
+        );
+    }
+    Html(html)
 }
 
 /// Consecutive anomalous windows of one entity, as insights groups them.

@@ -16,6 +16,7 @@ pub mod evaluate;
 pub mod monitor;
 pub mod probe;
 pub mod recovery;
+pub mod signin;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
