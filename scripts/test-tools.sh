@@ -13,7 +13,7 @@
 #                    runs it against the offline advisory snapshot)
 #   oidc-provider-mock (a real OpenID Connect provider for the dashboard's
 #                    sign-in test)
-#   chromium        (Debian's headless browser, for the health dashboard
+#   chromium        (Debian's headless browser and its chromedriver, for the dashboard
 #                    test; installed with apt when missing, as root)
 # Re-runs are free: the list is stamped and only a changed list reinstalls.
 set -euo pipefail
@@ -43,7 +43,7 @@ rotel_bin=$("$venv/bin/python" -c "import pathlib, rotel; print(pathlib.Path(rot
 [ -x "$rotel_bin" ] || { echo "rotel did not install: no $rotel_bin" >&2; exit 1; }
 ln -sf "$rotel_bin" "$venv/bin/rotel"
 "$venv/bin/rotel" version >/dev/null || { echo "rotel does not run" >&2; exit 1; }
-if ! command -v chromium >/dev/null 2>&1; then
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null \
       || { apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }

@@ -676,6 +676,12 @@ async fn a_scoped_viewer_sees_only_its_scope_everywhere_it_reads() {
     let provider = OidcProvider::start(dir.path());
     let secret_file = dir.path().join("oidc-client-secret");
     std::fs::write(&secret_file, "dashboard-client-secret-42\n").unwrap();
+    // A webhook that refuses connections: its failures must not print its
+    // URL (the path is the secret) or its signing secret.
+    let (hook_file, hook_secret_file) =
+        (dir.path().join("hook-url"), dir.path().join("hook-secret"));
+    std::fs::write(&hook_file, "http://127.0.0.1:9/hooks/T0P-SECRET-PATH").unwrap();
+    std::fs::write(&hook_secret_file, "hmac-secret-77").unwrap();
     let ports = ports();
     let config = dir.path().join("trailhound.toml");
     std::fs::write(
@@ -696,6 +702,17 @@ ous = ["Root/Sandbox"]
 name = "admin"
 sha256 = "{a}"
 role = "admin"
+[[notify.channels]]
+name = "siem"
+kind = "webhook"
+url_file = "{hook}"
+secret_file = "{hook_secret}"
+[[notify.channels]]
+name = "log"
+kind = "log"
+[[notify.routes]]
+name = "all"
+channels = ["log", "siem"]
 [[auth.tokens]]
 name = "sandbox"
 sha256 = "{v}"
@@ -707,6 +724,8 @@ ous = ["Root/Sandbox"]
             issuer = provider.url,
             hp = ports[5],
             secret = secret_file.display(),
+            hook = hook_file.display(),
+            hook_secret = hook_secret_file.display(),
         ),
     )
     .unwrap();
@@ -718,6 +737,20 @@ ous = ["Root/Sandbox"]
     let mut up = Service::start("up", &dir.path().join("data"), &cmd);
     crate::harness::wait_ready(&mut up, ports[2]).await;
     let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    // 35 forged alerts, even with an admin token: all refused, none spends
+    // a channel's budget; the real ones below still go out.
+    for _ in 0..35 {
+        let (ok, out) = grpcurl(&[
+            "-plaintext",
+            "-H",
+            &bearer(admin),
+            "-d",
+            r#"{"insight":{}}"#,
+            &addr(4),
+            "trailhound.notify.v1.NotifyService/Notify",
+        ]);
+        assert!(!ok && out.contains("PermissionDenied"), "{out}");
+    }
     let out = Command::new(trailhound_bin())
         .args(["push", "--input"])
         .arg(org.join("trail"))
@@ -896,6 +929,40 @@ ous = ["Root/Sandbox"]
         .await
         .unwrap();
     assert!(linked(&all), "the admin's dashboard shows other OUs");
+    let deliveries = as_(
+        admin,
+        &addr(4),
+        "trailhound.notify.v1.NotifyService/ListDeliveries",
+        r#"{"channel":"log","limit":500}"#,
+    );
+    assert!(
+        deliveries.contains("DELIVERY_STATUS_DELIVERED")
+            && !deliveries.contains("DELIVERY_STATUS_SKIPPED"),
+        "{deliveries}"
+    );
+    // A real critical alert went out despite the forgeries.
+    let critical = as_(
+        admin,
+        &addr(3),
+        "trailhound.insights.v1.InsightsService/ListInsights",
+        r#"{"min_severity":"SEVERITY_CRITICAL","page_size":100}"#,
+    );
+    let critical: serde_json::Value = serde_json::from_str(&critical).unwrap();
+    let delivered: serde_json::Value = serde_json::from_str(&deliveries).unwrap();
+    let ids: Vec<&str> = critical["insights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert!(!ids.is_empty(), "the trail has a critical incident");
+    assert!(
+        delivered["deliveries"].as_array().unwrap().iter().any(|d| {
+            d["status"] == "DELIVERY_STATUS_DELIVERED"
+                && ids.contains(&d["insightId"].as_str().unwrap_or_default())
+        }),
+        "no critical alert delivered: {deliveries}"
+    );
     // Without a session or a token a browser is sent to sign in; a
     // script gets 401.
     let no_redirects = reqwest::Client::builder()
@@ -990,9 +1057,25 @@ ous = ["Root/Sandbox"]
             b.quit().await;
         }
     }
+    // The refused webhook has failed (and said so) by now, or soon.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !up.logs().contains("delivery failed") {
+        assert!(
+            Instant::now() < deadline,
+            "the webhook never failed:\n{}",
+            up.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     up.stop();
     let logs = up.logs();
-    for secret in [admin, viewer, "dashboard-client-secret-42"] {
+    for secret in [
+        admin,
+        viewer,
+        "dashboard-client-secret-42",
+        "T0P-SECRET-PATH",
+        "hmac-secret-77",
+    ] {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
 }
