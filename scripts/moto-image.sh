@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 tag="${1:-trailhound/moto:local}"
 scripts/test-tools.sh
 venv="$PWD/.cache/venv"
+# The same virtualenv makes the same image: skip when the image is of it.
+stamp="$(cat "$venv/.installed")"
+if [ "$(docker image inspect -f '{{index .Config.Labels "trailhound.venv"}}' "$tag" 2>/dev/null)" = "$stamp" ]; then
+  echo "$tag is up to date"
+  exit 0
+fi
 prefix="$("$venv/bin/python" -c 'import sys; print(sys.base_prefix)')"
 ver="$("$venv/bin/python" -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')"
 root="$(mktemp -d)"
@@ -41,5 +47,5 @@ echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
 
 tar -C "$root" -cf - . | docker import \
   -c "ENTRYPOINT [\"$venv/bin/python\", \"-m\", \"moto.server\", \"-H\", \"0.0.0.0\", \"-p\", \"5000\"]" \
-  -c 'EXPOSE 5000' -c 'ENV PYTHONDONTWRITEBYTECODE=1' - "$tag" >/dev/null
+  -c 'EXPOSE 5000' -c 'ENV PYTHONDONTWRITEBYTECODE=1' -c "LABEL trailhound.venv=\"$stamp\"" - "$tag" >/dev/null
 echo "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MiB", $1/1048576}'))"

@@ -107,8 +107,19 @@ fn gz(records: &[String]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_on_aws_backends_alerts_a_burst_on_sns() {
+    // Organizations and DynamoDB on moto; S3, SQS and SNS on the
+    // messaging emulator, which is LocalStack when one is named (else the
+    // same moto).
     let emu = Emulator::start().await;
+    let separate = trailhound_testkit::containers::localstack_image().is_some();
+    let messaging = if separate {
+        Some(Emulator::start_messaging().await)
+    } else {
+        None
+    };
+    let msg = messaging.as_ref().unwrap_or(&emu);
     let aws = Aws::load(&emu.aws_config()).await.unwrap();
+    let maws = Aws::load(&msg.aws_config()).await.unwrap();
     let account = sandbox_account(&aws).await;
 
     // The trail: a generated account's three days, re-addressed to the
@@ -128,8 +139,8 @@ async fn up_on_aws_backends_alerts_a_burst_on_sns() {
         .collect();
 
     // S3 bucket announcing new objects on an SQS queue.
-    let s3 = aws_sdk_s3::Client::new(&aws.sdk_config("s3"));
-    let sqs = aws_sdk_sqs::Client::new(&aws.sdk_config("sqs"));
+    let s3 = aws_sdk_s3::Client::new(&maws.sdk_config("s3"));
+    let sqs = aws_sdk_sqs::Client::new(&maws.sdk_config("sqs"));
     let queue_url = sqs
         .create_queue()
         .queue_name("trail-notifications")
@@ -139,6 +150,17 @@ async fn up_on_aws_backends_alerts_a_burst_on_sns() {
         .queue_url()
         .unwrap()
         .to_string();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .unwrap()
+        .clone();
     {
         use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
         s3.create_bucket().bucket("org-trail").send().await.unwrap();
@@ -148,7 +170,7 @@ async fn up_on_aws_backends_alerts_a_burst_on_sns() {
                 NotificationConfiguration::builder()
                     .queue_configurations(
                         QueueConfiguration::builder()
-                            .queue_arn("arn:aws:sqs:us-east-1:123456789012:trail-notifications")
+                            .queue_arn(&queue_arn)
                             .events(Event::from("s3:ObjectCreated:*"))
                             .build()
                             .unwrap(),
@@ -161,7 +183,7 @@ async fn up_on_aws_backends_alerts_a_burst_on_sns() {
     }
 
     // SNS topic with an HTTP subscriber that filters on the account.
-    let sns = aws_sdk_sns::Client::new(&aws.sdk_config("sns"));
+    let sns = aws_sdk_sns::Client::new(&maws.sdk_config("sns"));
     let topic = sns
         .create_topic()
         .name("trailhound-alerts")
@@ -199,6 +221,7 @@ async fn up_on_aws_backends_alerts_a_burst_on_sns() {
 [aws]
 region = "us-east-1"
 endpoint_url = "{endpoint}"
+endpoints = {{ s3 = "{messaging}", sqs = "{messaging}", sns = "{messaging}", logs = "{messaging}" }}
 emulator = true
 
 [enrich]
@@ -222,7 +245,8 @@ topic_arn = "{topic}"
 name = "all"
 channels = ["security-sns"]
 "#,
-            endpoint = emu.endpoint()
+            endpoint = emu.endpoint(),
+            messaging = msg.endpoint()
         ),
     )
     .unwrap();

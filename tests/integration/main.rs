@@ -6,6 +6,7 @@
 
 mod alerts;
 mod aws;
+mod compose;
 mod dashboard;
 mod demo;
 mod grpcurl;
@@ -15,4 +16,5 @@ mod otlp;
 mod pipeline;
 mod quality;
 mod security;
+mod shutdown;
 mod trace;

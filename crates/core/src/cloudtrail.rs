@@ -29,12 +29,17 @@ pub struct ParseLimits {
     /// Largest single record accepted, in bytes (CloudTrail's own events are
     /// far below 256 KiB).
     pub max_record_bytes: usize,
-    /// Largest decompressed document accepted, in bytes.
+    /// Largest decompressed document accepted, in bytes: CloudTrail's own
+    /// files are a few MB; more is a bomb or not CloudTrail.
     pub max_document_bytes: usize,
     /// Earliest plausible eventTime, ms since epoch (CloudTrail began in 2013).
     pub min_time_ms: i64,
-    /// How far past the wall clock an eventTime may be, ms.
+    /// How far past the receiving clock an eventTime may be, ms. Anything
+    /// further ahead is quarantined: it never reaches a watermark.
     pub max_future_skew_ms: i64,
+    /// How far behind the receiving clock an eventTime may be, ms; None
+    /// for no bound (replays of history).
+    pub max_age_ms: Option<i64>,
     /// Keep each record's original JSON in `Event::raw`. Services keep it
     /// (it travels in the contract); a local replay that only detects does
     /// not need the copy.
@@ -45,10 +50,11 @@ impl Default for ParseLimits {
     fn default() -> Self {
         Self {
             max_record_bytes: 1 << 20,
-            max_document_bytes: 1 << 30,
+            max_document_bytes: 128 << 20,
             // 2010-01-01T00:00:00Z
             min_time_ms: 1_262_304_000_000,
-            max_future_skew_ms: 24 * 3600 * 1000,
+            max_future_skew_ms: 5 * 60 * 1000,
+            max_age_ms: None,
             keep_raw: true,
         }
     }
@@ -257,6 +263,28 @@ fn valid_region(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// A duration for people: "23h50m", "5m", "3d2h".
+fn span(ms: i64) -> String {
+    let secs = (ms / 1000).max(0);
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(d, "d"), (h, "h"), (m, "m")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() || (s > 0 && d == 0 && h == 0) {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+fn clock_text(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// Validates and normalizes one CloudTrail record given as JSON text.
 pub fn parse_record(json: &str, limits: &ParseLimits, now_ms: i64) -> Result<Event, String> {
     if json.len() > limits.max_record_bytes {
@@ -285,7 +313,22 @@ fn normalize(
         ));
     }
     if event_time_ms > now_ms.saturating_add(limits.max_future_skew_ms) {
-        return Err(format!("field eventTime {time_text} is in the future"));
+        return Err(format!(
+            "field eventTime {time_text} is {} ahead of the receiving clock {} (max_future_skew {}): quarantined",
+            span(event_time_ms.saturating_sub(now_ms)),
+            clock_text(now_ms),
+            span(limits.max_future_skew_ms)
+        ));
+    }
+    if let Some(age) = limits.max_age_ms
+        && event_time_ms < now_ms.saturating_sub(age)
+    {
+        return Err(format!(
+            "field eventTime {time_text} is {} behind the receiving clock {} (max_event_age {}): quarantined",
+            span(now_ms.saturating_sub(event_time_ms)),
+            clock_text(now_ms),
+            span(age)
+        ));
     }
     let event_source = required(wire.event_source, "eventSource")?.into_owned();
     let event_name = required(wire.event_name, "eventName")?.into_owned();
@@ -539,15 +582,30 @@ fn document_shape(text: &str) -> Shape {
         if rest.trim_start().starts_with("\"Records\"") {
             return Shape::RecordsObject;
         }
+        if is_json_lines(t) {
+            return Shape::Lines;
+        }
         return Shape::Single;
     }
     Shape::Unknown
+}
+
+/// Whether `t` (starting with `{`) is one JSON object per line, as
+/// exports and log shippers write: its first line is a whole object and
+/// something follows it.
+fn is_json_lines(t: &str) -> bool {
+    let Some((first, rest)) = t.split_once('\n') else {
+        return false;
+    };
+    !rest.trim().is_empty() && serde_json::from_str::<IgnoredAny>(first.trim()).is_ok()
 }
 
 enum Shape {
     Array,
     RecordsObject,
     Single,
+    /// JSON Lines: one record per line.
+    Lines,
     Unknown,
 }
 
@@ -560,6 +618,8 @@ pub fn parse_document<S: RecordSink>(
     now_ms: i64,
     sink: &mut S,
 ) -> usize {
+    // A byte-order mark, as some editors and exports write, is not JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     parse_document_with(text, source, limits, now_ms, sink, true)
 }
 
@@ -597,10 +657,16 @@ fn parse_document_with<S: RecordSink>(
             ctx.record_text(text);
             return ctx.index;
         }
+        Shape::Lines => {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                ctx.record_text(line);
+            }
+            return ctx.index;
+        }
         Shape::Unknown => {
             ctx.sink.reject(Rejection::new(
                 source,
-                "not a CloudTrail document: expected {\"Records\":[...]}, an array or a record",
+                "not a CloudTrail document: expected {\"Records\":[...]}, an array of records, one record, or one record per line (JSON Lines)",
                 text,
             ));
             return 0;

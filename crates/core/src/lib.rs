@@ -15,6 +15,8 @@ pub mod event;
 pub mod fieldpath;
 pub mod insight;
 pub mod pipeline;
+pub mod reasons;
+pub mod regions;
 pub mod scope;
 pub mod text;
 

@@ -42,6 +42,10 @@ pub struct GenerateConfig {
     /// Mean unrelated events per account per hour.
     pub noise_per_account_hour: u32,
     pub incidents: bool,
+    /// Minutes of events per delivery file (one file per account × region
+    /// each period): 60 (the default) gives few large files; CloudTrail
+    /// itself delivers about every 5 minutes, many small files.
+    pub file_minutes: u32,
 }
 
 impl Default for GenerateConfig {
@@ -56,6 +60,7 @@ impl Default for GenerateConfig {
                 .unwrap_or_default(),
             noise_per_account_hour: 40,
             incidents: true,
+            file_minutes: 60,
         }
     }
 }
@@ -342,15 +347,17 @@ fn plan_incidents(cfg: &GenerateConfig, accounts: &[Account], rng: &mut ChaCha8R
     plans
 }
 
-/// Events of one account, grouped by (region, hour).
+/// Events of one account, grouped by (region, delivery period).
 struct Sink {
     files: std::collections::BTreeMap<(usize, i64), Vec<(i64, Value)>>,
+    /// A delivery period, ms.
+    period_ms: i64,
 }
 
 impl Sink {
     fn push(&mut self, region: usize, t: i64, v: Value) {
         self.files
-            .entry((region, t.div_euclid(HOUR_MS)))
+            .entry((region, t.div_euclid(self.period_ms)))
             .or_default()
             .push((t, v));
     }
@@ -781,9 +788,18 @@ fn incident_events(p: &Plan, a: &Account, rng: &mut ChaCha8Rng, sink: &mut Sink)
     }
 }
 
-fn file_name(rng: &mut ChaCha8Rng, account: &str, region: &str, hour_ms: i64) -> (PathBuf, String) {
+/// CloudTrail names each file with the time it was delivered, minutes
+/// after the last event in it: this one covers the period from `start_ms`
+/// and is delivered five minutes after that period ends.
+fn file_name(
+    rng: &mut ChaCha8Rng,
+    account: &str,
+    region: &str,
+    start_ms: i64,
+    period_ms: i64,
+) -> (PathBuf, String) {
     let t = Utc
-        .timestamp_millis_opt(hour_ms)
+        .timestamp_millis_opt(start_ms + period_ms + 5 * 60_000)
         .single()
         .unwrap_or_default();
     let suffix: String = (0..16)
@@ -818,10 +834,11 @@ fn write_account(
 ) -> Result<(u64, u64, u64), GenerateError> {
     let (mut events, mut files, mut bytes) = (0, 0, 0);
     let mut buf = Vec::with_capacity(1 << 20);
-    for ((rx, hour), mut recs) in sink.files {
+    let period_ms = sink.period_ms;
+    for ((rx, period), mut recs) in sink.files {
         recs.sort_by_key(|(t, _)| *t);
         let region = REGIONS[rx];
-        let (dir, name) = file_name(rng, &a.id, region, hour * HOUR_MS);
+        let (dir, name) = file_name(rng, &a.id, region, period * period_ms, period_ms);
         let dir = out
             .join("trail/AWSLogs")
             .join(org_id)
@@ -892,6 +909,7 @@ pub fn generate(config: &GenerateConfig, out_dir: &Path) -> Result<GenerateSumma
                             plans.iter().filter(|p| p.account == i).collect();
                         let mut sink = Sink {
                             files: Default::default(),
+                            period_ms: i64::from(config.file_minutes.clamp(1, 60)) * 60_000,
                         };
                         account_events(config, a, i, &mine_plans, &mut arng, &mut sink);
                         mine.push(write_account(out_dir, &org_id, a, sink, &mut arng));

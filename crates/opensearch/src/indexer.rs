@@ -389,13 +389,7 @@ impl Indexer {
             );
         }
         let write = || -> std::io::Result<()> {
-            if let Some(dir) = self.dead_letters.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.dead_letters)?;
+            let mut f = trailhound_runtime::private::append(&self.dead_letters)?;
             for d in dead {
                 let line = serde_json::to_string(d).map_err(std::io::Error::other)?;
                 writeln!(f, "{line}")?;

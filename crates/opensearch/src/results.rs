@@ -77,10 +77,9 @@ impl Checkpoint {
             path: p.clone(),
             message: e.to_string(),
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
-        }
+        trailhound_runtime::private::parent(path).map_err(|e| err(&e))?;
         let db = Database::create(path).map_err(|e| err(&e))?;
+        trailhound_runtime::private::file(path).map_err(|e| err(&e))?;
         let w = db.begin_write().map_err(|e| err(&e))?;
         w.open_table(WATERMARKS).map_err(|e| err(&e))?;
         w.open_table(EMITTED).map_err(|e| err(&e))?;

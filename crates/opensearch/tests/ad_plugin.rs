@@ -525,7 +525,7 @@ fn writes(p: &Shared) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detectors_are_created_updated_started_stopped_and_deleted_idempotently() {
-    let os = Osmem::start();
+    let os = Osmem::start().await;
     let (url, plugin) = start(os.url(), 10).await;
     let cfg = config(&url);
     let d = Detectors::new(Client::new(&cfg, None).unwrap(), cfg.clone());
@@ -620,7 +620,7 @@ fn spec_with(name: &str) -> DetectorSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detector_limits_are_clear_errors() {
-    let os = Osmem::start();
+    let os = Osmem::start().await;
     // The cluster's limit is 2; trailhound is told 10 and learns from the
     // plugin's refusal.
     let (url, _plugin) = start(os.url(), 2).await;
@@ -707,7 +707,7 @@ fn result(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_become_anomalies_once_with_contributors_and_survive_restarts() {
-    let os = Osmem::start();
+    let os = Osmem::start().await;
     let (url, plugin) = start(os.url(), 10).await;
     let dir = tempfile::tempdir().unwrap();
     let org = dir.path().join("org");
@@ -846,7 +846,7 @@ async fn results_become_anomalies_once_with_contributors_and_survive_restarts() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_entity_is_skipped_with_an_error_naming_the_detector() {
-    let os = Osmem::start();
+    let os = Osmem::start().await;
     let (url, plugin) = start(os.url(), 10).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&url);
@@ -909,7 +909,7 @@ async fn a_forbidden_request_names_the_action_and_the_permission() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollover_mode_installs_its_ism_policy_before_the_first_index() {
-    let os = Osmem::start();
+    let os = Osmem::start().await;
     let (url, plugin) = start(os.url(), 10).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = OpenSearchConfig {

@@ -68,7 +68,7 @@ async fn refresh(client: &Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_trail_is_indexed_counted_per_account_and_served_as_series() {
-    let server = Osmem::start();
+    let server = Osmem::start().await;
     let dir = tempfile::tempdir().unwrap();
     let events = common::generated_trail(&dir.path().join("org"));
     assert!(events.len() > 1000, "{}", events.len());
@@ -201,7 +201,7 @@ async fn a_generated_trail_is_indexed_counted_per_account_and_served_as_series()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_items_are_dead_lettered_and_the_rest_indexed() {
-    let server = Osmem::start();
+    let server = Osmem::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut events = common::generated_trail(&dir.path().join("org"));
     events.truncate(200);
@@ -246,7 +246,7 @@ async fn refused_items_are_dead_lettered_and_the_rest_indexed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapping_conflict_names_the_index_and_the_fix() {
-    let server = Osmem::start();
+    let server = Osmem::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(server.url());
     let ix = indexer(&cfg, dir.path());
@@ -342,7 +342,7 @@ async fn throttling_proxy(upstream: String) -> (String, Arc<AtomicUsize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_is_retried_per_request_and_per_item() {
-    let server = Osmem::start();
+    let server = Osmem::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (proxy, bulks) = throttling_proxy(server.url().to_string()).await;
     let mut events = common::generated_trail(&dir.path().join("org"));
@@ -384,7 +384,7 @@ async fn an_unreachable_cluster_is_a_retryable_error_naming_the_fix() {
 
 #[tokio::test]
 async fn cluster_health_is_reported() {
-    let server = Osmem::start();
+    let server = Osmem::start().await;
     let cfg = config(server.url());
     let c = Client::new(&cfg, None).unwrap();
     let h = c.health().await;

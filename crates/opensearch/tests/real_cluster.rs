@@ -1,6 +1,9 @@
 //! Against a real OpenSearch cluster, for users who have one: set
 //! `TRAILHOUND_OPENSEARCH_URL` (and `TRAILHOUND_OPENSEARCH_USER` /
-//! `TRAILHOUND_OPENSEARCH_PASSWORD` for basic auth) and run
+//! `TRAILHOUND_OPENSEARCH_PASSWORD` for basic auth), or name an
+//! OpenSearch image in `TRAILHOUND_OPENSEARCH_IMAGE` (e.g.
+//! `opensearchproject/opensearch:2.19.1`, which bundles the Anomaly
+//! Detection plugin) to have each test start one as a container, and run
 //! `cargo test -p trailhound-opensearch --test opensearch real_cluster -- --ignored`.
 //! The tests are `#[ignore]`d so that, without a cluster, cargo counts
 //! them as ignored rather than passed. They use a prefix of their own
@@ -15,9 +18,20 @@ use serde_json::json;
 use trailhound_core::detector::default_detectors;
 use trailhound_opensearch::{Auth, Client, Detectors, Indexer, OpenSearchConfig};
 
-fn config() -> OpenSearchConfig {
-    let url = std::env::var("TRAILHOUND_OPENSEARCH_URL")
-        .expect("set TRAILHOUND_OPENSEARCH_URL to run the real-cluster tests");
+/// The cluster's configuration, and the container serving it when the
+/// test started one.
+async fn config() -> (OpenSearchConfig, Option<trailhound_testkit::Osmem>) {
+    let (url, server) = match std::env::var("TRAILHOUND_OPENSEARCH_URL") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            let server = trailhound_testkit::Osmem::start().await;
+            assert!(
+                server.is_opensearch(),
+                "set TRAILHOUND_OPENSEARCH_URL, or TRAILHOUND_OPENSEARCH_IMAGE to an OpenSearch image, to run the real-cluster tests"
+            );
+            (server.url().to_string(), Some(server))
+        }
+    };
     let auth = match (
         std::env::var("TRAILHOUND_OPENSEARCH_USER"),
         std::env::var("TRAILHOUND_OPENSEARCH_PASSWORD"),
@@ -25,13 +39,14 @@ fn config() -> OpenSearchConfig {
         (Ok(username), Ok(password)) => Auth::Basic { username, password },
         _ => Auth::None,
     };
-    OpenSearchConfig {
+    let cfg = OpenSearchConfig {
         urls: vec![url],
         auth,
         index_prefix: format!("trailhound-test-{}", std::process::id()),
         replicas: 0,
         ..Default::default()
-    }
+    };
+    (cfg, server)
 }
 
 async fn cleanup(client: &Client, cfg: &OpenSearchConfig) {
@@ -52,7 +67,7 @@ async fn cleanup(client: &Client, cfg: &OpenSearchConfig) {
 #[tokio::test]
 #[ignore = "needs a real cluster: set TRAILHOUND_OPENSEARCH_URL and run with --ignored"]
 async fn real_cluster_indexes_and_counts_a_generated_trail() {
-    let cfg = config();
+    let (cfg, _server) = config().await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::new(&cfg, None).unwrap();
     let events = common::generated_trail(&dir.path().join("org"));
@@ -94,7 +109,7 @@ async fn real_cluster_indexes_and_counts_a_generated_trail() {
 #[tokio::test]
 #[ignore = "needs a real cluster with the Anomaly Detection plugin: set TRAILHOUND_OPENSEARCH_URL and run with --ignored"]
 async fn real_cluster_detector_lifecycle() {
-    let cfg = config();
+    let (cfg, _server) = config().await;
     let dir = tempfile::tempdir().unwrap();
     let client = Client::new(&cfg, None).unwrap();
     let ix = Indexer::new(

@@ -30,6 +30,18 @@ pub struct CommonArgs {
     /// is honoured too).
     #[arg(long, env = "TRAILHOUND_OTLP_ENDPOINT", global = true)]
     pub otlp_endpoint: Option<String>,
+    /// Longest a service may take to stop after SIGTERM or Ctrl-C, e.g.
+    /// 20s: connections drain for three quarters of it, the rest is for
+    /// final work; anything unfinished then is abandoned. Keep it below
+    /// the orchestrator's grace period (Kubernetes: 30 s).
+    #[arg(
+        long,
+        env = "TRAILHOUND_SHUTDOWN_DEADLINE",
+        default_value = "20s",
+        value_parser = humantime::parse_duration,
+        global = true
+    )]
+    pub shutdown_deadline: std::time::Duration,
     /// Serve non-loopback addresses without TLS and authentication anyway
     /// (refused otherwise); warns every minute and shows in health.
     #[arg(long, env = "TRAILHOUND_INSECURE", global = true)]

@@ -2,8 +2,9 @@
 //! and a cancellation token come in; gRPC health and reflection (v1 and
 //! v1alpha, for grpcurl 1.8) are always on; requests run in a span parented
 //! on the caller's trace; a timeout and a concurrency limit protect the
-//! process; on cancel the health status turns NOT_SERVING and in-flight
-//! requests drain. Plain HTTP shares the port: `/metrics` when the service
+//! process; on cancel the health status turns NOT_SERVING, open response
+//! streams end cleanly ([`crate::drain`]) and in-flight requests drain for
+//! at most [`ServerOptions::drain_deadline`]. Plain HTTP shares the port: `/metrics` when the service
 //! hands in its stats, and any routes the service adds (health's dashboard).
 //! Every gRPC call is timed into `rpc.server.duration` (see
 //! [`crate::rpc_metrics`]). Every route, gRPC and HTTP, sits behind the
@@ -37,6 +38,11 @@ pub struct ServerOptions {
     pub stats: Option<StatsHandle>,
     /// The service's recovery actions, run through ControlService/Recover.
     pub recover: Option<RecoverHandle>,
+    /// Longest the drain may take once shutdown is requested; requests
+    /// still running then are abandoned (their clients see the connection
+    /// close and retry elsewhere). Default: the process's share of
+    /// `--shutdown-deadline` ([`crate::shutdown::drain_deadline`]).
+    pub drain_deadline: Duration,
     /// TLS, authentication, limits and audit; default: the process's
     /// ([`crate::security::installed`]).
     pub security: Option<Arc<crate::security::Security>>,
@@ -49,6 +55,7 @@ impl Default for ServerOptions {
             concurrency_limit: 256,
             stats: None,
             recover: None,
+            drain_deadline: crate::shutdown::drain_deadline(),
             security: None,
         }
     }
@@ -128,6 +135,7 @@ pub async fn serve(
     }
 
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let deadline = options.drain_deadline;
     let stop = shutdown.clone();
     let drain = async move {
         stop.cancelled().await;
@@ -142,13 +150,16 @@ pub async fn serve(
         tracing::info!(%addr, "draining");
     };
     tracing::info!(%addr, "serving");
-    Server::builder()
+    let serving = Server::builder()
         // HTTP/1.1 too, for Prometheus scrapes and browsers on the same port.
         .accept_http1(true)
         .timeout(options.request_timeout)
         .concurrency_limit_per_connection(options.concurrency_limit)
         .trace_fn(crate::telemetry::server_span)
         .layer(RpcMetricsLayer::new(rpc))
+        // Inside the metrics layer, so a stream ended by shutdown is timed
+        // with the status it ended with.
+        .layer(crate::drain::DrainLayer::new(shutdown.clone()))
         .layer(crate::security::SecurityLayer::new(security.clone()))
         .add_routes(Routes::from(routes))
         // Accepted sockets get NODELAY (and a TLS handshake) in
@@ -160,8 +171,110 @@ pub async fn serve(
                 crate::tls::ClientAuth::AsConfigured,
             )),
             drain,
-        )
-        .await?;
+        );
+    tokio::pin!(serving);
+    let late = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(deadline).await;
+    };
+    tokio::select! {
+        served = &mut serving => served?,
+        _ = late => {
+            // Dropping the server stops accepting; the connections left
+            // end with the process.
+            tracing::warn!(%addr, ?deadline, "drain deadline passed with requests still running; abandoning them");
+            return Ok(());
+        }
+    }
     tracing::info!(%addr, "stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::convert::Infallible;
+    use std::time::Instant;
+
+    use tonic::body::Body;
+
+    /// A gRPC service whose every call hangs: a request the drain cannot
+    /// finish.
+    #[derive(Clone)]
+    struct Hang;
+
+    impl tonic::server::NamedService for Hang {
+        const NAME: &'static str = "test.v1.Hang";
+    }
+
+    impl tower::Service<http::Request<Body>> for Hang {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
+        >;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Infallible>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(http::Response::new(Body::empty()))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_that_never_ends_holds_the_drain_only_until_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            Routes::new(Hang),
+            &[],
+            ServerOptions {
+                drain_deadline: Duration::from_millis(1500),
+                ..Default::default()
+            },
+            shutdown.clone(),
+        ));
+        let mut channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/test.v1.Hang/Call"))
+            .header("content-type", "application/grpc")
+            .body(Body::empty())
+            .unwrap();
+        let call = tokio::spawn(async move {
+            use tower::ServiceExt;
+            channel.ready().await?;
+            tower::Service::call(&mut channel, request).await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!call.is_finished(), "the call should be hanging");
+
+        let started = Instant::now();
+        shutdown.cancel();
+        let served = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server ignored its drain deadline")
+            .unwrap();
+        let took = started.elapsed();
+        assert!(served.is_ok(), "{served:?}");
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_secs(4),
+            "stopped after {took:?}, not at the 1.5 s deadline"
+        );
+    }
 }

@@ -1,14 +1,20 @@
 //! Fixtures for trailhound's tests.
 //!
-//! [`Emulator`] is a local AWS emulator (moto's server mode) that tests
-//! point real AWS SDK clients at. By default it runs as a local process
-//! from the virtualenv `scripts/test-tools.sh` installs; with
-//! `TRAILHOUND_TEST_CONTAINERS=1` and a Docker engine it runs as a
-//! container through testcontainers (image from `TRAILHOUND_MOTO_IMAGE`,
-//! default `trailhound/moto:local`, which `scripts/moto-image.sh` builds
-//! offline; any moto image that takes `-H HOST -p PORT` arguments works). Both paths give the same fixture:
-//! an endpoint and the matching [`AwsConfig`]. Each test gets its own
-//! emulator on a free loopback port, so tests never share state.
+//! [`Emulator`] is a local AWS emulator that tests point real AWS SDK
+//! clients at, and [`Osmem`] a server of the OpenSearch API. Where a
+//! Docker engine answers, both run as containers through testcontainers
+//! (see [`containers`] for how the path is chosen and the images named);
+//! elsewhere as local processes from the virtualenv `scripts/test-tools.sh`
+//! installs. Both paths give the same fixture: an endpoint and, for AWS,
+//! the matching [`AwsConfig`]. Each test gets its own emulator on a free
+//! loopback port, so tests never share state.
+//!
+//! [`Emulator::start`] is moto (Organizations, DynamoDB and the rest);
+//! [`Emulator::start_messaging`] serves the S3, SQS, SNS and CloudWatch
+//! Logs suites, from LocalStack when `TRAILHOUND_LOCALSTACK_IMAGE` names
+//! one, else moto as well. Organizations and DynamoDB stay on moto:
+//! LocalStack's free edition has no Organizations, and its DynamoDB
+//! downloads a jar at run time.
 //!
 //! [`FaultProxy`] goes between a client and the emulator to inject the
 //! failures moto never produces: throttling, 5xx, access denied.
@@ -25,6 +31,7 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage};
 use trailhound_aws::AwsConfig;
 
+pub mod containers;
 pub mod fault;
 pub mod osmem;
 pub use fault::{FaultProxy, FaultRule};
@@ -54,9 +61,17 @@ enum Running {
     Container(#[allow(dead_code)] Box<ContainerAsync<GenericImage>>),
 }
 
+/// Which emulator answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Moto,
+    LocalStack,
+}
+
 /// A running AWS emulator; stopped on drop.
 pub struct Emulator {
     endpoint: String,
+    kind: Kind,
     running: Running,
 }
 
@@ -97,12 +112,41 @@ async fn wait_for(endpoint: &str, what: &str) {
 }
 
 impl Emulator {
-    /// Starts an emulator: a container when `TRAILHOUND_TEST_CONTAINERS=1`,
-    /// else a local moto_server process.
+    /// Starts moto: a container where a Docker engine answers (image
+    /// `TRAILHOUND_MOTO_IMAGE`, default `trailhound/moto:local`, which
+    /// `scripts/moto-image.sh` builds offline; any moto image taking `-H
+    /// HOST -p PORT` works), else a local moto_server process.
     pub async fn start() -> Emulator {
-        if std::env::var("TRAILHOUND_TEST_CONTAINERS").as_deref() == Ok("1") {
-            return Self::start_container().await;
+        match containers::choose("TRAILHOUND_MOTO_IMAGE", containers::MOTO_IMAGE, "moto") {
+            containers::Path::Container(image) => Self::start_container(&image).await,
+            containers::Path::Process => Self::start_process(),
         }
+    }
+
+    /// The emulator of the S3, SQS, SNS and CloudWatch Logs suites:
+    /// LocalStack when `TRAILHOUND_LOCALSTACK_IMAGE` names an image (and
+    /// containers are used), else [`Emulator::start`].
+    pub async fn start_messaging() -> Emulator {
+        if let Some(image) = containers::localstack_image() {
+            return Self::start_localstack(&image).await;
+        }
+        Self::start().await
+    }
+
+    /// Which emulator this is.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The account the emulator puts in ARNs and queue URLs.
+    pub fn account_id(&self) -> &'static str {
+        match self.kind {
+            Kind::Moto => "123456789012",
+            Kind::LocalStack => "000000000000",
+        }
+    }
+
+    fn start_process() -> Emulator {
         let port = free_port();
         let child = Command::new(moto_server())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -111,22 +155,20 @@ impl Emulator {
             .spawn()
             .expect("failed to start moto_server");
         let endpoint = format!("http://127.0.0.1:{port}");
-        let e = Emulator {
+        wait_for_blocking(&endpoint, "moto_server");
+        Emulator {
             endpoint,
+            kind: Kind::Moto,
             running: Running::Process(child),
-        };
-        wait_for(&e.endpoint, "moto_server").await;
-        e
+        }
     }
 
     /// The container shares the host's network and listens on a free
     /// loopback port, exactly like the process: SNS's HTTP deliveries to
     /// a test's listener on 127.0.0.1 reach it, and endpoints look alike.
-    async fn start_container() -> Emulator {
+    async fn start_container(image: &str) -> Emulator {
         use testcontainers::ImageExt;
-        let image = std::env::var("TRAILHOUND_MOTO_IMAGE")
-            .unwrap_or_else(|_| "trailhound/moto:local".to_string());
-        let (name, tag) = image.rsplit_once(':').unwrap_or((image.as_str(), "latest"));
+        let (name, tag) = containers::split(image);
         let port = free_port();
         let container = GenericImage::new(name, tag)
             .with_wait_for(WaitFor::seconds(1))
@@ -143,6 +185,40 @@ impl Emulator {
         wait_for(&endpoint, "emulator container").await;
         Emulator {
             endpoint,
+            kind: Kind::Moto,
+            running: Running::Container(Box::new(container)),
+        }
+    }
+
+    /// LocalStack on the host's network, on a free loopback port, with
+    /// only the services these suites use; queue URLs in path style on
+    /// the same address, so nothing depends on its public DNS name.
+    async fn start_localstack(image: &str) -> Emulator {
+        use testcontainers::ImageExt;
+        let (name, tag) = containers::split(image);
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let container = GenericImage::new(name, tag)
+            .with_wait_for(WaitFor::seconds(1))
+            .with_network("host")
+            .with_env_var("GATEWAY_LISTEN", addr.clone())
+            .with_env_var("LOCALSTACK_HOST", addr.clone())
+            .with_env_var("SERVICES", "s3,sqs,sns,logs")
+            .with_env_var("SQS_ENDPOINT_STRATEGY", "path")
+            .with_startup_timeout(Duration::from_secs(180))
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("failed to start LocalStack container {image}: {e}"));
+        let endpoint = format!("http://{addr}");
+        containers::wait_http(
+            &format!("{endpoint}/_localstack/health"),
+            "LocalStack",
+            Duration::from_secs(180),
+        )
+        .await;
+        Emulator {
+            endpoint,
+            kind: Kind::LocalStack,
             running: Running::Container(Box::new(container)),
         }
     }
@@ -174,6 +250,19 @@ impl Emulator {
             ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
         ]
+    }
+}
+
+/// [`wait_for`] for the process path, which needs no runtime.
+fn wait_for_blocking(endpoint: &str, what: &str) {
+    let addr = endpoint.trim_start_matches("http://").to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} not listening on {addr} after 30s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -11,8 +11,6 @@ use trailhound_core::convert::{anomaly_from_pb, insight_from_pb};
 use trailhound_core::{Anomaly, Insight};
 use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;
 use trailhound_proto::detect::v1::{FlushRequest, ListAnomaliesRequest};
-use trailhound_proto::ingest::v1::PushEventsRequest;
-use trailhound_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use trailhound_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use trailhound_proto::insights::v1::{AskRequest, ListInsightsRequest};
 use trailhound_proto::notify::v1::ListDeliveriesRequest;
@@ -95,41 +93,23 @@ pub async fn run(
 
     let ingest_addr = format!("http://{}", running.addrs["ingest"]);
     let detect_addr = format!("http://{}", running.addrs["detect"]);
-    let mut ingest = IngestServiceClient::connect(ingest_addr)
-        .await?
-        .max_encoding_message_size(64 << 20);
     let mut detect = DetectServiceClient::connect(detect_addr.clone())
         .await?
         .max_decoding_message_size(64 << 20);
 
-    // Push the trail as a client would: delivery period by period, each
-    // period's records in time order, one record per message.
-    let trail = args.out.join("trail");
-    let groups = trailhound_ingest::files::delivery_groups(&trail)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<PushEventsRequest>(1024);
-    let reader = tokio::task::spawn_blocking(move || {
-        let limits = trailhound_core::ParseLimits::default();
-        for g in groups {
-            let parsed = trailhound_ingest::ingest::parse_group(&g.files, &limits);
-            for e in parsed.events {
-                if tx
-                    .blocking_send(PushEventsRequest {
-                        json: e.raw,
-                        source: String::new(),
-                    })
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
-    });
+    // Push the trail as any shipper would: its files in delivery order.
     let push_started = Instant::now();
-    let pushed = ingest
-        .push_events(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    reader.await?;
+    let pushed = crate::push::run(&crate::push::PushArgs {
+        input: args.out.join("trail"),
+        ingest: ingest_addr,
+        flush_detect: None,
+        max_document_bytes: trailhound_core::ParseLimits::default().max_document_bytes,
+        client: Default::default(),
+    })
+    .await?;
+    if !pushed.failed_files.is_empty() {
+        eprint!("{}", pushed.report());
+    }
     let flushed = detect.flush(FlushRequest {}).await?.into_inner();
     let push_secs = push_started.elapsed().as_secs_f64();
     println!(

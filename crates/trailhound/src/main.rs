@@ -19,6 +19,7 @@ mod demo;
 mod nab;
 mod org;
 mod prices;
+mod probe;
 mod push;
 mod replay;
 mod up;
@@ -76,6 +77,10 @@ enum Command {
         /// Unrelated events per account per hour.
         #[arg(long, default_value_t = 40)]
         noise: u32,
+        /// Minutes of events per file (one file per account × region per
+        /// period): 60 for few large files, 5 for CloudTrail's own layout.
+        #[arg(long, default_value_t = 60)]
+        file_minutes: u32,
     },
     /// Scores anomalies (JSON Lines from `trailhound detect`) against a
     /// generated organization's labels: recall within two intervals and
@@ -107,10 +112,23 @@ enum Command {
     Certs(certs::CertsArgs),
     /// Reads the audit log: `audit --since 1h [--subject …] [--denied]`.
     Audit(audit::AuditArgs),
+    /// Checks a running service's grpc.health once: exit 0 when SERVING,
+    /// 1 otherwise (container health checks; the images have no shell).
+    Probe(probe::ProbeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Probe(args) = &cli.command {
+        // Run every few seconds by container engines: no telemetry, no
+        // thread pool, one line out.
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(probe::run(args));
+    }
+    let deadline = cli.common.shutdown_deadline;
+    trailhound_runtime::shutdown::set_deadline(deadline);
     let service_name = match &cli.command {
         Command::Up(_) | Command::Demo(_) => "trailhound",
         Command::Ingest(_) => "trailhound-ingest",
@@ -133,21 +151,45 @@ fn main() -> anyhow::Result<()> {
     })?;
     let shutdown = CancellationToken::new();
     let common = cli.common.clone();
+    // Services keep an organization's activity there: private to the user.
+    let runs_services = matches!(
+        &cli.command,
+        Command::Up(_)
+            | Command::Ingest(_)
+            | Command::Enrich(_)
+            | Command::Insights(_)
+            | Command::Notify(_)
+            | Command::Health(_)
+    ) || matches!(&cli.command, Command::Detect { replay, .. } if replay.input.is_none());
+    if runs_services {
+        trailhound_runtime::private::dir(&common.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "failed to create the data directory {}: {e}",
+                common.data_dir.display()
+            )
+        })?;
+    }
     match cli.command {
         Command::Detect {
             replay,
             enrich,
             detect,
-        } => match replay.input {
+        } => match replay.input.clone() {
             Some(input) => {
                 drop(rt);
-                replay::run(&common, &enrich, &input, replay.workers).map(|_| ())
+                replay::run(&common, &enrich, &input, &replay).map(|_| ())
             }
-            None => rt.block_on(async {
-                trailhound_runtime::shutdown_on_signal(shutdown.clone());
-                install_security(&common, &shutdown)?;
-                trailhound_detect::run(&common, &detect, shutdown).await
-            }),
+            None => {
+                let done = rt.block_on(async {
+                    trailhound_runtime::shutdown_on_signal(shutdown.clone());
+                    install_security(&common, &shutdown)?;
+                    let run = trailhound_detect::run(&common, &detect, shutdown.clone());
+                    trailhound_runtime::within_deadline(shutdown, deadline, run).await
+                });
+                // Blocking work abandoned at the deadline must not hold the exit.
+                rt.shutdown_timeout(EXIT_GRACE);
+                done
+            }
         },
         Command::Generate {
             out,
@@ -155,12 +197,14 @@ fn main() -> anyhow::Result<()> {
             accounts,
             seed,
             noise,
+            file_minutes,
         } => {
             let config = trailhound_generate::GenerateConfig {
                 days,
                 accounts,
                 seed,
                 noise_per_account_hour: noise,
+                file_minutes,
                 ..Default::default()
             };
             let started = std::time::Instant::now();
@@ -193,37 +237,49 @@ fn main() -> anyhow::Result<()> {
         Command::Prices(args) => rt.block_on(prices::run(&args)),
         Command::Push(args) => rt.block_on(async {
             let s = push::run(&args).await?;
-            eprintln!(
-                "pushed {} files in {:.2}s: {} accepted, {} rejected, {} duplicates ({:.0} events/s)",
-                s.files,
-                s.seconds,
-                s.accepted,
-                s.rejected,
-                s.duplicates,
-                (s.accepted + s.rejected + s.duplicates) as f64 / s.seconds.max(1e-9)
-            );
-            Ok(())
+            eprint!("{}", s.report());
+            if s.failed_files.is_empty() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "{} of {} files could not be read (the others were sent)",
+                    s.failed_files.len(),
+                    s.files
+                ))
+            }
         }),
         Command::Nab(args) => nab::run(&args),
         Command::Certs(args) => certs::run(&args),
         Command::Audit(args) => audit::run(&common, &args),
         Command::Org(args) => rt.block_on(org::run(&common, &args)),
-        command => rt.block_on(async move {
-            trailhound_runtime::shutdown_on_signal(shutdown.clone());
-            install_security(&common, &shutdown)?;
-            match command {
-                Command::Up(args) => up::run(&common, &args, shutdown).await,
-                Command::Ingest(a) => trailhound_ingest::run(&common, &a, shutdown).await,
-                Command::Enrich(a) => trailhound_enrich::run(&common, &a, shutdown).await,
-                Command::Insights(a) => trailhound_insights::run(&common, &a, shutdown).await,
-                Command::Notify(a) => trailhound_notify::run(&common, &a, shutdown).await,
-                Command::Health(a) => trailhound_health::run(&common, &a, shutdown).await,
-                Command::Demo(a) => demo::run(&common, &a, shutdown).await,
-                _ => Ok(()),
-            }
-        }),
+        command => {
+            let done = rt.block_on(async move {
+                trailhound_runtime::shutdown_on_signal(shutdown.clone());
+                install_security(&common, &shutdown)?;
+                let stop = shutdown.clone();
+                let run = async move {
+                    match command {
+                        Command::Up(args) => up::run(&common, &args, stop).await,
+                        Command::Ingest(a) => trailhound_ingest::run(&common, &a, stop).await,
+                        Command::Enrich(a) => trailhound_enrich::run(&common, &a, stop).await,
+                        Command::Insights(a) => trailhound_insights::run(&common, &a, stop).await,
+                        Command::Notify(a) => trailhound_notify::run(&common, &a, stop).await,
+                        Command::Health(a) => trailhound_health::run(&common, &a, stop).await,
+                        Command::Demo(a) => demo::run(&common, &a, stop).await,
+                        _ => Ok(()),
+                    }
+                };
+                trailhound_runtime::within_deadline(shutdown, deadline, run).await
+            });
+            rt.shutdown_timeout(EXIT_GRACE);
+            done
+        }
     }
 }
+
+/// How long blocking tasks still running after a service stopped may hold
+/// the exit (a detect checkpoint abandoned at the deadline, say).
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Loads `[tls]`, `[auth]` and `[limits]` and makes them the process's:
 /// every server it starts and every client it opens use them; certificate

@@ -15,11 +15,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use trailhound_core::cloudtrail::Collect;
+use trailhound_core::reasons::ReasonTally;
 use trailhound_core::{Anomaly, EnrichedEvent};
 use trailhound_detect::{Engine, Prepared, WindowResult};
 use trailhound_enrich::Enricher;
-use trailhound_ingest::dedupe::{Dedupe, id_key};
-use trailhound_ingest::files::delivery_groups;
+use trailhound_ingest::dedupe::{Dedupe, event_key};
+use trailhound_ingest::files::{Skipped, trail_files};
 use trailhound_ingest::ingest::{parse_files_into, time_order};
 
 /// What a replay did.
@@ -30,6 +31,11 @@ pub struct Summary {
     pub rejected: u64,
     pub duplicates: u64,
     pub late: u64,
+    /// Digest and Insights files of a synced bucket, not read.
+    pub skipped_files: usize,
+    /// Rejected and late records, by kind.
+    #[serde(skip)]
+    pub reasons: ReasonTally,
     pub accepted: u64,
     pub anomalies: u64,
     /// Entities (detector × account × region) the engine tracked.
@@ -51,7 +57,9 @@ struct Parsed {
 }
 
 /// Replays `input` and hands every anomaly to `on_anomaly`, in detection
-/// order. Rejections are handed to `on_reject`.
+/// order. Rejections, and events that arrived for a window already closed
+/// (as rejections whose source starts with `late:`), are handed to
+/// `on_reject`.
 ///
 /// Workers parse, enrich and prepare delivery groups (everything per event
 /// that needs no shared state); the calling thread dedupes and applies them
@@ -67,7 +75,7 @@ pub fn replay(
     mut on_reject: impl FnMut(&trailhound_core::Rejection),
 ) -> anyhow::Result<(Summary, Engine)> {
     let started = Instant::now();
-    let groups = delivery_groups(input)
+    let (groups, skipped): (_, Skipped) = trail_files(input)
         .map_err(|e| anyhow::anyhow!("failed to read {}: {e}", input.display()))?;
     let files = groups.iter().map(|g| g.files.len()).sum();
     let groups: Arc<Vec<Vec<PathBuf>>> = Arc::new(groups.into_iter().map(|g| g.files).collect());
@@ -89,8 +97,12 @@ pub fn replay(
     let done_rx = Arc::new(Mutex::new(done_rx));
     let mut summary = Summary {
         files,
+        skipped_files: skipped.total(),
         ..Default::default()
     };
+    if skipped.total() > 0 {
+        tracing::info!("{skipped}");
+    }
     let mut dedupe = Dedupe::new(4_000_000);
     let mut results: Vec<WindowResult> = Vec::new();
 
@@ -153,7 +165,7 @@ pub fn replay(
                     events.reserve(collect.events.len());
                     let ready = |e: EnrichedEvent| {
                         let p = preparer.prepare(&e.event);
-                        let k = id_key(&e.event.event_id);
+                        let k = event_key(&e.event.recipient_account_id, &e.event.event_id);
                         (e, p, k)
                     };
                     // In time order, as the ingest service sorts a group.
@@ -189,7 +201,10 @@ pub fn replay(
                 }
                 summary.events_read += (parsed.events.len() + parsed.rejections.len()) as u64;
                 summary.rejected += parsed.rejections.len() as u64;
-                parsed.rejections.iter().for_each(&mut on_reject);
+                for r in &parsed.rejections {
+                    summary.reasons.add(&r.reason);
+                    on_reject(r);
+                }
                 let mut events = parsed.events;
                 for (e, prepared, key) in events.iter_mut() {
                     if !dedupe.first_time_key(*key) {
@@ -207,6 +222,7 @@ pub fn replay(
                 }
                 // Dropped by a worker; if they are all gone, here.
                 let _ = done_tx.send(events);
+                report_late(&mut engine, &mut summary, &mut on_reject);
             }
         }
         Ok(())
@@ -218,12 +234,32 @@ pub fn replay(
             on_anomaly(a);
         }
     }
+    report_late(&mut engine, &mut summary, &mut on_reject);
     summary.late = engine.stats().late_events;
     summary.evaluations = engine.stats().evaluations;
     summary.entities = engine.entity_count() as u64;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.events_per_second = summary.events_read as f64 / summary.seconds.max(1e-9);
     Ok((summary, engine))
+}
+
+/// Hands the engine's late events on as rejections, and counts them.
+fn report_late(
+    engine: &mut Engine,
+    summary: &mut Summary,
+    on_reject: &mut impl FnMut(&trailhound_core::Rejection),
+) {
+    for l in engine.take_late() {
+        summary.reasons.add(&format!("late: {}", l.reason));
+        on_reject(&trailhound_core::Rejection::new(
+            format!(
+                "late:{}:{}/{}:{}",
+                l.detector, l.account_id, l.region, l.event_id
+            ),
+            format!("late: {}", l.reason),
+            "",
+        ));
+    }
 }
 
 /// Flags of `trailhound detect` in replay mode.
@@ -236,6 +272,10 @@ pub struct ReplayArgs {
     /// Parser threads [default: all cores but one].
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Writes every rejected and late record here, one JSON object per
+    /// line with the reason (the summary shows only the top kinds).
+    #[arg(long)]
+    pub rejected: Option<PathBuf>,
 }
 
 /// Runs the replay and prints JSON Lines on stdout, a summary on stderr.
@@ -243,13 +283,21 @@ pub fn run(
     common: &trailhound_runtime::CommonArgs,
     enrich: &trailhound_enrich::EnrichArgs,
     input: &std::path::Path,
-    workers: Option<usize>,
+    args: &ReplayArgs,
 ) -> anyhow::Result<Summary> {
     let enrich_cfg = enrich.config(common)?;
-    let detect_cfg = trailhound_detect::DetectArgs::default().config(common)?;
+    let mut detect_cfg = trailhound_detect::DetectArgs::default().config(common)?;
     let source: Arc<dyn trailhound_enrich::AccountSource> = match &enrich_cfg.org_snapshot {
         Some(p) => Arc::new(trailhound_enrich::SnapshotSource::load(p)?),
-        None => Arc::new(trailhound_enrich::SnapshotSource::empty()),
+        None => {
+            // With no organization to know accounts from, every account
+            // is tracked on its own (still capped by max_entities).
+            detect_cfg.engine.unknown_accounts = trailhound_detect::UnknownAccounts::Track;
+            eprintln!(
+                "no --org given: every account is tracked as its own entity, and none has a name, OU or environment"
+            );
+            Arc::new(trailhound_enrich::SnapshotSource::empty())
+        }
     };
     // A replay keeps nothing between runs: no persistent cache.
     let enricher = Arc::new(Enricher::new(
@@ -263,16 +311,23 @@ pub fn run(
     // The consumer (detection) is one thread and the forests of a closing
     // window take a second: parsers on every core would make the three
     // share cores, and on two cores one parser is faster than two.
-    let workers = workers.unwrap_or_else(|| {
+    let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
             .saturating_sub(1)
             .max(1)
     });
+    let mut rejected_out = match &args.rejected {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+            |e| anyhow::anyhow!("failed to create {}: {e}", p.display()),
+        )?)),
+        None => None,
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut write_err = None;
+    let mut reject_err = None;
     let (summary, _) = replay(
         input,
         enricher,
@@ -287,11 +342,27 @@ pub fn run(
                 write_err = Some(e);
             }
         },
-        |r| tracing::debug!(source = %r.source, reason = %r.reason, "rejected"),
+        |r| {
+            tracing::debug!(source = %r.source, reason = %r.reason, "rejected");
+            if let Some(w) = rejected_out.as_mut()
+                && reject_err.is_none()
+                && let Err(e) = serde_json::to_writer(&mut *w, r)
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| w.write_all(b"\n"))
+            {
+                reject_err = Some(e);
+            }
+        },
     )?;
     out.flush()?;
     if let Some(e) = write_err {
         return Err(anyhow::anyhow!("failed to write anomalies: {e}"));
+    }
+    if let Some(mut w) = rejected_out {
+        w.flush()?;
+    }
+    if let Some(e) = reject_err {
+        return Err(anyhow::anyhow!("failed to write rejected records: {e}"));
     }
     eprintln!(
         "read {} events from {} files in {:.2}s ({:.0} events/s): {} accepted, {} rejected, {} duplicates, {} late; {} entities, {} entity windows judged; {} anomalies",
@@ -307,6 +378,24 @@ pub fn run(
         summary.evaluations,
         summary.anomalies
     );
+    if summary.skipped_files > 0 {
+        eprintln!(
+            "skipped {} CloudTrail digest and Insights files (not event records)",
+            summary.skipped_files
+        );
+    }
+    if !summary.reasons.is_empty() {
+        eprintln!(
+            "why {} records did not count, most frequent first{}:\n{}",
+            summary.reasons.total(),
+            if args.rejected.is_some() {
+                ""
+            } else {
+                " (every one with --rejected FILE)"
+            },
+            summary.reasons.report(5).trim_end()
+        );
+    }
     Ok(summary)
 }
 

@@ -241,6 +241,35 @@ impl Baseline {
     }
 }
 
+impl Baseline {
+    /// Records the windows from `from_ms` up to `to_ms` (window starts) as
+    /// silent, at a cost bounded by the history kept, not by the length of
+    /// the silence: only its last [`HISTORY_DAYS`] can be remembered.
+    pub fn record_silence(&mut self, from_ms: i64, to_ms: i64) {
+        let interval = (86_400_000 / self.slots as i64).max(1);
+        let span = HISTORY_DAYS as i64 * 86_400_000;
+        let windows = (to_ms.saturating_sub(from_ms) / interval).max(0);
+        let start = from_ms.max(to_ms.saturating_sub(span));
+        let start = start + (from_ms - start).rem_euclid(interval);
+        let mut t = start;
+        while t < to_ms {
+            let (slot, day) = self.slot_of(t);
+            let d = day.rem_euclid(HISTORY_DAYS as i64) as usize;
+            self.history_day[slot * HISTORY_DAYS + d] =
+                day.clamp(i64::from(i32::MIN + 1), i64::from(i32::MAX)) as i32;
+            for f in 0..self.features {
+                self.history[((f * self.slots + slot) * HISTORY_DAYS) + d] = 0.0;
+            }
+            t += interval;
+        }
+        let decay = (1.0 - LEVEL_ALPHA).powi(windows.min(i64::from(i32::MAX)) as i32);
+        for l in &mut self.level {
+            *l *= decay;
+        }
+        self.windows = self.windows.saturating_add(windows as u64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +317,26 @@ mod tests {
         assert_eq!(exp[0].expected, 5.0);
         b.expect(MONDAY + 21 * DAY + 12 * 3_600_000, &mut exp);
         assert_eq!(exp[0].expected, 50.0);
+    }
+
+    #[test]
+    fn a_silence_of_ages_costs_no_more_than_its_last_two_weeks() {
+        let mut b = Baseline::new(1, TEN_MIN);
+        let mut exp = Vec::new();
+        for i in 0..(3 * 144) {
+            let t = MONDAY + i * TEN_MIN;
+            b.expect(t, &mut exp);
+            b.record(t, &[daily(t)], &exp, false);
+        }
+        // A million days: a loop over every window would not end in time
+        // for any test run.
+        let from = MONDAY + 3 * DAY;
+        let to = from + 1_000_000 * DAY;
+        b.record_silence(from, to);
+        assert_eq!(b.windows(), 3 * 144 + 1_000_000 * 144);
+        // The last two weeks are remembered as silent.
+        b.expect(to + 10 * 3_600_000, &mut exp);
+        assert_eq!(exp[0].expected, 0.0);
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub struct DetectConfig {
     /// With the log: also checkpoint (and empty the log) once it holds
     /// this many events, which bounds its size and the replay on start.
     pub wal_checkpoint_events: u64,
+    /// How far ahead of detect's clock an event's time may be; Observe
+    /// quarantines events further ahead (recorded with the reason,
+    /// ListLateEvents) so they never move a watermark. ingest applies the
+    /// same bound first.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
     /// When no event has arrived for this long, windows are closed by wall
     /// clock so a quiet live stream still gets evaluated.
     #[serde(with = "humantime_serde")]
@@ -70,6 +76,7 @@ impl Default for DetectConfig {
             checkpoint_every: Duration::from_secs(60),
             wal: true,
             wal_checkpoint_events: 200_000,
+            max_future_skew: Duration::from_secs(300),
             idle_close: Duration::from_secs(300),
             insights_endpoint: None,
             backend: DetectBackend::Embedded,

@@ -3,11 +3,14 @@
 //!
 //! Time is event time. Each detector buckets matching events into windows
 //! of its interval per entity (account × region by default). A window
-//! closes when the watermark — the newest event time seen — has passed its
-//! end plus the detector's allowed lateness; events for closed windows are
-//! counted as late and dropped. On close, every entity the detector knows is
-//! evaluated, including those with no events in the window: that is how a
-//! drop to zero is seen.
+//! closes when the closing watermark — the progress of the slowest account
+//! × region still delivering (see [`crate::clock`]) — has passed its end
+//! plus the detector's allowed lateness. An event for a window already
+//! closed is late: it is counted and handed back as a [`LateEvent`] for the
+//! caller to record, never silently dropped. On close, every entity the
+//! detector knows is evaluated, including those with no events in the
+//! window: that is how a drop to zero is seen. A long silence costs O(1):
+//! after two days of it, the rest is skipped in one step.
 //!
 //! Evaluation of one window of one entity:
 //! 1. the seasonal [`Baseline`] gives an expected value and noise scale per
@@ -21,6 +24,11 @@
 //! 3. the first activity of a detector in a region the account never used
 //!    is its own kind of anomaly (the forest has no history to judge it).
 //!
+//! State is bounded: accounts outside the organization fold into one
+//! entity per detector and region, regions not in the list into one
+//! `unlisted` region, and each detector keeps at most `max_entities`
+//! entities, evicting the longest idle.
+//!
 //! The engine is synchronous and does no I/O: the service persists what it
 //! returns, and the CLI prints it.
 
@@ -31,6 +39,7 @@ use std::collections::BTreeMap;
 /// cheaper than SipHash and still seeded per process against crafted keys.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -41,6 +50,8 @@ use trailhound_core::{
 use trailhound_rcf::{Detection, DetectorConfig, ForestConfig, ThresholdedForest};
 
 use crate::baseline::{Baseline, Expectation};
+use crate::clock::{EventClock, partition_key};
+use crate::pool::Pool;
 
 /// Tunables of the engine. Defaults were chosen with the scorer on
 /// generated organizations (see the README's quality section).
@@ -92,7 +103,39 @@ pub struct EngineConfig {
     /// Distinct values remembered per account and dimension for "is new".
     pub max_seen_values: usize,
     pub seed: u64,
+    /// How far one account × region may fall behind the newest event time
+    /// before windows stop waiting for it: CloudTrail delivers each in its
+    /// own files, minutes apart (see [`crate::clock`]).
+    #[serde(with = "humantime_serde")]
+    pub max_partition_lag: Duration,
+    /// Entities each detector keeps; a new one past this evicts the
+    /// longest idle (a tenth of them at once, so churn stays cheap).
+    pub max_entities: usize,
+    /// Accounts the organization does not know: folded into one entity
+    /// per detector and region (`fold`), or tracked each on its own
+    /// (`track`, for running without an organization source).
+    pub unknown_accounts: UnknownAccounts,
+    /// Region names beyond the built-in list (a region launched after
+    /// this build) that are entities of their own rather than `unlisted`.
+    pub extra_regions: Vec<String>,
 }
+
+/// What becomes of events of accounts outside the organization.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownAccounts {
+    #[default]
+    Fold,
+    Track,
+}
+
+/// The account id folded entities carry: one AWS never assigns.
+pub const FOLDED_ACCOUNT: &str = "000000000000";
+/// The region folded entities carry.
+pub const UNLISTED_REGION: &str = "unlisted";
+/// Windows of complete silence judged one by one before the rest of the
+/// silence is skipped in one step (two days at 10 minutes).
+const SILENT_WINDOWS_JUDGED: u64 = 288;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -113,6 +156,10 @@ impl Default for EngineConfig {
             contributors_per_dimension: 3,
             max_seen_values: 50_000,
             seed: 42,
+            max_partition_lag: Duration::from_secs(15 * 60),
+            max_entities: 50_000,
+            unknown_accounts: UnknownAccounts::Fold,
+            extra_regions: Vec::new(),
         }
     }
 }
@@ -263,15 +310,26 @@ struct EntityState {
     /// Contributor occurrences in earlier windows (bounded).
     seen: HashMap<(u8, String), u64>,
     account: Arc<AccountMetadata>,
+    /// Start of the last window with events: the longest idle are evicted
+    /// first.
+    last_active_ms: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct DetectorState {
     spec: DetectorSpec,
+    /// Checkpointed one by one (see [`Checkpoint`]), not with the rest.
+    #[serde(skip)]
     entities: HashMap<String, EntityState>,
     open: BTreeMap<i64, HashMap<String, WindowAgg>>,
     /// Start of the oldest window not yet closed; None before any event.
     next_close: Option<i64>,
+    /// Until a window has closed, an event older than `next_close` moves
+    /// it back instead of being late (the first event to arrive need not
+    /// be the oldest).
+    closed_any: bool,
+    /// Windows closed in a row in which no entity had an event.
+    silent_windows: u64,
     late_events: u64,
 }
 
@@ -291,39 +349,101 @@ pub struct EngineStats {
     pub late_events: u64,
     pub windows_closed: u64,
     /// Entity windows judged (closed windows × entities known then).
-    #[serde(default)]
     pub evaluations: u64,
     pub anomalies: u64,
+    /// Of `windows_closed`, those skipped in one step inside a long
+    /// silence.
+    pub windows_skipped: u64,
+    /// Events of accounts outside the organization, folded.
+    pub folded_account_events: u64,
+    /// Events in regions not in the list, folded into `unlisted`.
+    pub unlisted_region_events: u64,
+    /// Entities evicted at `max_entities`.
+    pub entities_evicted: u64,
 }
 
-/// Everything needed to resume after a restart.
+/// An event that arrived for a window already closed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LateEvent {
+    pub detector: String,
+    pub event_id: String,
+    pub account_id: String,
+    pub region: String,
+    pub event_time_ms: i64,
+    pub window_start_ms: i64,
+    /// The closing watermark when it arrived.
+    pub watermark_ms: i64,
+    pub reason: String,
+}
+
+/// Late events the engine hands back per call at most; beyond, they are
+/// only counted (a flood must not grow memory).
+const LATE_KEPT: usize = 10_000;
+
+/// Everything needed to resume after a restart, in pieces: the store keeps
+/// each entity and each account's history as its own value, so no single
+/// value grows with the organization.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Checkpoint {
+    pub header: CheckpointHeader,
+    /// (detector name, entity key, state).
+    pub entities: Vec<(String, String, EntityChunk)>,
+    pub accounts: Vec<(String, AccountChunk)>,
+}
+
+/// Everything but the entities and account histories.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointHeader {
     config: EngineConfig,
     detectors: Vec<DetectorState>,
-    accounts: HashMap<String, AccountHistory>,
-    watermark_ms: i64,
+    clock: EventClock,
     stats: EngineStats,
 }
+
+/// One entity's learned state, opaque outside the engine.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EntityChunk(EntityState);
+
+impl EntityChunk {
+    /// When the entity last had events, for shedding the oldest.
+    pub fn last_active_ms(&self) -> i64 {
+        self.0.last_active_ms
+    }
+}
+
+/// One account's first-seen history, opaque outside the engine.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccountChunk(AccountHistory);
 
 pub struct Engine {
     config: EngineConfig,
     detectors: Vec<DetectorState>,
     accounts: HashMap<String, AccountHistory>,
-    watermark_ms: i64,
+    clock: EventClock,
+    /// The closing watermark windows were last closed at.
+    closed_at: i64,
     stats: EngineStats,
+    late: Vec<LateEvent>,
     /// Changes whenever the detector set does (see [`Preparer`]).
     generation: u64,
-    pool: ForestPool,
+    pool: Pool<Evaluation>,
+    folded: Arc<AccountMetadata>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("detectors", &self.detectors.len())
-            .field("watermark_ms", &self.watermark_ms)
+            .field("closed_at", &self.closed_at)
             .finish_non_exhaustive()
     }
+}
+
+/// Metadata of the entity accounts outside the organization fold into.
+fn folded_account() -> Arc<AccountMetadata> {
+    let mut a = AccountMetadata::external(FOLDED_ACCOUNT);
+    a.name = "accounts outside the organization".into();
+    Arc::new(a)
 }
 
 fn now() -> chrono::DateTime<Utc> {
@@ -338,35 +458,101 @@ impl Engine {
     pub fn new(specs: Vec<DetectorSpec>, config: EngineConfig) -> Self {
         Self {
             detectors: specs.into_iter().map(DetectorState::new).collect(),
+            clock: EventClock::new(config.max_partition_lag.as_millis() as i64),
             config,
             accounts: HashMap::default(),
-            watermark_ms: i64::MIN,
+            closed_at: i64::MIN,
             stats: EngineStats::default(),
+            late: Vec::new(),
             generation: next_generation(),
-            pool: ForestPool::default(),
+            pool: Pool::default(),
+            folded: folded_account(),
         }
     }
 
-    pub fn from_checkpoint(c: Checkpoint) -> Self {
+    /// Resumes from a checkpoint. What was learned keeps the settings it
+    /// was learned with; the bounds (`max_entities`, `max_partition_lag`,
+    /// `unknown_accounts`, `extra_regions`) are `limits`' own, and a
+    /// detector over `max_entities` sheds its longest idle entities here,
+    /// so a start never fails because state grew.
+    pub fn from_checkpoint(c: Checkpoint, limits: &EngineConfig) -> Self {
+        let Checkpoint {
+            header,
+            entities,
+            accounts,
+        } = c;
+        let mut config = header.config;
+        config.max_partition_lag = limits.max_partition_lag;
+        config.max_entities = limits.max_entities;
+        config.unknown_accounts = limits.unknown_accounts;
+        config.extra_regions = limits.extra_regions.clone();
+        let mut clock = header.clock;
+        clock.restore();
+        clock.set_max_lag(config.max_partition_lag.as_millis() as i64);
+        let mut detectors = header.detectors;
+        let mut shed = 0usize;
+        let mut by_detector: HashMap<String, Vec<(String, EntityState)>> = HashMap::default();
+        for (detector, key, EntityChunk(state)) in entities {
+            by_detector.entry(detector).or_default().push((key, state));
+        }
+        for d in &mut detectors {
+            let mut list = by_detector.remove(&d.spec.name).unwrap_or_default();
+            if list.len() > config.max_entities {
+                list.sort_by_key(|(_, e)| std::cmp::Reverse(e.last_active_ms));
+                shed += list.len() - config.max_entities;
+                list.truncate(config.max_entities);
+            }
+            d.entities = list.into_iter().collect();
+        }
+        if shed > 0 {
+            tracing::warn!(
+                shed,
+                max_entities = config.max_entities,
+                "checkpoint held more entities than max_entities: the longest idle were shed"
+            );
+        }
+        let mut stats = header.stats;
+        stats.entities_evicted += shed as u64;
         Self {
-            config: c.config,
-            detectors: c.detectors,
-            accounts: c.accounts,
-            watermark_ms: c.watermark_ms,
-            stats: c.stats,
+            detectors,
+            clock,
+            accounts: accounts
+                .into_iter()
+                .map(|(k, AccountChunk(h))| (k, h))
+                .collect(),
+            closed_at: i64::MIN,
+            stats,
+            config,
+            late: Vec::new(),
             generation: next_generation(),
-            pool: ForestPool::default(),
+            pool: Pool::default(),
+            folded: folded_account(),
         }
     }
 
     /// A copy of all state, for the checkpoint store.
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
-            config: self.config.clone(),
-            detectors: self.detectors.clone(),
-            accounts: self.accounts.clone(),
-            watermark_ms: self.watermark_ms,
-            stats: self.stats.clone(),
+            header: CheckpointHeader {
+                config: self.config.clone(),
+                detectors: self.detectors.clone(),
+                clock: self.clock.clone(),
+                stats: self.stats.clone(),
+            },
+            entities: self
+                .detectors
+                .iter()
+                .flat_map(|d| {
+                    d.entities
+                        .iter()
+                        .map(|(k, e)| (d.spec.name.clone(), k.clone(), EntityChunk(e.clone())))
+                })
+                .collect(),
+            accounts: self
+                .accounts
+                .iter()
+                .map(|(k, h)| (k.clone(), AccountChunk(h.clone())))
+                .collect(),
         }
     }
 
@@ -374,8 +560,26 @@ impl Engine {
         &self.stats
     }
 
-    pub fn watermark_ms(&self) -> i64 {
-        self.watermark_ms
+    /// The closing watermark: windows ending before it (less their
+    /// lateness) are closed.
+    pub fn watermark_ms(&mut self) -> i64 {
+        self.clock.watermark()
+    }
+
+    /// The newest plausible event time seen (a lone outlier excluded).
+    pub fn newest_ms(&self) -> i64 {
+        self.clock.newest()
+    }
+
+    /// Account × region partitions whose progress the watermark follows.
+    pub fn partitions(&self) -> usize {
+        self.clock.partitions()
+    }
+
+    /// Late events since the last call (at most [`LATE_KEPT`]; the rest
+    /// are only counted in [`EngineStats::late_events`]).
+    pub fn take_late(&mut self) -> Vec<LateEvent> {
+        std::mem::take(&mut self.late)
     }
 
     pub fn entity_count(&self) -> usize {
@@ -447,23 +651,58 @@ impl Engine {
         self.stats.events += 1;
         let ev = &e.event;
         let t = ev.event_time_ms;
-        self.note_account(ev);
+        let (account, region) = self.fold(e);
+        let newest_before = self.clock.newest();
+        self.clock.observe(partition_key(account, region), t);
+        self.note_account(ev, account, region);
+        let folded = account != ev.recipient_account_id || region != ev.aws_region;
         for m in prepared.matches {
             let Some(d) = self.detectors.get_mut(m.detector) else {
                 continue;
             };
             let interval = d.spec.interval_ms();
             let window = t.div_euclid(interval) * interval;
-            let next_close = *d.next_close.get_or_insert(window);
-            if window < next_close {
-                d.late_events += 1;
-                self.stats.late_events += 1;
-                continue;
+            let next_close = d.next_close.get_or_insert(window);
+            if window < *next_close {
+                if !d.closed_any {
+                    *next_close = window;
+                } else {
+                    d.late_events += 1;
+                    self.stats.late_events += 1;
+                    if self.late.len() < LATE_KEPT {
+                        let watermark = self.clock.watermark();
+                        self.late.push(LateEvent {
+                            detector: d.spec.name.clone(),
+                            event_id: ev.event_id.clone(),
+                            account_id: ev.recipient_account_id.clone(),
+                            region: ev.aws_region.clone(),
+                            event_time_ms: t,
+                            window_start_ms: window,
+                            watermark_ms: watermark,
+                            reason: format!(
+                                "its {}-minute window closed when the watermark passed {} (lateness {}s): the event arrived after it",
+                                interval / 60_000,
+                                ts(watermark).to_rfc3339(),
+                                d.spec.lateness_ms() / 1000
+                            ),
+                        });
+                    }
+                    continue;
+                }
             }
-            let agg = d.open.entry(window).or_default().entry(m.key).or_default();
+            let key = if folded {
+                fold_key(&d.spec, &m.key, account, region)
+            } else {
+                m.key
+            };
+            let agg = d.open.entry(window).or_default().entry(key).or_default();
             if agg.values.is_empty() {
                 agg.values = vec![0.0; m.values.len()];
-                agg.account = Some(e.account.clone());
+                agg.account = Some(if account == FOLDED_ACCOUNT {
+                    self.folded.clone()
+                } else {
+                    e.account.clone()
+                });
             }
             for (a, v) in agg.values.iter_mut().zip(&m.values) {
                 *a += v;
@@ -491,29 +730,49 @@ impl Engine {
                 }
             }
         }
-        if t > self.watermark_ms {
-            self.watermark_ms = t;
+        if self.clock.newest() > newest_before {
             self.close_due(out);
         }
     }
 
-    fn note_account(&mut self, ev: &trailhound_core::Event) {
+    /// The account and region `e` counts under: its own, or the folds for
+    /// an account outside the organization and a region not in the list.
+    fn fold<'a>(&mut self, e: &'a EnrichedEvent) -> (&'a str, &'a str) {
+        let ev = &e.event;
+        let account = if e.account.known || self.config.unknown_accounts == UnknownAccounts::Track {
+            ev.recipient_account_id.as_str()
+        } else {
+            self.stats.folded_account_events += 1;
+            FOLDED_ACCOUNT
+        };
+        let region = if trailhound_core::regions::is_listed(&ev.aws_region)
+            || self.config.extra_regions.contains(&ev.aws_region)
+        {
+            ev.aws_region.as_str()
+        } else {
+            self.stats.unlisted_region_events += 1;
+            UNLISTED_REGION
+        };
+        (account, region)
+    }
+
+    fn note_account(&mut self, ev: &trailhound_core::Event, account: &str, region: &str) {
         let t = ev.event_time_ms;
         let cap = self.config.max_seen_values;
-        if !self.accounts.contains_key(&ev.recipient_account_id) {
+        if !self.accounts.contains_key(account) {
             self.accounts.insert(
-                ev.recipient_account_id.clone(),
+                account.to_string(),
                 AccountHistory {
                     first_seen_ms: t,
                     ..Default::default()
                 },
             );
         }
-        let Some(h) = self.accounts.get_mut(&ev.recipient_account_id) else {
+        let Some(h) = self.accounts.get_mut(account) else {
             return;
         };
         h.first_seen_ms = h.first_seen_ms.min(t);
-        note_first(&mut h.regions, &ev.aws_region, t, cap);
+        note_first(&mut h.regions, region, t, cap);
         let vals = [
             ev.user_identity.principal(),
             ev.source_ip_address.as_str(),
@@ -529,8 +788,8 @@ impl Engine {
     /// Moves the watermark forward without an event: for live streams that
     /// go quiet, so their windows still close.
     pub fn advance(&mut self, watermark_ms: i64, out: &mut Vec<WindowResult>) {
-        if watermark_ms > self.watermark_ms {
-            self.watermark_ms = watermark_ms;
+        if watermark_ms > self.clock.watermark() {
+            self.clock.advance(watermark_ms);
             self.close_due(out);
         }
     }
@@ -547,9 +806,14 @@ impl Engine {
     }
 
     fn close_due(&mut self, out: &mut Vec<WindowResult>) {
+        let watermark = self.clock.watermark();
+        if watermark <= self.closed_at {
+            return;
+        }
+        self.closed_at = watermark;
         for i in 0..self.detectors.len() {
             let d = &self.detectors[i];
-            let horizon = self.watermark_ms.saturating_sub(d.spec.lateness_ms());
+            let horizon = watermark.saturating_sub(d.spec.lateness_ms());
             self.close_until(i, horizon, out);
         }
     }
@@ -561,25 +825,53 @@ impl Engine {
             let Some(start) = self.detectors[i].next_close else {
                 return;
             };
-            if start + interval > horizon {
+            if start.saturating_add(interval) > horizon {
                 return;
             }
+            let first_open = self.detectors[i].open.keys().next().copied();
+            let d = &mut self.detectors[i];
             // Skip long silent stretches quickly when nothing is known yet.
-            if self.detectors[i].entities.is_empty() {
-                match self.detectors[i].open.keys().next().copied() {
+            if d.entities.is_empty() {
+                match first_open {
                     Some(first) if first > start => {
-                        self.detectors[i].next_close = Some(first);
+                        d.next_close = Some(first);
                         continue;
                     }
                     None => {
                         let last = horizon.div_euclid(interval) * interval;
-                        self.detectors[i].next_close = Some(last.max(start));
+                        d.next_close = Some(last.max(start));
                         return;
                     }
                     _ => {}
                 }
             }
-            let windows = self.detectors[i].open.remove(&start).unwrap_or_default();
+            // The end of the silence from `start`: the first window with
+            // events, or the first not yet due.
+            let due_end = horizon.div_euclid(interval) * interval;
+            let silence_ends = first_open.map_or(due_end, |f| f.min(due_end));
+            if !d.entities.is_empty()
+                && d.silent_windows >= SILENT_WINDOWS_JUDGED
+                && silence_ends > start
+            {
+                // A long silence: judged window by window for two days
+                // (drops, the forest's view of quiet), the rest at once.
+                let skipped = (silence_ends - start) / interval;
+                for ent in d.entities.values_mut() {
+                    ent.baseline.record_silence(start, silence_ends);
+                    ent.active_streak = 0;
+                }
+                d.next_close = Some(silence_ends);
+                self.stats.windows_closed += skipped as u64;
+                self.stats.windows_skipped += skipped as u64;
+                continue;
+            }
+            let windows = d.open.remove(&start).unwrap_or_default();
+            d.silent_windows = if windows.is_empty() {
+                d.silent_windows + 1
+            } else {
+                0
+            };
+            d.closed_any = true;
             self.close_window(i, start, windows, out);
             self.detectors[i].next_close = Some(start + interval);
             self.stats.windows_closed += 1;
@@ -597,9 +889,27 @@ impl Engine {
         let d = &mut self.detectors[i];
         let interval = d.spec.interval_ms();
         let nfeat = d.spec.features.len();
-        // New entities first appear now.
+        // New entities first appear now; past the cap, the longest idle
+        // make room (a tenth at once, so a churn of new ids stays cheap).
+        let fresh = aggs.keys().filter(|k| !d.entities.contains_key(*k)).count();
+        if fresh > 0 && !d.entities.is_empty() && d.entities.len() + fresh > cfg.max_entities {
+            let want = (d.entities.len() + fresh)
+                .saturating_sub(cfg.max_entities)
+                .max(cfg.max_entities / 10)
+                .min(d.entities.len());
+            let mut idle: Vec<(i64, String)> = d
+                .entities
+                .iter()
+                .map(|(k, e)| (e.last_active_ms, k.clone()))
+                .collect();
+            idle.select_nth_unstable_by_key(want.saturating_sub(1), |(t, _)| *t);
+            for (_, k) in idle.into_iter().take(want) {
+                d.entities.remove(&k);
+            }
+            self.stats.entities_evicted += want as u64;
+        }
         for (key, agg) in &aggs {
-            if d.entities.contains_key(key) {
+            if d.entities.contains_key(key) || d.entities.len() >= cfg.max_entities {
                 continue;
             }
             let Some(account) = agg.account.clone() else {
@@ -647,6 +957,7 @@ impl Engine {
                     active_streak: 0,
                     seen: HashMap::default(),
                     account,
+                    last_active_ms: start,
                 },
             );
         }
@@ -681,7 +992,7 @@ impl Engine {
         // Entities are independent: their forests, which are nearly all of
         // the work, run on every core when there are enough to share.
         if work.len() >= 8 {
-            self.pool.run(&mut work);
+            self.pool.run(&mut work, Evaluation::step_forest);
         } else {
             work.iter_mut().for_each(Evaluation::step_forest);
         }
@@ -723,117 +1034,11 @@ struct Evaluation {
 }
 
 impl Evaluation {
+    /// Leaves `detection` None if it panics (a bug): the pool then costs
+    /// this window's verdict, not the entity.
     fn step_forest(&mut self) {
         let j = &self.judging;
         self.detection = Some(self.ent.forest.process_if(&j.rounded, j.needed));
-    }
-
-    /// [`Self::step_forest`], where a panic (a bug) costs this window's
-    /// verdict, not the entity (as a panic on a scoped thread did).
-    fn step_forest_caught(&mut self) {
-        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step_forest()));
-        if stepped.is_err() {
-            self.detection = None;
-        }
-    }
-}
-
-/// Threads that step entities' forests when a window closes. They are
-/// started once and kept: starting two threads for every window (as a
-/// scoped spawn did) cost about as much CPU as the forests of a quiet
-/// window, most of it in the kernel. The calling thread takes a share of
-/// the work itself.
-#[derive(Default)]
-struct ForestPool {
-    /// Threads to share a window's work across, the caller included; 0
-    /// until first used.
-    threads: usize,
-    workers: Vec<PoolWorker>,
-}
-
-struct PoolWorker {
-    jobs: std::sync::mpsc::Sender<Vec<Evaluation>>,
-    done: std::sync::mpsc::Receiver<Vec<Evaluation>>,
-}
-
-/// Where one share of a window's work runs.
-enum Share {
-    Here(Vec<Evaluation>),
-    /// On this worker.
-    Sent(usize),
-}
-
-impl ForestPool {
-    /// Steps the forest of every entity in `work`, keeping their order.
-    fn run(&mut self, work: &mut Vec<Evaluation>) {
-        if self.threads == 0 {
-            self.threads = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .min(4);
-            self.workers = (1..self.threads)
-                .map_while(|_| PoolWorker::start())
-                .collect();
-        }
-        let chunk = work.len().div_ceil(self.workers.len() + 1).max(1);
-        let mut items = std::mem::take(work).into_iter();
-        let mut shares = Vec::with_capacity(self.workers.len() + 1);
-        // The first share stays here; the others go to a worker each.
-        for i in 0usize.. {
-            let share: Vec<Evaluation> = items.by_ref().take(chunk).collect();
-            if share.is_empty() {
-                break;
-            }
-            let worker = i
-                .checked_sub(1)
-                .and_then(|w| Some(w).zip(self.workers.get(w)));
-            shares.push(match worker {
-                Some((w, worker)) => match worker.jobs.send(share) {
-                    Ok(()) => Share::Sent(w),
-                    Err(std::sync::mpsc::SendError(share)) => Share::Here(share),
-                },
-                None => Share::Here(share),
-            });
-        }
-        for share in &mut shares {
-            if let Share::Here(share) = share {
-                share.iter_mut().for_each(Evaluation::step_forest_caught);
-            }
-        }
-        let mut gone = Vec::new();
-        for share in shares {
-            match share {
-                Share::Here(share) => work.extend(share),
-                // Workers catch panics, so a share only goes missing if
-                // its thread was killed outright.
-                Share::Sent(w) => match self.workers.get(w).map(|worker| worker.done.recv()) {
-                    Some(Ok(share)) => work.extend(share),
-                    _ => gone.push(w),
-                },
-            }
-        }
-        for w in gone.into_iter().rev() {
-            self.workers.remove(w);
-        }
-    }
-}
-
-impl PoolWorker {
-    fn start() -> Option<Self> {
-        let (jobs, job_rx) = std::sync::mpsc::channel::<Vec<Evaluation>>();
-        let (done_tx, done) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("th-forest".into())
-            .spawn(move || {
-                for mut share in job_rx {
-                    share.iter_mut().for_each(Evaluation::step_forest_caught);
-                    if done_tx.send(share).is_err() {
-                        return;
-                    }
-                }
-            })
-            .ok()?;
-        Some(Self { jobs, done })
     }
 }
 
@@ -1009,6 +1214,7 @@ fn evaluate_after(
     ent.baseline
         .record_events(start, &recorded, agg.events, &exp, anomaly.is_some());
     ent.active_streak = if agg.events > 0 {
+        ent.last_active_ms = start;
         ent.active_streak.saturating_add(1)
     } else {
         0
@@ -1238,7 +1444,24 @@ impl DetectorState {
             entities: HashMap::default(),
             open: BTreeMap::new(),
             next_close: None,
+            closed_any: false,
+            silent_windows: 0,
             late_events: 0,
         }
     }
+}
+
+/// `key` (category values joined by '/') with the account and region
+/// fields replaced by the folds `account` and `region`.
+fn fold_key(spec: &DetectorSpec, key: &str, account: &str, region: &str) -> String {
+    spec.category_fields
+        .iter()
+        .zip(key.split('/'))
+        .map(|(field, value)| match field.to_string().as_str() {
+            "recipientAccountId" => account,
+            "awsRegion" => region,
+            _ => value,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }

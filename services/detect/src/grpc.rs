@@ -149,6 +149,7 @@ impl DetectService for DetectGrpc {
                 accepted: o.accepted,
                 late: 0,
                 anomalies: 0,
+                quarantined: 0,
             }));
         }
         let closing = TraceLink::current();
@@ -169,6 +170,50 @@ impl DetectService for DetectGrpc {
             accepted: outcome.accepted,
             late: outcome.late,
             anomalies: outcome.anomalies.len() as u32,
+            quarantined: outcome.quarantined,
+        }))
+    }
+
+    async fn list_late_events(
+        &self,
+        req: Request<pb::ListLateEventsRequest>,
+    ) -> Result<Response<pb::ListLateEventsResponse>, Status> {
+        let r = req.into_inner();
+        if !r.account_id.is_empty() && !trailhound_core::is_account_id(&r.account_id) {
+            return Err(status::invalid("account_id", "must be 12 digits"));
+        }
+        if r.page_size > MAX_PAGE {
+            return Err(status::invalid(
+                "page_size",
+                &format!("must be at most {MAX_PAGE}"),
+            ));
+        }
+        let size = if r.page_size == 0 {
+            100
+        } else {
+            r.page_size as usize
+        };
+        let token = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        let (events, next) = self
+            .detect
+            .late_events(&r.detector, &r.account_id, size, token)
+            .map_err(to_status)?;
+        let ts = trailhound_core::convert::timestamp_ms;
+        Ok(Response::new(pb::ListLateEventsResponse {
+            events: events
+                .into_iter()
+                .map(|l| pb::LateEvent {
+                    detector: l.detector,
+                    event_id: l.event_id,
+                    account_id: l.account_id,
+                    region: l.region,
+                    event_time: Some(ts(l.event_time_ms)),
+                    window_start: Some(ts(l.window_start_ms)),
+                    watermark: Some(ts(l.watermark_ms)),
+                    reason: l.reason,
+                })
+                .collect(),
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 

@@ -20,11 +20,13 @@
 //! nothing for any of this. Details in [`service`].
 
 pub mod baseline;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod grpc;
 pub mod insights_sink;
 pub mod links;
+mod pool;
 pub mod service;
 pub mod store;
 pub mod wal;
@@ -36,7 +38,9 @@ use tokio_util::sync::CancellationToken;
 use trailhound_proto::detect::v1::detect_service_server::DetectServiceServer;
 
 pub use config::DetectConfig;
-pub use engine::{Engine, EngineConfig, Prepared, Preparer, WindowResult};
+pub use engine::{
+    Engine, EngineConfig, LateEvent, Prepared, Preparer, UnknownAccounts, WindowResult,
+};
 pub use service::{Detect, DetectError, WalOptions};
 pub use store::DetectStore;
 
@@ -168,18 +172,21 @@ pub fn build(
     downstream: Option<Arc<dyn trailhound_core::pipeline::AnomalySink>>,
 ) -> anyhow::Result<Arc<Detect>> {
     let store = DetectStore::open(&config.store_path(data_dir))?;
-    let detect = Arc::new(Detect::open_with(
-        store,
-        config.detectors.clone(),
-        config.engine.clone(),
-        downstream.clone(),
-        WalOptions {
-            // OpenSearch keeps the events itself; the log is the embedded
-            // engine's.
-            enabled: config.wal && config.backend == config::DetectBackend::Embedded,
-            checkpoint_after_events: config.wal_checkpoint_events,
-        },
-    )?);
+    let detect = Arc::new(
+        Detect::open_with(
+            store,
+            config.detectors.clone(),
+            config.engine.clone(),
+            downstream.clone(),
+            WalOptions {
+                // OpenSearch keeps the events itself; the log is the embedded
+                // engine's.
+                enabled: config.wal && config.backend == config::DetectBackend::Embedded,
+                checkpoint_after_events: config.wal_checkpoint_events,
+            },
+        )?
+        .with_max_future_skew(config.max_future_skew),
+    );
     if config.backend == config::DetectBackend::Opensearch {
         // The cluster is reached lazily: it may be down now; serve() sets
         // it up in the background and events wait in ingest meanwhile.

@@ -47,7 +47,7 @@ use tokio::sync::broadcast;
 use trailhound_core::pipeline::AnomalySink;
 use trailhound_core::{Anomaly, DetectorSpec, EnrichedEvent};
 
-use crate::engine::{Engine, EngineConfig, EngineStats, WindowResult};
+use crate::engine::{Engine, EngineConfig, EngineStats, LateEvent, WindowResult};
 use crate::store::{AnomalyFilter, DetectStore, SeriesPoint, StoreError};
 use crate::wal::{self, WalEntry};
 
@@ -88,6 +88,9 @@ fn backend_error(e: trailhound_opensearch::OsError) -> DetectError {
 pub struct ObserveOutcome {
     pub accepted: u64,
     pub late: u64,
+    /// Events whose time was too far ahead of detect's clock: recorded
+    /// with the reason, not counted.
+    pub quarantined: u64,
     pub anomalies: Vec<Anomaly>,
     /// The batch had been acknowledged before (a resend after a lost
     /// answer) and was not counted again.
@@ -227,7 +230,7 @@ fn restore(
     let checkpoint = store.load_checkpoint()?;
     let had_checkpoint = checkpoint.is_some();
     let mut engine = match checkpoint {
-        Some(c) => Engine::from_checkpoint(c),
+        Some(c) => Engine::from_checkpoint(c, engine_config),
         None => Engine::new(specs.to_vec(), engine_config.clone()),
     };
     let base = store.checkpoint_wal_seq()?;
@@ -255,7 +258,7 @@ fn restore(
             replayed_entries += 1;
             replayed_events += n;
         }
-        unsent.extend(store.record_replayed(&results)?);
+        unsent.extend(store.record_replayed(&results, &engine.take_late())?);
         results.clear();
     }
     reconcile(&mut engine, specs);
@@ -289,6 +292,11 @@ pub struct Detect {
     downstream: Option<Arc<dyn AnomalySink>>,
     last_arrival: Mutex<Instant>,
     last_arrival_watermark: AtomicI64,
+    /// Late events per detector since start ("quarantined" for those
+    /// refused at the door).
+    late_by: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// How far ahead of the wall clock an event may be (see `quarantine`).
+    max_future_skew_ms: i64,
     figures: Figures,
     /// Set when `[detect] backend = "opensearch"`: events go to the
     /// cluster and anomalies come from its Anomaly Detection plugin.
@@ -384,6 +392,8 @@ impl Detect {
             downstream,
             last_arrival: Mutex::new(Instant::now()),
             last_arrival_watermark: AtomicI64::new(i64::MIN),
+            late_by: Mutex::new(Default::default()),
+            max_future_skew_ms: 5 * 60 * 1000,
             figures: Figures {
                 common: trailhound_runtime::stats::Common::new("detect"),
                 batch: Default::default(),
@@ -408,6 +418,13 @@ impl Detect {
     /// stored before, hence never sent downstream: `serve` forwards them.
     pub fn take_unsent(&self) -> Vec<Anomaly> {
         std::mem::take(&mut *self.unsent.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// How far ahead of the wall clock an event may be before `observe`
+    /// quarantines it (default 5 minutes).
+    pub fn with_max_future_skew(mut self, skew: std::time::Duration) -> Self {
+        self.max_future_skew_ms = skew.as_millis() as i64;
+        self
     }
 
     /// Hands detection to the OpenSearch backend (once).
@@ -560,18 +577,20 @@ impl Detect {
     }
 
     fn observe_inner(&self, events: &[EnrichedEvent]) -> Result<ObserveOutcome, DetectError> {
+        let fingerprint = wal::fingerprint(events);
+        let (events, quarantined) = self.quarantine(events);
+        let events: &[EnrichedEvent] = &events;
         let n = events.len() as u64;
+        let quarantined_count = quarantined.len() as u64;
         // Encoded before the engine is locked: other batches apply meanwhile.
         let logged = if self.wal_options.enabled {
-            Some((
-                wal::fingerprint(events),
-                wal::encode_batch(events).map_err(wal_error)?,
-            ))
+            Some((fingerprint, wal::encode_batch(events).map_err(wal_error)?))
         } else {
             None
         };
         let mut results = Vec::new();
-        let late = {
+        let mut late: Vec<LateEvent>;
+        let late_count = {
             let mut engine = self.engine();
             if let Some((fp, _)) = &logged
                 && self.wal().recent_set.contains(fp)
@@ -597,11 +616,13 @@ impl Detect {
             for e in events {
                 engine.observe(e, &mut results);
             }
+            late = engine.take_late();
+            late.extend(quarantined);
             if let Some((fp, entry)) = &logged {
-                self.commit_locked(&mut engine, entry, Some(*fp), n, &results)?;
+                self.commit_locked(&mut engine, entry, Some(*fp), n, &results, &late)?;
             }
             self.last_arrival_watermark
-                .store(engine.watermark_ms(), Ordering::Relaxed);
+                .store(engine.newest_ms(), Ordering::Relaxed);
             engine.stats().late_events - before
         };
         *self.last_arrival.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
@@ -610,11 +631,13 @@ impl Detect {
             self.checkpoint_if_due();
             a
         } else {
-            self.publish(results)?
+            self.publish(results, &late)?
         };
+        self.note_late(&mut late);
         Ok(ObserveOutcome {
             accepted: n,
-            late,
+            late: late_count,
+            quarantined: quarantined_count,
             anomalies,
             duplicate: false,
         })
@@ -632,10 +655,14 @@ impl Detect {
         fingerprint: Option<u128>,
         events: u64,
         results: &[WindowResult],
+        late: &[LateEvent],
     ) -> Result<(), DetectError> {
         let mut w = self.wal();
         let seq = w.next_seq;
-        match self.store.commit_logged(seq, entry, fingerprint, results) {
+        match self
+            .store
+            .commit_logged(seq, entry, fingerprint, results, late)
+        {
             Ok(()) => {
                 w.logged(seq, events, fingerprint);
                 Ok(())
@@ -661,9 +688,79 @@ impl Detect {
         }
     }
 
-    fn publish(&self, results: Vec<WindowResult>) -> Result<Vec<Anomaly>, DetectError> {
-        self.store.record(&results)?;
+    fn publish(
+        &self,
+        results: Vec<WindowResult>,
+        late: &[LateEvent],
+    ) -> Result<Vec<Anomaly>, DetectError> {
+        self.store.record(&results, late)?;
         Ok(self.announce(results))
+    }
+
+    /// Splits off events too far ahead of the wall clock: a batch from a
+    /// caller that skipped ingest's checks must not move time on.
+    fn quarantine<'a>(
+        &self,
+        events: &'a [EnrichedEvent],
+    ) -> (std::borrow::Cow<'a, [EnrichedEvent]>, Vec<LateEvent>) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let limit = now.saturating_add(self.max_future_skew_ms);
+        if events.iter().all(|e| e.event.event_time_ms <= limit) {
+            return (std::borrow::Cow::Borrowed(events), Vec::new());
+        }
+        let (kept, ahead): (Vec<EnrichedEvent>, Vec<EnrichedEvent>) = events
+            .iter()
+            .cloned()
+            .partition(|e| e.event.event_time_ms <= limit);
+        let quarantined = ahead
+            .into_iter()
+            .map(|e| LateEvent {
+                detector: String::new(),
+                reason: format!(
+                    "quarantined: event time {} is more than max_future_skew ({}s) ahead of detect's clock {}",
+                    chrono::DateTime::from_timestamp_millis(e.event.event_time_ms)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| e.event.event_time_ms.to_string()),
+                    self.max_future_skew_ms / 1000,
+                    chrono::DateTime::from_timestamp_millis(now)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
+                ),
+                event_id: e.event.event_id,
+                account_id: e.event.recipient_account_id,
+                region: e.event.aws_region,
+                event_time_ms: e.event.event_time_ms,
+                window_start_ms: e.event.event_time_ms,
+                watermark_ms: now,
+            })
+            .collect();
+        (std::borrow::Cow::Owned(kept), quarantined)
+    }
+
+    /// Counts late events per detector for `Stats` and logs a sample.
+    fn note_late(&self, late: &mut Vec<LateEvent>) {
+        if late.is_empty() {
+            return;
+        }
+        let mut by = self.late_by.lock().unwrap_or_else(|p| p.into_inner());
+        for l in late.iter() {
+            let key = if l.detector.is_empty() {
+                "quarantined"
+            } else {
+                l.detector.as_str()
+            };
+            *by.entry(key.to_string()).or_default() += 1;
+        }
+        if let Some(first) = late.first() {
+            tracing::warn!(
+                count = late.len(),
+                detector = %first.detector,
+                event = %first.event_id,
+                reason = %first.reason,
+                "late events recorded (ListLateEvents)"
+            );
+        }
+        late.clear();
     }
 
     /// Logs the anomalies among stored results and tells the watchers.
@@ -713,12 +810,12 @@ impl Detect {
         if self.wal_options.enabled {
             let mut engine = self.engine();
             engine.flush(&mut results);
-            self.commit_locked(&mut engine, &wal::encode_flush(), None, 0, &results)?;
+            self.commit_locked(&mut engine, &wal::encode_flush(), None, 0, &results, &[])?;
             drop(engine);
             return Ok(self.announce(results));
         }
         self.engine().flush(&mut results);
-        let anomalies = self.publish(results)?;
+        let anomalies = self.publish(results, &[])?;
         self.store.sync()?;
         Ok(anomalies)
     }
@@ -738,17 +835,24 @@ impl Detect {
         let target = base.saturating_add(since.as_millis() as i64);
         let mut results = Vec::new();
         let mut engine = self.engine();
-        if target <= engine.watermark_ms() {
+        if target <= engine.newest_ms() {
             return Ok(Vec::new());
         }
         engine.advance(target, &mut results);
         if self.wal_options.enabled {
-            self.commit_locked(&mut engine, &wal::encode_advance(target), None, 0, &results)?;
+            self.commit_locked(
+                &mut engine,
+                &wal::encode_advance(target),
+                None,
+                0,
+                &results,
+                &[],
+            )?;
             drop(engine);
             return Ok(self.announce(results));
         }
         drop(engine);
-        self.publish(results)
+        self.publish(results, &[])
     }
 
     /// Saves the engine's state; with the log, also drops the entries the
@@ -798,6 +902,7 @@ impl Detect {
     /// history shows large freshness but no lag.
     pub fn service_stats(&self) -> trailhound_proto::common::v1::ServiceStats {
         let (s, entities, watermark) = self.stats();
+        let partitions = self.engine().partitions();
         let (wal_entries, wal_events) = {
             let w = self.wal();
             (w.entries.len(), w.events)
@@ -836,6 +941,22 @@ impl Detect {
             }
         }
         out.errors.insert("forward".into(), load(&f.forward_errors));
+        // Late and quarantined events are input arriving too late or with
+        // an implausible time, not faults of detect.
+        out.input_rejected = self
+            .late_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| {
+                let kind = if k == "quarantined" {
+                    "quarantined: event time ahead of detect's clock".to_string()
+                } else {
+                    format!("late for a closed window of {k}")
+                };
+                (kind, *v)
+            })
+            .collect();
         out.lag_seconds = f.pending.oldest_age_seconds();
         if watermark != i64::MIN {
             let now = chrono::Utc::now().timestamp_millis();
@@ -854,15 +975,43 @@ impl Detect {
             ("duplicate_events", load(&f.duplicate_events) as f64),
             ("replayed_entries", load(&f.replayed_entries) as f64),
             ("replayed_events", load(&f.replayed_events) as f64),
+            ("partitions", partitions as f64),
+            ("windows_skipped", s.windows_skipped as f64),
+            ("folded_account_events", s.folded_account_events as f64),
+            ("unlisted_region_events", s.unlisted_region_events as f64),
+            ("entities_evicted", s.entities_evicted as f64),
+            (
+                "quarantined_events",
+                self.late_by
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get("quarantined")
+                    .copied()
+                    .unwrap_or(0) as f64,
+            ),
         ] {
             out.gauges.insert(k.into(), v);
         }
         out
     }
 
+    /// The engine's counters, entities, and newest plausible event time.
     pub fn stats(&self) -> (EngineStats, usize, i64) {
         let e = self.engine();
-        (e.stats().clone(), e.entity_count(), e.watermark_ms())
+        (e.stats().clone(), e.entity_count(), e.newest_ms())
+    }
+
+    /// Late events recorded, newest first (see [`DetectStore::late_events`]).
+    pub fn late_events(
+        &self,
+        detector: &str,
+        account_id: &str,
+        page_size: usize,
+        token: Option<&str>,
+    ) -> Result<(Vec<LateEvent>, Option<String>), DetectError> {
+        Ok(self
+            .store
+            .late_events(detector, account_id, page_size, token)?)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Anomaly>> {
@@ -924,7 +1073,7 @@ impl Detect {
         self.store.save_detectors(&specs)?;
         if self.wal_options.enabled {
             let entry = wal::encode_detectors(&specs).map_err(wal_error)?;
-            self.commit_locked(engine, &entry, None, 0, &[])?;
+            self.commit_locked(engine, &entry, None, 0, &[], &[])?;
         }
         Ok(())
     }

@@ -6,11 +6,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use trailhound_core::{Anomaly, DetectorSpec};
 
-use crate::engine::{Checkpoint, WindowResult};
+use crate::engine::{
+    AccountChunk, Checkpoint, CheckpointHeader, EntityChunk, LateEvent, WindowResult,
+};
 
 const ANOMALIES: TableDefinition<&str, &[u8]> = TableDefinition::new("anomalies");
 /// "{window_start_ms:020}|{id}" → (), for newest-first listing.
@@ -26,6 +28,19 @@ const WAL: TableDefinition<u64, &[u8]> = TableDefinition::new("wal");
 const BATCHES: TableDefinition<u64, u128> = TableDefinition::new("wal_batches");
 /// In STATE: the last log entry the checkpoint includes (u64, LE).
 const CHECKPOINT_SEQ: &str = "checkpoint_wal_seq";
+/// In STATE: the checkpoint's header (see [`Checkpoint`]).
+const CHECKPOINT_HEADER: &str = "checkpoint_header";
+/// The checkpoint's entities: "{detector}\u{1f}{entity}" → state.
+const CHECKPOINT_ENTITIES: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("checkpoint_entities");
+/// The checkpoint's account histories: account id → history.
+const CHECKPOINT_ACCOUNTS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("checkpoint_accounts");
+/// Late events: "{event time}|{detector}|{event id}" → JSON. Keyed by the
+/// event, so the log's replay records each once.
+const LATE: TableDefinition<&str, &[u8]> = TableDefinition::new("late_events");
+/// Late events kept; older ones are dropped (they stay counted).
+pub const LATE_RETAINED: u64 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("detect store {path}: {message}")]
@@ -114,15 +129,17 @@ impl DetectStore {
             path: p.clone(),
             message: e.to_string(),
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
-        }
+        trailhound_runtime::private::parent(path).map_err(|e| err(&e))?;
         let db = Database::create(path).map_err(|e| err(&e))?;
+        trailhound_runtime::private::file(path).map_err(|e| err(&e))?;
         let w = db.begin_write().map_err(|e| err(&e))?;
         for t in [ANOMALIES, SERIES, DETECTORS, STATE] {
             w.open_table(t).map_err(|e| err(&e))?;
         }
         w.open_table(BY_TIME).map_err(|e| err(&e))?;
+        for t in [CHECKPOINT_ENTITIES, CHECKPOINT_ACCOUNTS, LATE] {
+            w.open_table(t).map_err(|e| err(&e))?;
+        }
         w.open_table(WAL).map_err(|e| err(&e))?;
         w.open_table(BATCHES).map_err(|e| err(&e))?;
         w.commit().map_err(|e| err(&e))?;
@@ -141,8 +158,8 @@ impl DetectStore {
 
     /// Persists closed windows: their series points and any anomalies, in
     /// one transaction.
-    pub fn record(&self, results: &[WindowResult]) -> Result<(), StoreError> {
-        if results.is_empty() {
+    pub fn record(&self, results: &[WindowResult], late: &[LateEvent]) -> Result<(), StoreError> {
+        if results.is_empty() && late.is_empty() {
             return Ok(());
         }
         let mut w = self.db.begin_write().map_err(|e| self.err(e))?;
@@ -153,6 +170,7 @@ impl DetectStore {
         // Immediate ones; on macOS they are cheaper barriers.)
         w.set_durability(redb::Durability::Eventual);
         self.write_results(&w, results, false)?;
+        self.write_late(&w, late)?;
         w.commit().map_err(|e| self.err(e))
     }
 
@@ -165,6 +183,7 @@ impl DetectStore {
         entry: &[u8],
         fingerprint: Option<u128>,
         results: &[WindowResult],
+        late: &[LateEvent],
     ) -> Result<(), StoreError> {
         let mut w = self.db.begin_write().map_err(|e| self.err(e))?;
         w.set_durability(redb::Durability::Immediate);
@@ -177,18 +196,24 @@ impl DetectStore {
             }
         }
         self.write_results(&w, results, false)?;
+        self.write_late(&w, late)?;
         w.commit().map_err(|e| self.err(e))
     }
 
     /// Persists windows closed again while replaying the log. Anomalies
     /// already stored are kept as they are (with their first detection
     /// time); the ones returned were not stored before.
-    pub fn record_replayed(&self, results: &[WindowResult]) -> Result<Vec<Anomaly>, StoreError> {
-        if results.is_empty() {
+    pub fn record_replayed(
+        &self,
+        results: &[WindowResult],
+        late: &[LateEvent],
+    ) -> Result<Vec<Anomaly>, StoreError> {
+        if results.is_empty() && late.is_empty() {
             return Ok(Vec::new());
         }
         let w = self.db.begin_write().map_err(|e| self.err(e))?;
         let fresh = self.write_results(&w, results, true)?;
+        self.write_late(&w, late)?;
         w.commit().map_err(|e| self.err(e))?;
         Ok(fresh)
     }
@@ -247,6 +272,67 @@ impl DetectStore {
             }
         }
         Ok(written)
+    }
+
+    /// Records late events (idempotently: keyed by the event), dropping
+    /// the oldest past [`LATE_RETAINED`].
+    fn write_late(&self, w: &redb::WriteTransaction, late: &[LateEvent]) -> Result<(), StoreError> {
+        if late.is_empty() {
+            return Ok(());
+        }
+        let mut t = w.open_table(LATE).map_err(|e| self.err(e))?;
+        for l in late {
+            let json = serde_json::to_vec(l).map_err(|e| self.err(e))?;
+            let key = time_key(l.event_time_ms, &format!("{}|{}", l.detector, l.event_id));
+            t.insert(key.as_str(), json.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        let len = t.len().map_err(|e| self.err(e))?;
+        if len > LATE_RETAINED {
+            let drop: Vec<String> = t
+                .iter()
+                .map_err(|e| self.err(e))?
+                .take((len - LATE_RETAINED) as usize)
+                .filter_map(|item| item.ok().map(|(k, _)| k.value().to_string()))
+                .collect();
+            for k in drop {
+                t.remove(k.as_str()).map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Late events by event time, newest first, optionally of one
+    /// detector or account; `after` is the previous page's token.
+    pub fn late_events(
+        &self,
+        detector: &str,
+        account_id: &str,
+        page_size: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<LateEvent>, Option<String>), StoreError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(LATE).map_err(|e| self.err(e))?;
+        let upper = after.unwrap_or("~").to_string();
+        let mut out = Vec::new();
+        let mut last_key = None;
+        for item in t.range(..upper.as_str()).map_err(|e| self.err(e))?.rev() {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let Ok(l) = serde_json::from_slice::<LateEvent>(v.value()) else {
+                continue;
+            };
+            if (!detector.is_empty() && l.detector != detector)
+                || (!account_id.is_empty() && l.account_id != account_id)
+            {
+                continue;
+            }
+            if out.len() == page_size {
+                return Ok((out, last_key));
+            }
+            last_key = Some(k.value().to_string());
+            out.push(l);
+        }
+        Ok((out, None))
     }
 
     pub fn anomaly(&self, id: &str) -> Result<Option<Anomaly>, StoreError> {
@@ -397,19 +483,43 @@ impl DetectStore {
 
     /// Saves a checkpoint that includes every log entry up to `wal_seq`
     /// and drops those entries, and the batch fingerprints older than
-    /// `keep_batches_from`, in the same transaction.
+    /// `keep_batches_from`, in the same transaction. Each entity and each
+    /// account history is a value of its own, so no value grows with the
+    /// organization (redb refuses values past 3 GiB). Returns the bytes
+    /// written.
     pub fn save_checkpoint_at(
         &self,
         c: &Checkpoint,
         wal_seq: Option<u64>,
         keep_batches_from: u64,
     ) -> Result<usize, StoreError> {
-        let bytes = postcard::to_stdvec(c).map_err(|e| self.err(e))?;
+        let header = postcard::to_stdvec(&c.header).map_err(|e| self.err(e))?;
+        let mut total = header.len();
         let w = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = w.open_table(STATE).map_err(|e| self.err(e))?;
-            t.insert("checkpoint", bytes.as_slice())
+            t.insert(CHECKPOINT_HEADER, header.as_slice())
                 .map_err(|e| self.err(e))?;
+            // The single-value checkpoint of earlier versions, if any.
+            t.remove("checkpoint").map_err(|e| self.err(e))?;
+            let mut entities = w.open_table(CHECKPOINT_ENTITIES).map_err(|e| self.err(e))?;
+            entities.retain(|_, _| false).map_err(|e| self.err(e))?;
+            for (detector, key, state) in &c.entities {
+                let bytes = postcard::to_stdvec(state).map_err(|e| self.err(e))?;
+                total += bytes.len();
+                entities
+                    .insert(format!("{detector}\u{1f}{key}").as_str(), bytes.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            let mut accounts = w.open_table(CHECKPOINT_ACCOUNTS).map_err(|e| self.err(e))?;
+            accounts.retain(|_, _| false).map_err(|e| self.err(e))?;
+            for (account, history) in &c.accounts {
+                let bytes = postcard::to_stdvec(history).map_err(|e| self.err(e))?;
+                total += bytes.len();
+                accounts
+                    .insert(account.as_str(), bytes.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
             if let Some(seq) = wal_seq {
                 t.insert(CHECKPOINT_SEQ, seq.to_le_bytes().as_slice())
                     .map_err(|e| self.err(e))?;
@@ -423,7 +533,7 @@ impl DetectStore {
                 .map_err(|e| self.err(e))?;
         }
         w.commit().map_err(|e| self.err(e))?;
-        Ok(bytes.len())
+        Ok(total)
     }
 
     /// The last log entry the stored checkpoint includes (0: none).
@@ -473,18 +583,56 @@ impl DetectStore {
         Ok(out)
     }
 
+    /// The stored checkpoint, if there is one that this build can read.
+    /// An unreadable entity or account is skipped (and said so), not the
+    /// whole checkpoint: the rest still resumes.
     pub fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         let r = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = r.open_table(STATE).map_err(|e| self.err(e))?;
-        match t.get("checkpoint").map_err(|e| self.err(e))? {
-            None => Ok(None),
+        let header: CheckpointHeader = match t.get(CHECKPOINT_HEADER).map_err(|e| self.err(e))? {
+            None => return Ok(None),
             Some(v) => match postcard::from_bytes(v.value()) {
-                Ok(c) => Ok(Some(c)),
+                Ok(h) => h,
                 Err(e) => {
                     tracing::warn!(error = %e, "ignoring unreadable detector checkpoint; learning afresh");
-                    Ok(None)
+                    return Ok(None);
                 }
             },
+        };
+        let mut unreadable = 0u64;
+        let mut entities = Vec::new();
+        let table = r.open_table(CHECKPOINT_ENTITIES).map_err(|e| self.err(e))?;
+        for item in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let key = k.value();
+            let Some((detector, entity)) = key.split_once('\u{1f}') else {
+                unreadable += 1;
+                continue;
+            };
+            match postcard::from_bytes::<EntityChunk>(v.value()) {
+                Ok(state) => entities.push((detector.to_string(), entity.to_string(), state)),
+                Err(_) => unreadable += 1,
+            }
         }
+        let mut accounts = Vec::new();
+        let table = r.open_table(CHECKPOINT_ACCOUNTS).map_err(|e| self.err(e))?;
+        for item in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            match postcard::from_bytes::<AccountChunk>(v.value()) {
+                Ok(h) => accounts.push((k.value().to_string(), h)),
+                Err(_) => unreadable += 1,
+            }
+        }
+        if unreadable > 0 {
+            tracing::warn!(
+                unreadable,
+                "skipped unreadable entities in the detector checkpoint; they learn afresh"
+            );
+        }
+        Ok(Some(Checkpoint {
+            header,
+            entities,
+            accounts,
+        }))
     }
 }

@@ -232,6 +232,12 @@ fn events_for_closed_windows_are_counted_late() {
         &invoke(2, T0 + 60 * MIN, "111122223333", "us-east-1", "p"),
         &mut out,
     );
+    // One event alone does not move time (it could be an outlier).
+    assert!(out.is_empty());
+    e.observe(
+        &invoke(5, T0 + 61 * MIN, "111122223333", "us-east-1", "p"),
+        &mut out,
+    );
     // The first window closed when the watermark passed its end + lateness.
     assert!(!out.is_empty());
     e.observe(
@@ -239,6 +245,13 @@ fn events_for_closed_windows_are_counted_late() {
         &mut out,
     );
     assert_eq!(e.stats().late_events, 1);
+    let late = e.take_late();
+    assert_eq!(late.len(), 1);
+    assert_eq!(
+        (late[0].event_id.as_str(), late[0].window_start_ms),
+        ("e-3", T0)
+    );
+    assert!(late[0].reason.contains("closed"), "{}", late[0].reason);
     // Within the allowed lateness is fine.
     e.observe(
         &invoke(4, T0 + 59 * MIN, "111122223333", "us-east-1", "p"),
@@ -258,7 +271,8 @@ fn a_checkpoint_resumes_without_relearning() {
         "checkpoint is {} bytes",
         bytes.len()
     );
-    let restored = Engine::from_checkpoint(postcard::from_bytes(&bytes).unwrap());
+    let mut restored =
+        Engine::from_checkpoint(postcard::from_bytes(&bytes).unwrap(), &Default::default());
     assert_eq!(restored.entity_count(), e.entity_count());
     assert_eq!(restored.watermark_ms(), e.watermark_ms());
     // A burst right after the restore is found immediately: the baseline
@@ -297,7 +311,7 @@ fn the_store_lists_newest_first_with_filters_and_pages() {
         (t >= burst_start && t < burst_start + 30 * MIN).then_some(200)
     });
     e.flush(&mut out);
-    store.record(&out).unwrap();
+    store.record(&out, &[]).unwrap();
     let (all, next) = store.list(&AnomalyFilter::default(), 1000, None).unwrap();
     assert!(next.is_none() && !all.is_empty());
     assert!(

@@ -68,7 +68,7 @@ fn config(url: &str) -> DetectConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_go_to_opensearch_and_series_come_back_from_it() {
-    let server = trailhound_testkit::Osmem::start();
+    let server = trailhound_testkit::Osmem::start().await;
     let dir = tempfile::tempdir().unwrap();
     let detect = trailhound_detect::build(&config(server.url()), dir.path(), None).unwrap();
     assert!(detect.opensearch().is_some());

@@ -636,13 +636,10 @@ pub async fn write_snapshot(
     };
     let json =
         serde_json::to_vec_pretty(&snapshot).map_err(|e| write_err(std::io::Error::other(e)))?;
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(write_err)?;
-    }
     let mut tmp = out.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, json).map_err(write_err)?;
+    trailhound_runtime::private::write(&tmp, json).map_err(write_err)?;
     std::fs::rename(&tmp, out).map_err(write_err)?;
     Ok(snapshot)
 }

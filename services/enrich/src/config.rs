@@ -58,6 +58,9 @@ pub struct EnrichConfig {
     /// How long a lookup is served from memory.
     #[serde(with = "humantime_serde")]
     pub memory_ttl: Duration,
+    /// Accounts the memory layer holds at most (expired entries, then the
+    /// soonest to expire, make room).
+    pub memory_max_entries: usize,
     /// How long a persisted lookup is trusted before the source is asked again.
     #[serde(with = "humantime_serde")]
     pub store_ttl: Duration,
@@ -84,6 +87,7 @@ impl Default for EnrichConfig {
             dynamodb_table: "trailhound-account-metadata".into(),
             create_table: false,
             memory_ttl: Duration::from_secs(3600),
+            memory_max_entries: crate::enricher::DEFAULT_MEMORY_MAX_ENTRIES,
             store_ttl: Duration::from_secs(24 * 3600),
             store_max_age: Duration::from_secs(7 * 24 * 3600),
             rules: EnvironmentRules::default(),

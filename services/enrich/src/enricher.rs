@@ -28,12 +28,18 @@ use crate::store::{CachedEntry, MetadataStore};
 /// source is asked again.
 pub const FAILURE_TTL: Duration = Duration::from_secs(30);
 
+/// Accounts the memory layer holds by default: a large organization's
+/// members with room to spare, at a few hundred bytes each.
+pub const DEFAULT_MEMORY_MAX_ENTRIES: usize = 100_000;
+
 /// Counters since start.
 #[derive(Debug, Default)]
 pub struct EnrichStats {
     pub events: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
+    /// Memory entries dropped to stay within `memory_max_entries`.
+    pub evictions: AtomicU64,
     /// Fresh entries served from the persistent store.
     pub store_hits: AtomicU64,
     /// Entries past `store_ttl` served from the store while a refresh runs.
@@ -92,6 +98,8 @@ struct Inner {
     memory_ttl_ms: i64,
     store_ttl_ms: i64,
     store_max_age_ms: i64,
+    /// Entries the memory layer holds at most.
+    memory_max_entries: usize,
     memory: RwLock<HashMap<String, Slot>>,
     inflight: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     refreshing: Mutex<HashSet<String>>,
@@ -134,6 +142,7 @@ impl Enricher {
                 memory_ttl_ms: millis(memory_ttl),
                 store_ttl_ms: millis(store_ttl),
                 store_max_age_ms: millis(store_ttl),
+                memory_max_entries: DEFAULT_MEMORY_MAX_ENTRIES,
                 memory: RwLock::new(HashMap::new()),
                 inflight: tokio::sync::Mutex::new(HashMap::new()),
                 refreshing: Mutex::new(HashSet::new()),
@@ -150,6 +159,23 @@ impl Enricher {
             inner.store_max_age_ms = millis(max_age).max(inner.store_ttl_ms);
         }
         self
+    }
+
+    /// Bounds the memory layer (default [`DEFAULT_MEMORY_MAX_ENTRIES`]).
+    pub fn with_memory_max_entries(mut self, max: usize) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.memory_max_entries = max.max(1);
+        }
+        self
+    }
+
+    /// Accounts held in memory now.
+    pub fn memory_entries(&self) -> usize {
+        self.inner
+            .memory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     pub fn stats(&self) -> &EnrichStats {
@@ -185,6 +211,10 @@ impl Enricher {
             .insert("unknown_accounts".into(), load(&s.unknown_accounts) as f64);
         out.gauges
             .insert("store_hits".into(), load(&s.store_hits) as f64);
+        out.gauges
+            .insert("memory_entries".into(), self.memory_entries() as f64);
+        out.gauges
+            .insert("memory_evictions".into(), load(&s.evictions) as f64);
         out
     }
 
@@ -246,8 +276,28 @@ impl Enricher {
 }
 
 impl Inner {
+    /// Keeps `meta` in memory until `expires`. The map is bounded: when
+    /// full, expired entries go, and if that is not enough, the tenth that
+    /// expire soonest (a flood of made-up account ids cannot grow it).
     fn remember_until(&self, meta: Arc<AccountMetadata>, expires: i64) {
         let mut mem = self.memory.write().unwrap_or_else(|p| p.into_inner());
+        if mem.len() >= self.memory_max_entries && !mem.contains_key(&meta.account_id) {
+            let now = now_ms();
+            mem.retain(|_, (_, e)| *e > now);
+            if mem.len() >= self.memory_max_entries {
+                let drop = (self.memory_max_entries / 10).max(1);
+                let mut by_expiry: Vec<(i64, String)> =
+                    mem.iter().map(|(k, (_, e))| (*e, k.clone())).collect();
+                let nth = drop.min(by_expiry.len()) - 1;
+                by_expiry.select_nth_unstable(nth);
+                for (_, k) in by_expiry.into_iter().take(drop) {
+                    mem.remove(&k);
+                }
+                self.stats
+                    .evictions
+                    .fetch_add(drop as u64, Ordering::Relaxed);
+            }
+        }
         mem.insert(meta.account_id.clone(), (meta, expires));
     }
 
@@ -501,6 +551,26 @@ mod tests {
         assert!(!m.known);
         assert_eq!(m.environment, Environment::Unknown);
         assert_eq!(e.stats().unknown_accounts.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_made_up_accounts_stays_within_the_memory_bound() {
+        let e = Enricher::new(
+            Arc::new(SnapshotSource::from_snapshot(snapshot())),
+            None,
+            EnvironmentRules::default(),
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        )
+        .with_memory_max_entries(100);
+        for i in 0..1000u64 {
+            let m = e.account(&format!("{:012}", 500_000_000_000 + i)).await;
+            assert!(!m.known);
+        }
+        assert!(e.memory_entries() <= 100, "{}", e.memory_entries());
+        assert!(e.stats().evictions.load(Ordering::Relaxed) >= 900);
+        // The organization's own account is still answered right.
+        assert!(e.account("111122223333").await.known);
     }
 
     #[tokio::test]

@@ -95,7 +95,8 @@ pub async fn build(
             config.memory_ttl,
             config.store_ttl,
         )
-        .with_store_max_age(config.store_max_age),
+        .with_store_max_age(config.store_max_age)
+        .with_memory_max_entries(config.memory_max_entries),
     ))
 }
 
@@ -153,7 +154,8 @@ pub fn build_enricher(
             config.memory_ttl,
             config.store_ttl,
         )
-        .with_store_max_age(config.store_max_age),
+        .with_store_max_age(config.store_max_age)
+        .with_memory_max_entries(config.memory_max_entries),
     ))
 }
 

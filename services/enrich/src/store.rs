@@ -62,10 +62,9 @@ impl RedbStore {
             path: p.clone(),
             message,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        }
+        trailhound_runtime::private::parent(path).map_err(|e| err(e.to_string()))?;
         let db = Database::create(path).map_err(|e| err(e.to_string()))?;
+        trailhound_runtime::private::file(path).map_err(|e| err(e.to_string()))?;
         let w = db.begin_write().map_err(|e| err(e.to_string()))?;
         w.open_table(ACCOUNTS).map_err(|e| err(e.to_string()))?;
         w.commit().map_err(|e| err(e.to_string()))?;

@@ -93,6 +93,14 @@ pub fn sanitize(mut s: ServiceStats) -> (ServiceStats, Vec<String>) {
         }
     }
     // Keep pages and scrapes bounded whatever a service sends.
+    if s.input_rejected.len() > 32 {
+        notes.push(format!(
+            "{} input rejection kinds, kept 32",
+            s.input_rejected.len()
+        ));
+        let keep: Vec<_> = s.input_rejected.keys().take(32).cloned().collect();
+        s.input_rejected.retain(|k, _| keep.contains(k));
+    }
     if s.errors.len() > 64 {
         notes.push(format!("{} error kinds, kept 64", s.errors.len()));
         let keep: Vec<_> = s.errors.keys().take(64).cloned().collect();
@@ -105,6 +113,12 @@ pub fn sanitize(mut s: ServiceStats) -> (ServiceStats, Vec<String>) {
     }
     s.queues.truncate(32);
     (s, notes)
+}
+
+fn input_total(s: &ServiceStats) -> u64 {
+    s.input_rejected
+        .values()
+        .fold(0u64, |a, b| a.saturating_add(*b))
 }
 
 fn errors_total(s: &ServiceStats) -> u64 {
@@ -175,6 +189,7 @@ pub fn evaluate(probe: &Probe, prev: Option<&ServiceStats>, obj: &Objectives) ->
         stats.events_in < p.events_in
             || errors_total(&stats) < errors_total(p)
             || stats.dead_letters < p.dead_letters
+            || input_total(&stats) < input_total(p)
     });
     if restarted {
         reasons.push("restarted since the last check (counters reset)".into());
@@ -199,7 +214,23 @@ pub fn evaluate(probe: &Probe, prev: Option<&ServiceStats>, obj: &Objectives) ->
                 kinds.join(", ")
             ));
         }
-        let growth = stats.dead_letters - p.dead_letters;
+        // Bad input is the sender's problem: said, not held against the
+        // service, and its dead letters are not the service's either.
+        let input = input_total(&stats).saturating_sub(input_total(p));
+        if input > 0 {
+            let kinds: Vec<String> = stats
+                .input_rejected
+                .iter()
+                .filter(|(k, v)| p.input_rejected.get(*k).is_none_or(|old| *v > old))
+                .take(3)
+                .map(|(k, v)| format!("+{} {k}", v - p.input_rejected.get(k).copied().unwrap_or(0)))
+                .collect();
+            reasons.push(format!(
+                "input: {input} records refused as bad input since the last check (not a fault of the service): {}",
+                kinds.join("; ")
+            ));
+        }
+        let growth = (stats.dead_letters - p.dead_letters).saturating_sub(input);
         if growth > obj.max_dead_letter_growth {
             degraded = true;
             reasons.push(format!(

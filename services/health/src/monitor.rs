@@ -17,6 +17,13 @@
 //! - `mark_not_serving`: a reachable service failed `not_serving_after`
 //!   checks in a row → it is told to report NOT_SERVING on grpc.health, so
 //!   an orchestrator restarts it.
+//! - `mark_serving`: a service marked NOT_SERVING (and not restarted)
+//!   passes its other checks `not_serving_after` times in a row → it is
+//!   told to report SERVING again.
+//!
+//! Bad input (records rejected, events late or quarantined) is reported
+//! as a reason but is not a failure: a trickle of malformed records says
+//! nothing about the service that refused them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -49,6 +56,11 @@ struct ServiceState {
     /// Checks in a row where this (notify) received nothing while
     /// insights produced.
     stalled_checks: u32,
+    /// health told it to report NOT_SERVING (`mark_not_serving`): its own
+    /// grpc.health then says so, which is not a new failure.
+    marked_down: bool,
+    /// While marked down: checks in a row that passed otherwise.
+    passing_while_marked: u32,
 }
 
 struct State {
@@ -177,11 +189,55 @@ impl Monitor {
             for (name, endpoint, probe) in &probes {
                 self.counters.checks.fetch_add(1, Ordering::Relaxed);
                 let s = st.services.entry(name.clone()).or_default();
-                let v = evaluate(probe, s.prev.as_ref(), &self.config.objectives);
+                // A service health marked NOT_SERVING reports so itself;
+                // it is judged on the rest, and marked SERVING again once
+                // that passes `not_serving_after` checks in a row.
+                let marked = s.marked_down
+                    && probe.stats.is_ok()
+                    && matches!(&probe.health, Err(w) if w.contains("NOT_SERVING"));
+                let judged;
+                let probe = if marked {
+                    judged = Probe {
+                        health: Ok(()),
+                        stats: probe.stats.clone(),
+                        latency: probe.latency,
+                    };
+                    &judged
+                } else {
+                    probe
+                };
+                let mut v = evaluate(probe, s.prev.as_ref(), &self.config.objectives);
+                if marked {
+                    let needed = self.config.objectives.not_serving_after;
+                    if v.status == pb::Status::Serving {
+                        s.passing_while_marked = s.passing_while_marked.saturating_add(1);
+                    } else {
+                        s.passing_while_marked = 0;
+                    }
+                    v.reasons.insert(
+                        0,
+                        format!(
+                            "reports NOT_SERVING because health told it to; its checks pass again {} of {needed} in a row",
+                            s.passing_while_marked.min(needed)
+                        ),
+                    );
+                    if s.passing_while_marked >= needed {
+                        todo.push((
+                            "mark_serving".into(),
+                            name.clone(),
+                            format!("its checks passed {needed} times in a row"),
+                        ));
+                    }
+                    v.status = pb::Status::NotServing;
+                } else if s.marked_down && probe.health.is_ok() {
+                    // Restarted (or marked SERVING by someone else).
+                    s.marked_down = false;
+                    s.passing_while_marked = 0;
+                }
                 let status = v.status;
                 if status == pb::Status::Serving {
                     s.consecutive_failures = 0;
-                } else {
+                } else if !marked {
                     self.counters.failed_checks.fetch_add(1, Ordering::Relaxed);
                     s.consecutive_failures = s.consecutive_failures.saturating_add(1);
                 }
@@ -224,6 +280,7 @@ impl Monitor {
                     ));
                 }
                 if probe.health.is_ok()
+                    && !marked
                     && status != pb::Status::Serving
                     && s.consecutive_failures >= self.config.objectives.not_serving_after
                     && s.consecutive_failures % self.config.objectives.not_serving_after == 0
@@ -370,6 +427,11 @@ impl Monitor {
                 .set_serving(&endpoint, false, reason)
                 .await
                 .map(|_| "told to report NOT_SERVING".to_string()),
+            "mark_serving" => self
+                .prober
+                .set_serving(&endpoint, true, reason)
+                .await
+                .map(|_| "told to report SERVING again".to_string()),
             _ => self.prober.recover(&endpoint, action, reason).await,
         };
         let (ok, detail) = match result {
@@ -384,11 +446,20 @@ impl Monitor {
             }
         };
         let mut st = self.state.lock().await;
-        if ok
-            && action == "retry_dead_letters"
-            && let Some(s) = st.services.get_mut(target)
-        {
-            s.dead_letters_pending = false;
+        if ok && let Some(s) = st.services.get_mut(target) {
+            match action {
+                "retry_dead_letters" => s.dead_letters_pending = false,
+                "mark_not_serving" => {
+                    s.marked_down = true;
+                    s.passing_while_marked = 0;
+                }
+                "mark_serving" => {
+                    s.marked_down = false;
+                    s.passing_while_marked = 0;
+                    s.consecutive_failures = 0;
+                }
+                _ => {}
+            }
         }
         st.actions.push_front(pb::RecoveryAction {
             action: action.to_string(),

@@ -30,6 +30,26 @@ pub struct IngestConfig {
     pub dedupe_capacity: usize,
     /// Largest record accepted, bytes.
     pub max_record_bytes: usize,
+    /// Largest document (file, S3 object, CloudWatch Logs payload, Firehose
+    /// record) once decompressed, bytes: more is refused, not inflated.
+    pub max_document_bytes: usize,
+    /// Decompressed bytes one request (a Firehose delivery of many
+    /// records) may add up to; the records past it are refused.
+    pub max_request_bytes: usize,
+    /// How far ahead of the receiving clock (the wall clock, or a file's
+    /// delivery time when its name has one) an eventTime may be; further
+    /// ahead is quarantined with the reason and never moves a watermark.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// How far behind the receiving clock an eventTime may be; unset (the
+    /// default) accepts any age, as a backfill of history needs.
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_event_age: Option<Duration>,
+    /// How long a push stream that has stopped sending holds back the
+    /// delivery periods the other streams have passed (see
+    /// [`crate::order`]).
+    #[serde(with = "humantime_serde")]
+    pub stream_idle: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_patience: Duration,
 
@@ -98,6 +118,11 @@ impl Default for IngestConfig {
             max_in_flight: o.max_in_flight,
             dedupe_capacity: o.dedupe_capacity,
             max_record_bytes: o.limits.max_record_bytes,
+            max_document_bytes: o.limits.max_document_bytes,
+            max_request_bytes: o.max_request_bytes,
+            max_future_skew: Duration::from_millis(o.limits.max_future_skew_ms as u64),
+            max_event_age: None,
+            stream_idle: o.stream_idle,
             retry_patience: o.retry_patience,
             s3_queue_url: None,
             s3_max_objects_in_flight: 4,
@@ -167,9 +192,14 @@ impl IngestConfig {
             max_in_flight: self.max_in_flight.max(1),
             dedupe_capacity: self.dedupe_capacity.max(1),
             retry_patience: self.retry_patience,
+            max_request_bytes: self.max_request_bytes,
+            stream_idle: self.stream_idle,
             ..IngestOptions::default()
         };
         o.limits.max_record_bytes = self.max_record_bytes;
+        o.limits.max_document_bytes = self.max_document_bytes;
+        o.limits.max_future_skew_ms = self.max_future_skew.as_millis() as i64;
+        o.limits.max_age_ms = self.max_event_age.map(|d| d.as_millis() as i64);
         o
     }
 

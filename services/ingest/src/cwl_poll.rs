@@ -128,15 +128,13 @@ impl Checkpoint {
             source,
         };
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if let Some(dir) = dir {
-            std::fs::create_dir_all(dir).map_err(|e| err("create the folder of", e))?;
-        }
+        trailhound_runtime::private::parent(path).map_err(|e| err("create the folder of", e))?;
         let json = serde_json::to_vec(self).map_err(|e| err("encode", std::io::Error::other(e)))?;
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
         {
-            let mut f = std::fs::File::create(&tmp).map_err(|e| err("write", e))?;
+            let mut f = trailhound_runtime::private::create(&tmp).map_err(|e| err("write", e))?;
             f.write_all(&json).map_err(|e| err("write", e))?;
             f.sync_all().map_err(|e| err("sync", e))?;
         }

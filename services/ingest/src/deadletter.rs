@@ -1,7 +1,7 @@
 //! Where records that cannot be accepted go, with the reason, so nothing
 //! disappears silently and an operator can fix and replay them.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -39,10 +39,7 @@ impl std::fmt::Debug for JsonlDeadLetter {
 
 impl JsonlDeadLetter {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let f = OpenOptions::new().create(true).append(true).open(path)?;
+        let f = trailhound_runtime::private::append(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             out: Mutex::new((BufWriter::new(f), 0)),

@@ -1,6 +1,7 @@
-//! Bounded deduplication by eventID. CloudTrail may deliver an event more
-//! than once (and replays overlap); two generations of ids keep memory
-//! bounded: when the current one fills, the older is dropped.
+//! Bounded deduplication by (recipientAccountId, eventID). CloudTrail may
+//! deliver an event more than once (and replays overlap); two generations
+//! of keys keep memory bounded: when the current one fills, the older is
+//! dropped.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -13,10 +14,9 @@ pub struct Dedupe {
     capacity: usize,
 }
 
-/// Hashes 128-bit keys with one keyed multiply-xorshift. Keys are UUIDs
-/// (already random) or FNV digests, so SipHash's cost buys nothing; the
-/// per-process random key keeps crafted event ids from colliding on
-/// purpose.
+/// Hashes 128-bit keys with one keyed multiply-xorshift. Keys are already
+/// keyed hashes (see [`event_key`]), so SipHash's cost again would buy
+/// nothing.
 #[derive(Clone, Debug)]
 struct KeyedMix {
     key: u64,
@@ -56,39 +56,23 @@ impl Hasher for MixHasher {
     }
 }
 
-/// An event id as 128 bits: CloudTrail's ids are UUIDs, read exactly;
-/// anything else is hashed (two independent 64-bit FNV-1a passes).
-pub fn id_key(id: &str) -> u128 {
-    // Parsed in place: this runs once per event.
-    let mut v: u128 = 0;
-    let mut digits = 0;
-    for b in id.bytes() {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            b'-' => continue,
-            _ => {
-                digits = usize::MAX;
-                break;
-            }
-        };
-        if digits == 32 {
-            digits = usize::MAX;
-            break;
-        }
-        v = (v << 4) | u128::from(d);
-        digits += 1;
-    }
-    if digits == 32 {
-        return v;
-    }
-    let fnv = |seed: u64| {
-        id.bytes().fold(seed, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
+/// An event's identity as 128 bits: its account and its eventID, exact
+/// bytes. CloudTrail's ids are unique per account, not across accounts,
+/// and an id differing only in case is another id. The hash is keyed per
+/// process, so nobody can craft an id that collides with another on
+/// purpose (and have a real event dropped as its duplicate).
+pub fn event_key(account: &str, id: &str) -> u128 {
+    use std::sync::OnceLock;
+    static KEYS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
+    let (a, b) = KEYS.get_or_init(|| (RandomState::new(), RandomState::new()));
+    let half = |s: &RandomState| {
+        let mut h = s.build_hasher();
+        h.write(account.as_bytes());
+        h.write_u8(0x1f);
+        h.write(id.as_bytes());
+        h.finish()
     };
-    (u128::from(fnv(0xcbf2_9ce4_8422_2325)) << 64) | u128::from(fnv(0x8422_2325_cbf2_9ce4))
+    (u128::from(half(a)) << 64) | u128::from(half(b))
 }
 
 impl Dedupe {
@@ -101,21 +85,21 @@ impl Dedupe {
         }
     }
 
-    /// Forgets an id, so the same event is accepted when sent again: for
-    /// events that were never accepted downstream.
-    pub fn forget(&mut self, id: &str) {
-        let k = id_key(id);
+    /// Forgets an event, so it is accepted when sent again: for events
+    /// that were never accepted downstream.
+    pub fn forget(&mut self, account: &str, id: &str) {
+        let k = event_key(account, id);
         self.current.remove(&k);
         self.previous.remove(&k);
     }
 
-    /// True when the id is new (and remembers it).
-    pub fn first_time(&mut self, id: &str) -> bool {
-        self.first_time_key(id_key(id))
+    /// True when the event (account and eventID) is new, and remembers it.
+    pub fn first_time(&mut self, account: &str, id: &str) -> bool {
+        self.first_time_key(event_key(account, id))
     }
 
-    /// [`Self::first_time`] for an id already turned into its [`id_key`],
-    /// so that the parsing of ids can run on other threads.
+    /// [`Self::first_time`] for an event already turned into its
+    /// [`event_key`], so that keys can be made on other threads.
     pub fn first_time_key(&mut self, k: u128) -> bool {
         if self.current.contains(&k) || self.previous.contains(&k) {
             return false;
@@ -133,25 +117,32 @@ impl Dedupe {
 mod tests {
     use super::*;
 
+    const A: &str = "111122223333";
+
     #[test]
     fn drops_repeats_and_stays_bounded() {
         let mut d = Dedupe::new(2);
-        assert!(d.first_time("a"));
-        assert!(!d.first_time("a"));
-        assert!(d.first_time("b"));
-        assert!(d.first_time("c")); // rotates: {a,b} become previous
-        assert!(!d.first_time("a"));
-        assert!(d.first_time("d"));
-        assert!(d.first_time("e")); // rotates again: a and b are forgotten
-        assert!(d.first_time("a"));
+        assert!(d.first_time(A, "a"));
+        assert!(!d.first_time(A, "a"));
+        assert!(d.first_time(A, "b"));
+        assert!(d.first_time(A, "c")); // rotates: {a,b} become previous
+        assert!(!d.first_time(A, "a"));
+        assert!(d.first_time(A, "d"));
+        assert!(d.first_time(A, "e")); // rotates again: a and b are forgotten
+        assert!(d.first_time(A, "a"));
     }
 
     #[test]
-    fn uuids_are_exact() {
-        assert_eq!(
-            id_key("7d5b7e0c-0000-4000-8000-000000000001"),
-            0x7d5b7e0c_0000_4000_8000_000000000001
-        );
-        assert_ne!(id_key("x"), id_key("y"));
+    fn the_same_id_in_another_account_or_case_is_another_event() {
+        let id = "7d5b7e0c-0000-4000-8000-00000000000a";
+        let mut d = Dedupe::new(100);
+        assert!(d.first_time(A, id));
+        assert!(!d.first_time(A, id));
+        assert!(d.first_time("444455556666", id));
+        assert!(d.first_time(A, &id.to_uppercase()));
+        // The account and id are not simply concatenated.
+        assert_ne!(event_key("1", "23"), event_key("12", "3"));
+        d.forget(A, id);
+        assert!(d.first_time(A, id));
     }
 }

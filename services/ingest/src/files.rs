@@ -32,14 +32,69 @@ pub fn delivery_key(name: &str) -> Option<&str> {
 
 fn is_trail_file(p: &Path) -> bool {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.ends_with(".json") || name.ends_with(".json.gz") || name.ends_with(".gz")
+    name.ends_with(".json")
+        || name.ends_with(".jsonl")
+        || name.ends_with(".json.gz")
+        || name.ends_with(".gz")
+}
+
+/// Whether a path or S3 key is one of the files CloudTrail writes beside
+/// the event records: digest files (integrity validation) and Insights
+/// events, which are not records of API calls.
+pub fn not_event_records(path: &str) -> Option<NotRecords> {
+    if path.contains("/CloudTrail-Digest/") || path.contains("_CloudTrail-Digest_") {
+        Some(NotRecords::Digest)
+    } else if path.contains("/CloudTrail-Insight/") || path.contains("_CloudTrail-Insight_") {
+        Some(NotRecords::Insight)
+    } else {
+        None
+    }
+}
+
+/// Files of a trail that hold no event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotRecords {
+    Digest,
+    Insight,
+}
+
+/// What a walk of a trail found besides event files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// CloudTrail digest files (integrity validation), skipped.
+    pub digest: usize,
+    /// CloudTrail Insights files, skipped.
+    pub insight: usize,
+}
+
+impl Skipped {
+    pub fn total(&self) -> usize {
+        self.digest + self.insight
+    }
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "skipped {} digest and {} Insights files (not event records)",
+            self.digest, self.insight
+        )
+    }
 }
 
 /// Every CloudTrail file under `path` (or `path` itself), grouped by
 /// delivery time, oldest group first. Files without a delivery time come
 /// first, in path order.
 pub fn delivery_groups(path: &Path) -> std::io::Result<Vec<DeliveryGroup>> {
+    trail_files(path).map(|(groups, _)| groups)
+}
+
+/// [`delivery_groups`], and what was skipped: digest and Insights files,
+/// which a synced bucket holds beside the event files.
+pub fn trail_files(path: &Path) -> std::io::Result<(Vec<DeliveryGroup>, Skipped)> {
     let mut files = Vec::new();
+    let mut skipped = Skipped::default();
     if path.is_dir() {
         let mut stack = vec![path.to_path_buf()];
         while let Some(dir) = stack.pop() {
@@ -48,7 +103,11 @@ pub fn delivery_groups(path: &Path) -> std::io::Result<Vec<DeliveryGroup>> {
                 if p.is_dir() {
                     stack.push(p);
                 } else if is_trail_file(&p) {
-                    files.push(p);
+                    match not_event_records(&p.to_string_lossy()) {
+                        Some(NotRecords::Digest) => skipped.digest += 1,
+                        Some(NotRecords::Insight) => skipped.insight += 1,
+                        None => files.push(p),
+                    }
                 }
             }
         }
@@ -60,10 +119,25 @@ pub fn delivery_groups(path: &Path) -> std::io::Result<Vec<DeliveryGroup>> {
     let groups = group_by_delivery(files, |p| {
         p.file_name().and_then(|n| n.to_str()).unwrap_or("")
     });
-    Ok(groups
-        .into_iter()
-        .map(|(key, files)| DeliveryGroup { key, files })
-        .collect())
+    Ok((
+        groups
+            .into_iter()
+            .map(|(key, files)| DeliveryGroup { key, files })
+            .collect(),
+        skipped,
+    ))
+}
+
+/// The clock a file's events are checked against: the wall clock, or the
+/// file's delivery time when its name carries one, which is earlier for
+/// history. An event cannot be newer than the file that delivers it, so
+/// in a replay of history one event with a wrong clock is quarantined
+/// instead of moving time on by hours or years.
+pub fn receiving_clock(name: &str, wall_ms: i64) -> i64 {
+    match delivery_time(name.rsplit('/').next().unwrap_or(name)) {
+        Some(t) => wall_ms.min(t.timestamp_millis()),
+        None => wall_ms,
+    }
 }
 
 /// The delivery time in a CloudTrail file name, as a time.

@@ -308,17 +308,17 @@ async fn deliver(State(state): State<Arc<AppState>>, req: Request) -> Response {
     } else {
         request.request_id.clone()
     };
-    let limits = state.ingest.limits().clone();
     let rid = request_id.clone();
-    let parsed = tokio::task::spawn_blocking(move || parse_request(&request, &rid, &limits)).await;
+    let parsed = state
+        .ingest
+        .parse_blocking(move |ingest| {
+            parse_request(&request, &rid, ingest.limits(), ingest.max_request_bytes())
+        })
+        .await;
     let parsed = match parsed {
         Ok(p) => p,
         Err(e) => {
-            return reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &request_id,
-                Some(format!("parser failed: {e}")),
-            );
+            return reply(StatusCode::INTERNAL_SERVER_ERROR, &request_id, Some(e));
         }
     };
     match state.ingest.submit(parsed).await {
@@ -405,12 +405,35 @@ async fn read_body(
     Ok(out)
 }
 
-fn parse_request(request: &DeliveryRequest, request_id: &str, limits: &ParseLimits) -> Collect {
+/// Parses every record of a delivery; decompressed, they may add up to
+/// `budget` bytes, and the records past it are refused with the reason.
+fn parse_request(
+    request: &DeliveryRequest,
+    request_id: &str,
+    limits: &ParseLimits,
+    budget: usize,
+) -> Collect {
     let mut sink = Collect::default();
     let now = now_ms();
+    let mut left = budget;
     for (i, record) in request.records.iter().enumerate() {
         let source = format!("firehose:{request_id}#{i}");
-        parse_record_data(&record.data, &source, limits, now, &mut sink);
+        if left == 0 {
+            sink.rejections.push(Rejection::new(
+                source,
+                format!(
+                    "the request's decompression budget ({budget} bytes, max_request_bytes) is used up: record refused"
+                ),
+                "",
+            ));
+            continue;
+        }
+        let record_limits = ParseLimits {
+            max_document_bytes: limits.max_document_bytes.min(left),
+            ..limits.clone()
+        };
+        let used = parse_record_data(&record.data, &source, &record_limits, now, &mut sink);
+        left = left.saturating_sub(used);
     }
     sink
 }
@@ -425,7 +448,7 @@ pub fn parse_record_data(
     limits: &ParseLimits,
     now_ms: i64,
     sink: &mut Collect,
-) {
+) -> usize {
     let bytes = match base64::engine::general_purpose::STANDARD.decode(data.trim()) {
         Ok(b) => b,
         Err(e) => {
@@ -434,7 +457,7 @@ pub fn parse_record_data(
                 format!("record data is not valid base64: {e}"),
                 data,
             ));
-            return;
+            return 0;
         }
     };
     let body = match cloudtrail::maybe_gunzip(bytes, limits.max_document_bytes) {
@@ -442,16 +465,18 @@ pub fn parse_record_data(
         Err(reason) => {
             sink.rejections
                 .push(Rejection::new(source, format!("record data: {reason}"), ""));
-            return;
+            // A refused bomb used up what it was allowed.
+            return limits.max_document_bytes;
         }
     };
+    let used = body.len();
     let Ok(text) = std::str::from_utf8(&body) else {
         sink.rejections.push(Rejection::new(
             source,
             "record data is neither gzip nor UTF-8 text: not a CloudWatch Logs delivery",
             "",
         ));
-        return;
+        return used;
     };
     if is_cloudwatch_payload(text) {
         // One payload, or several back to back (concatenated gzip members).
@@ -486,7 +511,7 @@ pub fn parse_record_data(
                 }
             }
         }
-        return;
+        return used;
     }
     // Message extraction: the CloudTrail records themselves, one per line.
     let mut any = false;
@@ -501,6 +526,7 @@ pub fn parse_record_data(
         sink.rejections
             .push(Rejection::new(source, "record data is empty", ""));
     }
+    used
 }
 
 /// Whether decoded record text is a CloudWatch Logs subscription payload
@@ -553,7 +579,7 @@ mod tests {
 
     fn parse(data: &str) -> Collect {
         let mut c = Collect::default();
-        parse_record_data(data, "t", &ParseLimits::default(), now_ms(), &mut c);
+        let _ = parse_record_data(data, "t", &ParseLimits::default(), now_ms(), &mut c);
         c
     }
 

@@ -17,6 +17,7 @@ use trailhound_proto::ingest::v1::ingest_service_server::IngestService;
 use trailhound_runtime::{TracedChannel, status};
 
 use crate::ingest::{Ingest, Outcome};
+use crate::order::{self, Stream};
 
 pub struct IngestGrpc {
     ingest: Arc<Ingest>,
@@ -42,6 +43,12 @@ fn to_pb(o: Outcome) -> pb::PushEventsResponse {
                 reason: r.reason,
             })
             .collect(),
+        reasons: o
+            .reasons
+            .top(20)
+            .into_iter()
+            .map(|(count, example)| pb::ReasonCount { count, example })
+            .collect(),
     }
 }
 
@@ -56,30 +63,23 @@ impl IngestService for IngestGrpc {
         req: Request<Streaming<pb::PushEventsRequest>>,
     ) -> Result<Response<pb::PushEventsResponse>, Status> {
         let mut stream = req.into_inner();
-        let mut pending = Collect::default();
+        let _pending = self.ingest.track_pending();
+        // Files named with their delivery period go through the sequencer,
+        // which merges concurrent streams into delivery order; anything
+        // else is forwarded as it comes, in batches.
+        let ordered = Stream::open(&self.ingest);
+        let mut loose = Collect::default();
         let mut total = Outcome::default();
+        let mut forward_error = None;
+        let mut broke = None;
         let mut n = 0u64;
         loop {
             let msg = match stream.next().await {
                 None => break,
                 Some(Ok(msg)) => msg,
                 Some(Err(e)) => {
-                    // A broken stream (or an oversized message) ends the
-                    // call, but the records that arrived before it are
-                    // kept: accepted downstream, and the error says so.
-                    let kept = self.ingest.submit(std::mem::take(&mut pending)).await;
-                    if let Ok(o) = kept {
-                        total.merge(o);
-                    }
-                    return Err(Status::new(
-                        e.code(),
-                        format!(
-                            "{} (the stream broke after {n} messages; {} records before it were accepted, {} rejected)",
-                            e.message(),
-                            total.accepted,
-                            total.rejected
-                        ),
-                    ));
+                    broke = Some(e);
+                    break;
                 }
             };
             let source = if msg.source.is_empty() {
@@ -88,25 +88,65 @@ impl IngestService for IngestGrpc {
                 msg.source
             };
             n += 1;
-            // Parsing a whole file's worth of JSON is CPU work: keep it off
-            // the threads that drive the network.
-            let ingest = self.ingest.clone();
-            let parsed = tokio::task::spawn_blocking(move || ingest.parse_json(&msg.json, &source))
+            let period = order::period_of(&source).map(str::to_string);
+            if let Some(p) = &period {
+                ordered.touch(p);
+            }
+            let parsed = self
+                .ingest
+                .parse_blocking(move |ingest| ingest.parse_json(&msg.json, &source))
                 .await
-                .map_err(|e| Status::internal(format!("parser failed: {e}")))?;
-            pending.events.extend(parsed.events);
-            pending.rejections.extend(parsed.rejections);
-            if pending.events.len() >= self.batch_size {
-                let batch = std::mem::take(&mut pending);
-                total.merge(self.ingest.submit(batch).await.map_err(downstream_status)?);
+                .map_err(Status::internal)?;
+            match period {
+                Some(p) => {
+                    let (fresh, o) = self.ingest.screen(parsed);
+                    total.merge(o);
+                    ordered.add(&p, fresh).await;
+                }
+                None => {
+                    loose.events.extend(parsed.events);
+                    loose.rejections.extend(parsed.rejections);
+                    if loose.events.len() >= self.batch_size {
+                        match self.ingest.submit(std::mem::take(&mut loose)).await {
+                            Ok(o) => total.merge(o),
+                            Err(e) => {
+                                forward_error = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
             }
         }
-        total.merge(
-            self.ingest
-                .submit(pending)
-                .await
-                .map_err(downstream_status)?,
-        );
+        if forward_error.is_none() {
+            match self.ingest.submit(loose).await {
+                Ok(o) => total.merge(o),
+                Err(e) => forward_error = Some(e),
+            }
+        }
+        match ordered.finish().await {
+            Ok(accepted) => total.accepted += accepted,
+            Err(e) => {
+                forward_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = broke {
+            // A broken stream (or an oversized message) ends the call, but
+            // the records that arrived before it are kept: accepted
+            // downstream, and the error says so.
+            return Err(Status::new(
+                e.code(),
+                format!(
+                    "{} (the stream broke after {n} messages; {} records before it were accepted, {} rejected)",
+                    e.message(),
+                    total.accepted,
+                    total.rejected
+                ),
+            ));
+        }
+        if let Some(e) = forward_error {
+            return Err(downstream_status(e));
+        }
         Ok(Response::new(to_pb(total)))
     }
 
@@ -126,7 +166,11 @@ impl IngestService for IngestGrpc {
         } else {
             r.source
         };
-        let parsed = self.ingest.parse_cloudwatch(&r.data, &source);
+        let parsed = self
+            .ingest
+            .parse_blocking(move |ingest| ingest.parse_cloudwatch(&r.data, &source))
+            .await
+            .map_err(Status::internal)?;
         let out = self
             .ingest
             .submit(parsed)

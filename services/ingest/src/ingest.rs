@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use trailhound_core::cloudtrail::{self, Collect, ParseLimits};
 use trailhound_core::pipeline::{EventSink, SinkError};
+use trailhound_core::reasons::ReasonTally;
 use trailhound_core::{Event, Rejection};
 
 use crate::deadletter::DeadLetterSink;
@@ -36,6 +37,8 @@ pub struct Outcome {
     pub duplicates: u64,
     /// The first few rejections, for the caller.
     pub rejections: Vec<Rejection>,
+    /// Every rejection, counted by kind.
+    pub reasons: ReasonTally,
 }
 
 impl Outcome {
@@ -45,6 +48,7 @@ impl Outcome {
         self.duplicates += o.duplicates;
         let room = 10usize.saturating_sub(self.rejections.len());
         self.rejections.extend(o.rejections.into_iter().take(room));
+        self.reasons.merge(&o.reasons);
     }
 }
 
@@ -61,6 +65,13 @@ pub struct IngestOptions {
     pub dedupe_capacity: usize,
     /// How long to keep retrying a downstream that is unavailable.
     pub retry_patience: Duration,
+    /// Decompressed bytes one request of many records may add up to.
+    pub max_request_bytes: usize,
+    /// How long a quiet push stream holds back the delivery periods
+    /// others have passed (see [`crate::order`]).
+    pub stream_idle: Duration,
+    /// Events the sequencer holds before a stream that runs ahead waits.
+    pub max_buffered: usize,
 }
 
 impl Default for IngestOptions {
@@ -71,6 +82,9 @@ impl Default for IngestOptions {
             max_in_flight: 4,
             dedupe_capacity: 2_000_000,
             retry_patience: Duration::from_secs(120),
+            max_request_bytes: 256 << 20,
+            stream_idle: Duration::from_secs(2),
+            max_buffered: 500_000,
         }
     }
 }
@@ -89,6 +103,13 @@ pub struct Ingest {
     spool: Option<std::path::PathBuf>,
     /// One replay at a time.
     replaying: tokio::sync::Mutex<()>,
+    /// Merges concurrent push streams into delivery order.
+    sequencer: crate::order::Sequencer,
+    /// Every rejection since start, by kind, for `Stats`.
+    reasons: Mutex<ReasonTally>,
+    /// Decompression and parsing at once: each may hold a document of up
+    /// to `max_document_bytes`, so this bounds their memory.
+    parsing: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the counters cannot say: latencies, rates and the work in hand.
@@ -132,7 +153,6 @@ impl Ingest {
         Self {
             dedupe: Mutex::new(Dedupe::new(options.dedupe_capacity)),
             in_flight: tokio::sync::Semaphore::new(options.max_in_flight.max(1)),
-            options,
             dead_letters,
             downstream,
             stats: IngestStats::default(),
@@ -144,7 +164,44 @@ impl Ingest {
             },
             spool: None,
             replaying: tokio::sync::Mutex::new(()),
+            sequencer: crate::order::Sequencer::new(options.stream_idle, options.max_buffered),
+            reasons: Mutex::new(ReasonTally::default()),
+            parsing: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
+            )),
+            options,
         }
+    }
+
+    pub fn sequencer(&self) -> &crate::order::Sequencer {
+        &self.sequencer
+    }
+
+    /// Marks a submission in hand until the guard drops: its age is the
+    /// lag `Stats` reports.
+    pub fn track_pending(&self) -> trailhound_runtime::stats::PendingGuard<'_> {
+        self.figures.pending.begin()
+    }
+
+    /// Runs `parse` on a blocking thread once a parsing slot is free (see
+    /// `parsing`): decompression and JSON are CPU work that must neither
+    /// stall the async runtime nor, many at once, exhaust memory.
+    pub async fn parse_blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        parse: impl FnOnce(&Ingest) -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let _slot = self
+            .parsing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| "ingest is shutting down".to_string())?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || parse(&me))
+            .await
+            .map_err(|e| format!("parser failed: {e}"))
     }
 
     /// Keeps batches downstream would not take in `dir` (the durable
@@ -175,7 +232,7 @@ impl Ingest {
         let Some(dir) = &self.spool else {
             return Err(std::io::Error::other("no spool configured"));
         };
-        std::fs::create_dir_all(dir)?;
+        trailhound_runtime::private::dir(dir)?;
         let name = format!(
             "{:020}-{:08x}",
             chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
@@ -187,7 +244,7 @@ impl Ingest {
             text.push_str(&e.raw.replace('\n', " "));
             text.push('\n');
         }
-        std::fs::write(&tmp, text)?;
+        trailhound_runtime::private::write(&tmp, text)?;
         std::fs::rename(&tmp, dir.join(format!("{name}.jsonl")))
     }
 
@@ -252,7 +309,16 @@ impl Ingest {
         out.batch_latency = Some(f.batch.summary());
         out.backend_latency = Some(f.backend.summary());
         out.backend_calls = f.backend.count();
-        out.errors.insert("rejected".into(), load(&s.rejected));
+        // Rejected records are bad input, not a fault of ingest: reported
+        // by kind apart from the errors.
+        out.input_rejected = self
+            .reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .top(20)
+            .into_iter()
+            .map(|(n, example)| (example.chars().take(200).collect(), n))
+            .collect();
         out.errors.insert("forward".into(), load(&s.forward_errors));
         out.dead_letters = load(&s.rejected);
         out.lag_seconds = f.pending.oldest_age_seconds();
@@ -284,10 +350,17 @@ impl Ingest {
         &self.options.limits
     }
 
-    /// Parses one JSON document: a record, an array, or `{"Records":[...]}`.
+    pub fn max_request_bytes(&self) -> usize {
+        self.options.max_request_bytes
+    }
+
+    /// Parses one JSON document: a record, an array, `{"Records":[...]}`
+    /// or JSON Lines. Event times are checked against the wall clock, or
+    /// the delivery time in `source`'s file name when it has one.
     pub fn parse_json(&self, json: &str, source: &str) -> Collect {
         let mut sink = Collect::default();
-        cloudtrail::parse_document(json, source, &self.options.limits, now_ms(), &mut sink);
+        let clock = crate::files::receiving_clock(source, now_ms());
+        cloudtrail::parse_document(json, source, &self.options.limits, clock, &mut sink);
         sink
     }
 
@@ -305,9 +378,18 @@ impl Ingest {
     }
 
     /// Dedupes, dead-letters the rejections, and forwards the events in
-    /// batches, returning once downstream accepted them all.
+    /// time order, returning once downstream accepted them all.
     pub async fn submit(&self, parsed: Collect) -> Result<Outcome, SinkError> {
         let _pending = self.figures.pending.begin();
+        let (fresh, mut outcome) = self.screen(parsed);
+        outcome.accepted = self.forward_sorted(fresh).await?;
+        Ok(outcome)
+    }
+
+    /// What every submission goes through first: counts what was read,
+    /// dead-letters the rejections, and drops duplicates. Returns the
+    /// fresh events and an outcome with nothing accepted yet.
+    pub fn screen(&self, parsed: Collect) -> (Vec<Event>, Outcome) {
         let Collect { events, rejections } = parsed;
         let read = (events.len() + rejections.len()) as u64;
         self.stats.records_read.fetch_add(read, Ordering::Relaxed);
@@ -320,27 +402,44 @@ impl Ingest {
             let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
             events
                 .into_iter()
-                .filter(|e| d.first_time(&e.event_id))
+                .filter(|e| d.first_time(&e.recipient_account_id, &e.event_id))
                 .collect()
         };
         let duplicates = (before - fresh.len()) as u64;
         self.stats
             .duplicates
             .fetch_add(duplicates, Ordering::Relaxed);
-        let accepted = self.forward(fresh).await?;
-        Ok(Outcome {
-            accepted,
+        let mut reasons = ReasonTally::default();
+        for r in &rejections {
+            reasons.add(&r.reason);
+        }
+        if !reasons.is_empty() {
+            self.reasons
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .merge(&reasons);
+        }
+        let outcome = Outcome {
+            accepted: 0,
             rejected: rejections.len() as u64,
             duplicates,
             rejections: rejections.into_iter().take(10).collect(),
-        })
+            reasons,
+        };
+        (fresh, outcome)
     }
 
-    /// Sends events downstream in batches, at most `max_in_flight` at once
-    /// across all submitters. A permit is taken inside each batch's future,
-    /// so no submitter holds permits it is not driving. Events of batches
-    /// that were not accepted are forgotten by the deduplicator, so sending
-    /// them again works.
+    /// Sorts events by time and forwards them in that order.
+    pub async fn forward_sorted(&self, mut events: Vec<Event>) -> Result<u64, SinkError> {
+        sort_by_time(&mut events);
+        self.forward(events).await
+    }
+
+    /// Sends events downstream in batches, one after another so detection
+    /// sees them in the order given (other submissions' batches go
+    /// meanwhile, at most `max_in_flight` at once across all). Events of
+    /// batches that were not accepted are forgotten by the deduplicator,
+    /// so sending them again works.
     async fn forward(&self, events: Vec<Event>) -> Result<u64, SinkError> {
         use futures::StreamExt;
         if events.is_empty() {
@@ -355,7 +454,10 @@ impl Ingest {
         }
         let mut results = futures::stream::iter(batches)
             .map(|batch| async move {
-                let ids: Vec<String> = batch.iter().map(|e| e.event_id.clone()).collect();
+                let ids: Vec<(String, String)> = batch
+                    .iter()
+                    .map(|e| (e.recipient_account_id.clone(), e.event_id.clone()))
+                    .collect();
                 let sent = match self.in_flight.acquire().await {
                     Ok(_permit) => match self.send_with_retry(batch.clone()).await {
                         // Downstream stayed down: keep the batch in the
@@ -385,7 +487,7 @@ impl Ingest {
                 };
                 (ids, sent)
             })
-            .buffered(self.options.max_in_flight.max(1));
+            .buffered(1);
         let mut accepted = 0;
         let mut first_error = None;
         while let Some((ids, r)) = results.next().await {
@@ -393,8 +495,8 @@ impl Ingest {
                 Ok(n) => accepted += n,
                 Err(e) => {
                     let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
-                    for id in &ids {
-                        d.forget(id);
+                    for (account, id) in &ids {
+                        d.forget(account, id);
                     }
                     first_error.get_or_insert(e);
                 }
@@ -475,9 +577,10 @@ pub fn parse_files_into(
     bytes: &mut Vec<u8>,
     sink: &mut Collect,
 ) {
-    let now = now_ms();
+    let wall = now_ms();
     for f in files {
         let source = f.display().to_string();
+        let now = crate::files::receiving_clock(&source, wall);
         bytes.clear();
         match std::fs::File::open(f).and_then(|mut file| {
             use std::io::Read;
@@ -514,7 +617,7 @@ pub fn time_order(events: &[Event]) -> Option<Vec<usize>> {
 /// Sorts events by time, keeping the order of equal times (a stable sort).
 /// Events are large, and a merge sort moves each one several times: this
 /// sorts (time, position) pairs and then moves each event once.
-fn sort_by_time(events: &mut Vec<Event>) {
+pub fn sort_by_time(events: &mut Vec<Event>) {
     let Some(order) = time_order(events) else {
         return;
     };

@@ -16,6 +16,7 @@ pub mod files;
 pub mod firehose;
 pub mod grpc;
 pub mod ingest;
+pub mod order;
 pub mod s3;
 pub mod source;
 pub mod sources;

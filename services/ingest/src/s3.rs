@@ -196,9 +196,7 @@ pub fn decode_key(s: &str) -> Result<String, String> {
 
 /// Objects CloudTrail writes that hold no event records.
 fn not_event_records(key: &str) -> bool {
-    key.ends_with('/')
-        || key.contains("/CloudTrail-Digest/")
-        || key.contains("/CloudTrail-Insight/")
+    key.ends_with('/') || crate::files::not_event_records(key).is_some()
 }
 
 fn looks_like_trail_file(key: &str) -> bool {

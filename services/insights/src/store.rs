@@ -58,10 +58,9 @@ impl InsightStore {
             path: p.clone(),
             message: e.to_string(),
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
-        }
+        trailhound_runtime::private::parent(path).map_err(|e| err(&e))?;
         let db = Database::create(path).map_err(|e| err(&e))?;
+        trailhound_runtime::private::file(path).map_err(|e| err(&e))?;
         let w = db.begin_write().map_err(|e| err(&e))?;
         w.open_table(INSIGHTS).map_err(|e| err(&e))?;
         w.open_table(BY_TIME).map_err(|e| err(&e))?;

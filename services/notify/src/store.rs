@@ -92,10 +92,9 @@ impl Store {
             path: p.clone(),
             message: e.to_string(),
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
-        }
+        trailhound_runtime::private::parent(path).map_err(|e| err(&e))?;
         let db = Database::create(path).map_err(|e| err(&e))?;
+        trailhound_runtime::private::file(path).map_err(|e| err(&e))?;
         let w = db.begin_write().map_err(|e| err(&e))?;
         for t in [INCIDENTS, DELIVERIES, STATE] {
             w.open_table(t).map_err(|e| err(&e))?;
@@ -299,10 +298,7 @@ impl std::fmt::Debug for DeadLetters {
 
 impl DeadLetters {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let f = OpenOptions::new().create(true).append(true).open(path)?;
+        let f = trailhound_runtime::private::append(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             out: Mutex::new(BufWriter::new(f)),
@@ -355,7 +351,7 @@ impl DeadLetters {
         name.push(".tmp");
         let tmp = self.path.with_file_name(name);
         {
-            let mut f = BufWriter::new(File::create(&tmp)?);
+            let mut f = BufWriter::new(trailhound_runtime::private::create(&tmp)?);
             for line in keep {
                 f.write_all(line.as_bytes())?;
                 f.write_all(b"\n")?;

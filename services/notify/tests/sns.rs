@@ -86,7 +86,18 @@ async fn subscribe_queue(sns: &Sns, sqs: &Sqs, topic: &str, name: &str) -> Strin
         .queue_url()
         .unwrap()
         .to_string();
-    let arn = format!("arn:aws:sqs:us-east-1:123456789012:{name}");
+    // Asked, not assumed: moto and LocalStack use different accounts.
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .unwrap()
+        .clone();
     sns.subscribe()
         .topic_arn(topic)
         .protocol("sqs")
@@ -134,7 +145,7 @@ async fn wait_for(inbox: &Inbox, n: usize) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_get_text_or_json_and_filter_on_attributes() {
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let aws = emu.aws_config();
     let (sns, sqs) = clients(&aws).await;
     let arn = topic(&sns, "trailhound-alerts").await;
@@ -197,7 +208,7 @@ async fn subscribers_get_text_or_json_and_filter_on_attributes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_insight_is_cut_to_fit_and_still_delivered() {
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let aws = emu.aws_config();
     let (sns, sqs) = clients(&aws).await;
     let arn = topic(&sns, "big").await;
@@ -225,7 +236,7 @@ async fn an_oversized_insight_is_cut_to_fit_and_still_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_is_retried_and_a_missing_topic_is_named() {
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let proxy = FaultProxy::start(
         emu.endpoint(),
         vec![FaultRule::query("Publish", 400, "Throttling", "Rate exceeded").times(1)],
@@ -237,7 +248,8 @@ async fn throttling_is_retried_and_a_missing_topic_is_named() {
     };
     let (sns, _) = clients(&emu.aws_config()).await;
     let arn = topic(&sns, "flaky").await;
-    let missing = "arn:aws:sns:us-east-1:123456789012:no-such-topic";
+    let missing = format!("arn:aws:sns:us-east-1:{}:no-such-topic", emu.account_id());
+    let missing = missing.as_str();
     let dir = tempfile::tempdir().unwrap();
     let mut gone = sns_channel(missing);
     gone.name = "gone".into();

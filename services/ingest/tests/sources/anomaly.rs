@@ -39,7 +39,7 @@ async fn a_generated_trail_through_s3_notifications_reaches_an_anomaly() {
         .clone();
 
     let t0 = std::time::Instant::now();
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let c = clients(&emu).await;
     let (url, arn) = queue(&c, "trail-events").await;
     c.s3.create_bucket()
@@ -122,12 +122,11 @@ async fn a_generated_trail_through_s3_notifications_reaches_an_anomaly() {
             event,
         })
         .collect();
-    let detect = trailhound_detect::build(
-        &trailhound_detect::DetectConfig::default(),
-        &dir.path().join("detect"),
-        None,
-    )
-    .unwrap();
+    // Every account is external here (no organization source): tracked
+    // one by one, as detect does when run without one.
+    let mut config = trailhound_detect::DetectConfig::default();
+    config.engine.unknown_accounts = trailhound_detect::engine::UnknownAccounts::Track;
+    let detect = trailhound_detect::build(&config, &dir.path().join("detect"), None).unwrap();
     let mut anomalies = Vec::new();
     for chunk in enriched.chunks(5000) {
         anomalies.extend(detect.observe(chunk).unwrap().anomalies);

@@ -60,7 +60,7 @@ fn poller_options(group: &str, path: &std::path::Path, lookback: Duration) -> Po
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_poller_reads_each_event_once_across_restarts() {
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let c = clients(&emu).await;
     let streams = [
         "111122223333_CloudTrail_us-east-1",
@@ -151,7 +151,7 @@ async fn the_poller_reads_each_event_once_across_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_running_poller_picks_up_new_events_and_keeps_its_checkpoint_on_failure() {
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let c = clients(&emu).await;
     let stream = "111122223333_CloudTrail_us-east-1";
     log_group(&c, GROUP, &[stream]).await;
@@ -190,7 +190,7 @@ async fn the_running_poller_picks_up_new_events_and_keeps_its_checkpoint_on_fail
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_log_group_fails_the_start_with_an_explanation() {
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let c = clients(&emu).await;
     let dir = tempfile::tempdir().unwrap();
     let (ingest, _sink, _dl) = pipeline();

@@ -28,7 +28,7 @@ fn source_options(queue_url: &str) -> SqsSourceOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notified_objects_are_ingested_and_their_messages_deleted() {
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let c = clients(&emu).await;
     let (url, arn) = queue(&c, "trail-events").await;
     bucket_notifying_queue(&c, "trail", &arn).await;
@@ -94,7 +94,7 @@ async fn notified_objects_are_ingested_and_their_messages_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_through_sns_are_unwrapped() {
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let c = clients(&emu).await;
     let (url, queue_arn) = queue(&c, "trail-events").await;
     let created = sns(
@@ -188,7 +188,7 @@ async fn notifications_through_sns_are_unwrapped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_is_deleted_only_after_its_events_are_accepted() {
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let c = clients(&emu).await;
     let (url, arn) = queue(&c, "trail-events").await;
     bucket_notifying_queue(&c, "trail", &arn).await;
@@ -246,7 +246,7 @@ async fn a_message_is_deleted_only_after_its_events_are_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_objects_and_strangers_are_dead_lettered_and_deleted() {
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let c = clients(&emu).await;
     let (url, arn) = queue(&c, "trail-events").await;
     bucket_notifying_queue(&c, "trail", &arn).await;
@@ -329,7 +329,7 @@ async fn poison_objects_and_strangers_are_dead_lettered_and_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_replays_in_delivery_order_from_since() {
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let c = clients(&emu).await;
     c.s3.create_bucket().bucket("trail").send().await.unwrap();
     // Path order (account first) is not delivery order.
@@ -437,11 +437,11 @@ async fn backfill_replays_in_delivery_order_from_since() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_queue_fails_the_start_with_an_explanation() {
-    let emu = Emulator::start().await;
+    let emu = Emulator::start_messaging().await;
     let c = clients(&emu).await;
     let (ingest, _sink, _dl) = pipeline();
     let reader = ObjectReader::new(c.s3.clone(), ingest, c.aws.limiter());
-    let url = format!("{}/123456789012/no-such-queue", emu.endpoint());
+    let url = format!("{}/{}/no-such-queue", emu.endpoint(), emu.account_id());
     let source = Arc::new(SqsS3Source::new(
         c.sqs.clone(),
         reader,

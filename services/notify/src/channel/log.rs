@@ -3,7 +3,7 @@
 //! when `jsonl_path` is set, as one JSON line (the webhook body) appended to
 //! that file. Always available, so an alert is never only in a webhook.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -24,18 +24,7 @@ impl LogChannel {
         let file = match jsonl {
             None => None,
             Some(p) => {
-                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        format!(
-                            "failed to create the directory of jsonl_path {}: {e}",
-                            p.display()
-                        )
-                    })?;
-                }
-                let f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
+                let f = trailhound_runtime::private::append(p)
                     .map_err(|e| format!("failed to open jsonl_path {}: {e}", p.display()))?;
                 Some((p.to_path_buf(), Mutex::new(f)))
             }
