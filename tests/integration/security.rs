@@ -936,8 +936,9 @@ ous = ["Root/Sandbox"]
         r#"{"channel":"log","limit":500}"#,
     );
     assert!(
+        // Skipped ones are an incident's later windows; none for budget.
         deliveries.contains("DELIVERY_STATUS_DELIVERED")
-            && !deliveries.contains("DELIVERY_STATUS_SKIPPED"),
+            && !deliveries.to_lowercase().contains("rate limit"),
         "{deliveries}"
     );
     // A real critical alert went out despite the forgeries.
