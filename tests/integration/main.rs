@@ -13,6 +13,7 @@ mod grpcurl;
 mod harness;
 mod health;
 mod otlp;
+mod paths;
 mod pipeline;
 mod quality;
 mod security;

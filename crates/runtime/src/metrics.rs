@@ -16,6 +16,7 @@
 //! | events_in / events_out | `trailhound.events.in` / `.out` (counter) | `trailhound_events_{in,out}_total` |
 //! | events_*_per_second | `trailhound.events.in.rate` / `.out.rate` (gauge) | `trailhound_events_{in,out}_per_second` |
 //! | dead_letters | `trailhound.dead_letters` (counter) | `trailhound_dead_letters_total` |
+//! | input_rejected (summed over kinds) | `trailhound.input.rejected` (counter) | `trailhound_input_rejected_total` |
 //! | backend_calls / backend_throttles | `trailhound.backend.calls` / `.throttles` (counter) | `trailhound_backend_{calls,throttles}_total` |
 //! | errors | `trailhound.errors` (counter, `error.type`) | `trailhound_errors_total{kind}` |
 //! | queues | `trailhound.queue.depth` (gauge, `queue`) | `trailhound_queue_depth{queue}` |
@@ -43,6 +44,13 @@ use opentelemetry::metrics::Meter;
 use trailhound_proto::common::v1::{LatencySummary, ServiceStats};
 
 use crate::stats::StatsHandle;
+
+/// Input refused as bad, over every kind.
+fn input_rejected(s: &ServiceStats) -> u64 {
+    s.input_rejected
+        .values()
+        .fold(0u64, |a, b| a.saturating_add(*b))
+}
 
 /// The Prometheus text exposition content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -90,7 +98,7 @@ pub fn render(all: &[ServiceStats]) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
     type Get = fn(&ServiceStats) -> f64;
-    let simple: [(&str, &str, &str, Get); 11] = [
+    let simple: [(&str, &str, &str, Get); 12] = [
         (
             "process_uptime_seconds",
             "gauge",
@@ -126,6 +134,12 @@ pub fn render(all: &[ServiceStats]) -> String {
             "counter",
             "Records or deliveries set aside since start.",
             |s| s.dead_letters as f64,
+        ),
+        (
+            "trailhound_input_rejected_total",
+            "counter",
+            "Input refused as bad since start (invalid, late or quarantined records).",
+            |s| input_rejected(s) as f64,
         ),
         (
             "trailhound_backend_calls_total",
@@ -307,7 +321,7 @@ pub fn register_otel_on(meter: &Meter, stats: StatsHandle) {
         last: Mutex::new(None),
     });
     type Count = fn(&ServiceStats) -> u64;
-    let counters: [(&'static str, &'static str, &'static str, Count); 6] = [
+    let counters: [(&'static str, &'static str, &'static str, Count); 7] = [
         (
             "trailhound.events.in",
             "{event}",
@@ -325,6 +339,12 @@ pub fn register_otel_on(meter: &Meter, stats: StatsHandle) {
             "{record}",
             "Records or deliveries set aside since start.",
             |s| s.dead_letters,
+        ),
+        (
+            "trailhound.input.rejected",
+            "{record}",
+            "Input refused as bad since start (invalid, late or quarantined records).",
+            input_rejected,
         ),
         (
             "trailhound.backend.calls",

@@ -24,6 +24,11 @@ enum Behaviour {
         errors: u64,
         dead: u64,
     },
+    /// Up, turning away `rejected` bad records so far (dead-lettered).
+    Rejecting {
+        events_in: u64,
+        rejected: u64,
+    },
     Slow(Duration),
     Hangs,
     Gone,
@@ -34,6 +39,8 @@ enum Behaviour {
 struct Fake {
     behaviour: Mutex<HashMap<String, Behaviour>>,
     calls: Mutex<Vec<String>>,
+    /// Endpoints told to report NOT_SERVING, as a real server would.
+    marked: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Fake {
@@ -58,10 +65,15 @@ fn stats(name: &str, events_in: u64, errors: u64, dead: u64) -> ServiceStats {
 
 #[async_trait]
 impl Prober for Fake {
-    async fn probe(&self, name: &str, _endpoint: &str, _timeout: Duration) -> Probe {
+    async fn probe(&self, name: &str, endpoint: &str, _timeout: Duration) -> Probe {
         let b = self.behaviour.lock().unwrap().get(name).cloned();
+        let marked = self.marked.lock().unwrap().contains(endpoint);
         let ok = |s| Probe {
-            health: Ok(()),
+            health: if marked {
+                Err("grpc.health reports NOT_SERVING".into())
+            } else {
+                Ok(())
+            },
             stats: Ok(s),
             latency: Duration::from_millis(1),
         };
@@ -71,6 +83,15 @@ impl Prober for Fake {
                 errors,
                 dead,
             } => ok(stats(name, events_in, errors, dead)),
+            Behaviour::Rejecting {
+                events_in,
+                rejected,
+            } => {
+                let mut s = stats(name, events_in, 0, rejected);
+                s.input_rejected
+                    .insert("malformed record: …".into(), rejected);
+                ok(s)
+            }
             Behaviour::Slow(d) => {
                 tokio::time::sleep(d).await;
                 Probe {
@@ -99,6 +120,11 @@ impl Prober for Fake {
     }
 
     async fn set_serving(&self, endpoint: &str, serving: bool, _r: &str) -> Result<(), String> {
+        if serving {
+            self.marked.lock().unwrap().remove(endpoint);
+        } else {
+            self.marked.lock().unwrap().insert(endpoint.to_string());
+        }
         self.calls
             .lock()
             .unwrap()
@@ -353,5 +379,103 @@ async fn notify_dead_letters_are_retried_when_it_is_healthy() {
     assert_eq!(
         fake.calls(),
         vec!["retry_dead_letters http://notify".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_a_reason_not_a_failure() {
+    let fake = Arc::new(Fake::default());
+    let m = Monitor::new(
+        config(&["ingest"]),
+        fake.clone(),
+        Arc::new(Alerts::default()),
+    );
+    for i in 0..6u64 {
+        // A trickle of malformed records: a third of what arrives.
+        fake.set(
+            "ingest",
+            Behaviour::Rejecting {
+                events_in: 300 * (i + 1),
+                rejected: 100 * (i + 1),
+            },
+        );
+        let h = m.check_once().await;
+        let ingest = find(&h, "ingest");
+        assert_eq!(ingest.status(), pb::Status::Serving, "{:?}", ingest.reasons);
+        if i > 0 {
+            assert!(
+                ingest
+                    .reasons
+                    .iter()
+                    .any(|r| r.starts_with("input: 100 records")),
+                "{:?}",
+                ingest.reasons
+            );
+        }
+    }
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+}
+
+#[tokio::test]
+async fn a_service_marked_not_serving_is_marked_serving_again_once_it_passes() {
+    let fake = Arc::new(Fake::default());
+    let mut cfg = config(&["detect"]);
+    cfg.recovery.max_per_hour = 10;
+    cfg.recovery.min_interval = Duration::ZERO;
+    let m = Monitor::new(cfg, fake.clone(), Arc::new(Alerts::default()));
+    let mut errors = 0;
+    let mut events = 0;
+    // The first check has nothing to compare with; three failing follow.
+    for _ in 0..4 {
+        errors += 50;
+        events += 100;
+        fake.set(
+            "detect",
+            Behaviour::Up {
+                events_in: events,
+                errors,
+                dead: 0,
+            },
+        );
+        m.check_once().await;
+    }
+    assert_eq!(
+        fake.calls(),
+        vec!["set_serving http://detect false".to_string()]
+    );
+    // It recovers (no new errors) but reports NOT_SERVING, as told.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        events += 100;
+        fake.set(
+            "detect",
+            Behaviour::Up {
+                events_in: events,
+                errors,
+                dead: 0,
+            },
+        );
+        let h = m.check_once().await;
+        statuses.push(find(&h, "detect").status());
+        if statuses.len() == 1 {
+            let reasons = &find(&h, "detect").reasons;
+            assert!(reasons[0].contains("health told it to"), "{reasons:?}");
+        }
+    }
+    assert_eq!(
+        fake.calls(),
+        vec![
+            "set_serving http://detect false".to_string(),
+            "set_serving http://detect true".to_string()
+        ]
+    );
+    assert_eq!(
+        statuses,
+        vec![
+            pb::Status::NotServing,
+            pb::Status::NotServing,
+            pb::Status::NotServing,
+            pb::Status::Serving
+        ]
     );
 }

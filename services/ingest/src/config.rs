@@ -50,6 +50,10 @@ pub struct IngestConfig {
     /// [`crate::order`]).
     #[serde(with = "humantime_serde")]
     pub stream_idle: Duration,
+    /// How long the first push stream to open waits for others that
+    /// start with it before anything is forwarded.
+    #[serde(with = "humantime_serde")]
+    pub stream_gather: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_patience: Duration,
 
@@ -123,6 +127,7 @@ impl Default for IngestConfig {
             max_future_skew: Duration::from_millis(o.limits.max_future_skew_ms as u64),
             max_event_age: None,
             stream_idle: o.stream_idle,
+            stream_gather: o.stream_gather,
             retry_patience: o.retry_patience,
             s3_queue_url: None,
             s3_max_objects_in_flight: 4,
@@ -194,6 +199,7 @@ impl IngestConfig {
             retry_patience: self.retry_patience,
             max_request_bytes: self.max_request_bytes,
             stream_idle: self.stream_idle,
+            stream_gather: self.stream_gather,
             ..IngestOptions::default()
         };
         o.limits.max_record_bytes = self.max_record_bytes;

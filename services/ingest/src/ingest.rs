@@ -70,6 +70,9 @@ pub struct IngestOptions {
     /// How long a quiet push stream holds back the delivery periods
     /// others have passed (see [`crate::order`]).
     pub stream_idle: Duration,
+    /// How long the first stream to open waits for others to join before
+    /// anything is forwarded (see [`crate::order`]).
+    pub stream_gather: Duration,
     /// Events the sequencer holds before a stream that runs ahead waits.
     pub max_buffered: usize,
 }
@@ -83,7 +86,8 @@ impl Default for IngestOptions {
             dedupe_capacity: 2_000_000,
             retry_patience: Duration::from_secs(120),
             max_request_bytes: 256 << 20,
-            stream_idle: Duration::from_secs(2),
+            stream_idle: Duration::from_secs(10),
+            stream_gather: Duration::from_secs(2),
             max_buffered: 500_000,
         }
     }
@@ -164,7 +168,11 @@ impl Ingest {
             },
             spool: None,
             replaying: tokio::sync::Mutex::new(()),
-            sequencer: crate::order::Sequencer::new(options.stream_idle, options.max_buffered),
+            sequencer: crate::order::Sequencer::new(
+                options.stream_idle,
+                options.stream_gather,
+                options.max_buffered,
+            ),
             reasons: Mutex::new(ReasonTally::default()),
             parsing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism()

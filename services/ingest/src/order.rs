@@ -12,6 +12,11 @@
 //! shippers, detection then sees exactly what a replay of the same files
 //! would.
 //!
+//! Shippers started together do not connect in the same instant: when the
+//! first stream opens after a quiet spell, nothing is forwarded for
+//! `gather` (2 s by default), so the others register before the first one
+//! could run ahead of them.
+//!
 //! A stream that runs ahead waits (its gRPC stream is not read, so the
 //! client is held back) once `max_buffered` events are waiting, unless it
 //! is the one holding the oldest period. Records without a delivery period
@@ -35,6 +40,7 @@ pub struct Sequencer {
     /// Woken whenever a stream moves, ends, or a period is forwarded.
     changed: tokio::sync::Notify,
     idle: Duration,
+    gather: Duration,
     max_buffered: usize,
 }
 
@@ -47,6 +53,8 @@ struct State {
     buffered: usize,
     /// Whether the task that forwards periods runs.
     releasing: bool,
+    /// When the first stream opened after none was open.
+    gathering_since: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -54,6 +62,9 @@ struct StreamState {
     /// The delivery period the stream is filling.
     period: String,
     last_seen: Instant,
+    /// A message arrived and is being parsed: the stream is not quiet,
+    /// however long that takes.
+    busy: bool,
     open: bool,
     /// Periods holding this stream's events, not yet forwarded.
     pending: usize,
@@ -71,11 +82,12 @@ struct Period {
 }
 
 impl Sequencer {
-    pub fn new(idle: Duration, max_buffered: usize) -> Self {
+    pub fn new(idle: Duration, gather: Duration, max_buffered: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
             changed: tokio::sync::Notify::new(),
             idle,
+            gather,
             max_buffered: max_buffered.max(1),
         }
     }
@@ -108,11 +120,15 @@ impl Stream {
         let mut st = seq.lock();
         let id = st.next_id;
         st.next_id += 1;
+        if !st.streams.values().any(|s| s.open) {
+            st.gathering_since = Some(Instant::now());
+        }
         st.streams.insert(
             id,
             StreamState {
                 period: String::new(),
                 last_seen: Instant::now(),
+                busy: false,
                 open: true,
                 pending: 0,
                 accepted: 0,
@@ -138,6 +154,7 @@ impl Stream {
                 let oldest = st.periods.keys().next().cloned();
                 if let Some(s) = st.streams.get_mut(&self.id) {
                     s.last_seen = Instant::now();
+                    s.busy = false;
                     if period > s.period.as_str() {
                         s.period = period.to_string();
                     }
@@ -162,12 +179,14 @@ impl Stream {
         seq.changed.notify_waiters();
     }
 
-    /// Notes that the stream moved to `period` without events for it yet.
+    /// Notes that a message of `period` arrived (its events follow with
+    /// `add`, or `done` if it had none worth adding).
     pub fn touch(&self, period: &str) {
         let seq = self.ingest.sequencer();
         let mut st = seq.lock();
         if let Some(s) = st.streams.get_mut(&self.id) {
             s.last_seen = Instant::now();
+            s.busy = true;
             if period > s.period.as_str() {
                 s.period = period.to_string();
             }
@@ -237,12 +256,18 @@ impl Drop for Stream {
 }
 
 /// The oldest period, if no open stream can still add to it.
-fn ready(st: &mut State, idle: Duration) -> Option<(String, Period)> {
+fn ready(st: &mut State, idle: Duration, gather: Duration) -> Option<(String, Period)> {
     let oldest = st.periods.keys().next()?.clone();
-    let held = st
-        .streams
-        .values()
-        .any(|s| s.open && s.period.as_str() <= oldest.as_str() && s.last_seen.elapsed() < idle);
+    // Streams that finished are done: gathering only waits for others to
+    // join the open ones.
+    if st.streams.values().any(|s| s.open)
+        && st.gathering_since.is_some_and(|t| t.elapsed() < gather)
+    {
+        return None;
+    }
+    let held = st.streams.values().any(|s| {
+        s.open && s.period.as_str() <= oldest.as_str() && (s.busy || s.last_seen.elapsed() < idle)
+    });
     if held {
         return None;
     }
@@ -263,12 +288,13 @@ async fn release(ingest: Arc<Ingest>) {
                 st.releasing = false;
                 return;
             }
-            ready(&mut st, seq.idle)
+            ready(&mut st, seq.idle, seq.gather)
         };
         let Some((period, p)) = next else {
             // Someone still fills the oldest period: wait for a change, or
             // for it to go quiet.
-            let _ = tokio::time::timeout(seq.idle, notified).await;
+            let wait = seq.idle.min(seq.gather).max(Duration::from_millis(50));
+            let _ = tokio::time::timeout(wait, notified).await;
             continue;
         };
         tracing::debug!(

@@ -262,3 +262,126 @@ async fn an_s3_tree_is_read_in_delivery_order_with_bad_files_dead_lettered() {
     let entries = dl.entries.lock().unwrap();
     assert!(entries[0].reason.contains("gzip"), "{:?}", entries[0]);
 }
+
+/// A record of `account` at 2026-03-01 `hour`:`minute`.
+fn record_at(id: u32, account: &str, hour: u32, minute: u32) -> String {
+    record(id, minute)
+        .replace("10:", &format!("{hour:02}:"))
+        .replace("111122223333", account)
+}
+
+#[tokio::test]
+async fn concurrent_streams_are_forwarded_in_delivery_order() {
+    use trailhound_ingest::order::Stream;
+    let sink = Arc::new(SlowSink::default());
+    let ingest = Arc::new(Ingest::new(
+        IngestOptions {
+            stream_gather: Duration::from_millis(200),
+            ..options()
+        },
+        Arc::new(trailhound_ingest::deadletter::MemoryDeadLetter::default()),
+        sink.clone(),
+    ));
+    // Two shippers share the files of hours 10, 11 and 12: one sends all
+    // of its share at once, the other a period at a time, slowly.
+    let fast = Stream::open(&ingest);
+    let slow = Stream::open(&ingest);
+    let mut id = 0;
+    let mut events = |account: &str, hour: u32| {
+        let mut out = Vec::new();
+        for minute in [50, 10, 30] {
+            id += 1;
+            let doc = record_at(id, account, hour, minute);
+            out.extend(ingest.parse_json(&doc, "x.json").events);
+        }
+        out
+    };
+    let periods = [
+        (10, "20260301T1105Z"),
+        (11, "20260301T1205Z"),
+        (12, "20260301T1305Z"),
+    ];
+    let fast_share: Vec<_> = periods
+        .iter()
+        .map(|(h, p)| (p.to_string(), events("111122223333", *h)))
+        .collect();
+    let slow_share: Vec<_> = periods
+        .iter()
+        .map(|(h, p)| (p.to_string(), events("444455556666", *h)))
+        .collect();
+    let fast_task = tokio::spawn(async move {
+        for (p, ev) in fast_share {
+            fast.touch(&p);
+            fast.add(&p, ev).await;
+        }
+        fast.finish().await
+    });
+    for (p, ev) in slow_share {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        slow.touch(&p);
+        slow.add(&p, ev).await;
+    }
+    assert_eq!(slow.finish().await.unwrap(), 9);
+    assert_eq!(fast_task.await.unwrap().unwrap(), 9);
+    let received = sink.received.lock().await;
+    let times: Vec<i64> = received.iter().map(|e| e.event_time_ms).collect();
+    assert_eq!(times.len(), 18);
+    assert!(times.is_sorted(), "{times:?}");
+    assert_eq!(ingest.sequencer().buffered(), 0);
+}
+
+#[tokio::test]
+async fn an_event_ahead_of_the_receiving_clock_is_quarantined_with_the_reason() {
+    let sink = Arc::new(SlowSink::default());
+    let ingest = Ingest::new(
+        options(),
+        Arc::new(trailhound_ingest::deadletter::MemoryDeadLetter::default()),
+        sink.clone(),
+    );
+    let future = (chrono::Utc::now() + chrono::Duration::hours(23))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let doc = format!(
+        "[{},{}]",
+        record(1, 0),
+        record(2, 0).replace("2026-03-01T10:00:00Z", &future)
+    );
+    let out = ingest
+        .submit(ingest.parse_json(&doc, "push"))
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.rejected), (1, 1));
+    let reason = &out.rejections[0].reason;
+    assert!(reason.contains("ahead of the receiving clock"), "{reason}");
+    assert!(reason.contains("quarantined"), "{reason}");
+    // In a file named with its delivery time, that time is the clock: an
+    // event after the file was delivered is implausible, years ago or not.
+    let named = "111122223333_CloudTrail_us-east-1_20260301T1005Z_abc.json";
+    let doc = format!("[{},{}]", record(3, 4), record(4, 30));
+    let parsed = ingest.parse_json(&doc, named);
+    assert_eq!((parsed.events.len(), parsed.rejections.len()), (1, 1));
+    assert!(parsed.rejections[0].reason.contains("2026-03-01T10:05:00Z"));
+}
+
+#[tokio::test]
+async fn json_lines_a_byte_order_mark_and_ids_in_other_accounts_or_case_are_accepted() {
+    let sink = Arc::new(SlowSink::default());
+    let ingest = Ingest::new(
+        options(),
+        Arc::new(trailhound_ingest::deadletter::MemoryDeadLetter::default()),
+        sink.clone(),
+    );
+    let same_id_other_account = record(1, 1).replace("111122223333", "444455556666");
+    let upper = record(1, 2).replace("0f0e0d0c", "0F0E0D0C");
+    let doc = format!(
+        "\u{feff}{}\n{}\n\n{}\n{}\n",
+        record(1, 0),
+        same_id_other_account,
+        upper,
+        record(1, 0)
+    );
+    let out = ingest
+        .submit(ingest.parse_json(&doc, "lines.jsonl"))
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.rejected, out.duplicates), (3, 0, 1));
+}
