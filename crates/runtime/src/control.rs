@@ -63,7 +63,9 @@ impl ControlService for Control {
         } else {
             ServingStatus::NotServing
         };
-        tracing::warn!(serving = r.serving, reason = %r.reason, "serving status set by control");
+        // The reason is the caller's text: one plain line in the log.
+        let reason = trailhound_core::text::clean_line(&r.reason);
+        tracing::warn!(serving = r.serving, %reason, "serving status set by control");
         self.reporter.set_service_status("", status).await;
         for n in &self.names {
             self.reporter.set_service_status(n.as_str(), status).await;
@@ -82,7 +84,11 @@ impl ControlService for Control {
                 r.action
             )));
         };
-        tracing::info!(action = %r.action, reason = %r.reason, "recovery requested");
+        tracing::info!(
+            action = %trailhound_core::text::clean_line(&r.action),
+            reason = %trailhound_core::text::clean_line(&r.reason),
+            "recovery requested"
+        );
         match (h.0)(r.action.clone()).await {
             Ok(detail) => {
                 tracing::info!(action = %r.action, %detail, "recovery done");

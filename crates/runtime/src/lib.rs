@@ -7,6 +7,7 @@
 //! stopped is decided here so that all six behave the same.
 
 pub mod args;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod control;
@@ -14,16 +15,19 @@ pub mod drain;
 pub mod metrics;
 pub mod private;
 pub mod rpc_metrics;
+pub mod security;
 pub mod server;
 pub mod shutdown;
 pub mod stats;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 pub use args::CommonArgs;
-pub use client::{TracedChannel, connect};
+pub use client::{ClientSecurity, TracedChannel, connect};
 pub use config::{ConfigError, load_section};
 pub use control::{RecoverError, RecoverHandle};
+pub use security::Security;
 pub use server::{ServerOptions, serve};
 pub use shutdown::{shutdown_on_signal, within_deadline};
 pub use stats::StatsHandle;

@@ -280,6 +280,22 @@ pub fn current_trace_id() -> Option<String> {
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
+/// Puts who is calling on the current (server) span, as the audit record
+/// has it: `enduser.id`, `enduser.role`, and how they were identified and
+/// the scope their reads are filtered by.
+pub fn record_caller(p: &crate::auth::Principal) {
+    let span = tracing::Span::current();
+    span.set_attribute("enduser.id", p.subject.clone());
+    if let Some(r) = p.role {
+        span.set_attribute("enduser.role", r.as_str());
+    }
+    span.set_attribute(
+        "trailhound.auth.kind",
+        format!("{:?}", p.kind).to_lowercase(),
+    );
+    span.set_attribute("trailhound.auth.scope", p.scope.describe());
+}
+
 /// The current span's W3C `traceparent`, or empty outside a sampled
 /// trace: for messages that cross a stream, where there is no per-message
 /// metadata.

@@ -22,14 +22,19 @@ pub struct AskArgs {
     /// Print the structured results as JSON Lines after the answer.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub client: trailhound_runtime::args::ClientArgs,
 }
 
 pub async fn run(args: &AskArgs) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut client = InsightsServiceClient::connect(args.insights.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("failed to connect to insights at {}: {e}", args.insights))?
-        .max_decoding_message_size(64 << 20);
+    let channel = trailhound_runtime::client::connect_with(
+        &args.insights,
+        std::time::Duration::from_secs(120),
+        &args.client.security()?,
+    )
+    .map_err(|e| anyhow::anyhow!("bad endpoint {}: {e}", args.insights))?;
+    let mut client = InsightsServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let r = client
         .ask(AskRequest {
             question: args.question.clone(),

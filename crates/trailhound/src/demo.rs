@@ -104,6 +104,7 @@ pub async fn run(
         ingest: ingest_addr,
         flush_detect: None,
         max_document_bytes: trailhound_core::ParseLimits::default().max_document_bytes,
+        client: Default::default(),
     })
     .await?;
     if !pushed.failed_files.is_empty() {

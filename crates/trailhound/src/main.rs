@@ -13,6 +13,8 @@ use trailhound_runtime::CommonArgs;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod ask;
+mod audit;
+mod certs;
 mod demo;
 mod nab;
 mod org;
@@ -105,6 +107,11 @@ enum Command {
     /// Reads the live AWS Organization: `org snapshot --out org.json`
     /// writes it as an org snapshot file.
     Org(org::OrgArgs),
+    /// Writes a development CA and a certificate and key for each service
+    /// and for tools (`client`), for TLS and mTLS ([tls] section).
+    Certs(certs::CertsArgs),
+    /// Reads the audit log: `audit --since 1h [--subject …] [--denied]`.
+    Audit(audit::AuditArgs),
     /// Checks a running service's grpc.health once: exit 0 when SERVING,
     /// 1 otherwise (container health checks; the images have no shell).
     Probe(probe::ProbeArgs),
@@ -175,6 +182,7 @@ fn main() -> anyhow::Result<()> {
             None => {
                 let done = rt.block_on(async {
                     trailhound_runtime::shutdown_on_signal(shutdown.clone());
+                    install_security(&common, &shutdown)?;
                     let run = trailhound_detect::run(&common, &detect, shutdown.clone());
                     trailhound_runtime::within_deadline(shutdown, deadline, run).await
                 });
@@ -241,10 +249,13 @@ fn main() -> anyhow::Result<()> {
             }
         }),
         Command::Nab(args) => nab::run(&args),
+        Command::Certs(args) => certs::run(&args),
+        Command::Audit(args) => audit::run(&common, &args),
         Command::Org(args) => rt.block_on(org::run(&common, &args)),
         command => {
             let done = rt.block_on(async move {
                 trailhound_runtime::shutdown_on_signal(shutdown.clone());
+                install_security(&common, &shutdown)?;
                 let stop = shutdown.clone();
                 let run = async move {
                     match command {
@@ -269,6 +280,23 @@ fn main() -> anyhow::Result<()> {
 /// How long blocking tasks still running after a service stopped may hold
 /// the exit (a detect checkpoint abandoned at the deadline, say).
 const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Loads `[tls]`, `[auth]` and `[limits]` and makes them the process's:
+/// every server it starts and every client it opens use them; certificate
+/// files are watched for rotation.
+fn install_security(common: &CommonArgs, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let security = trailhound_runtime::Security::from_file(
+        common.config.as_deref(),
+        &common.data_dir,
+        common.insecure,
+    )?;
+    if let Some(tls) = &security.tls {
+        tls.watch(shutdown.clone());
+    }
+    trailhound_runtime::client::install(security.client_security());
+    trailhound_runtime::security::install(std::sync::Arc::new(security));
+    Ok(())
+}
 
 /// Reads anomalies from JSON Lines as the scorer needs them.
 fn read_reported(

@@ -28,6 +28,8 @@ pub struct PushArgs {
     /// everything is sent (the end of a replay), and the time includes it.
     #[arg(long)]
     pub flush_detect: Option<String>,
+    #[command(flatten)]
+    pub client: trailhound_runtime::args::ClientArgs,
     /// Largest decompressed file read, bytes (as ingest's default).
     #[arg(long, default_value_t = 128 << 20)]
     pub max_document_bytes: usize,
@@ -56,10 +58,17 @@ pub async fn run(args: &PushArgs) -> anyhow::Result<PushSummary> {
     let (groups, skipped) = trailhound_ingest::files::trail_files(&args.input)
         .map_err(|e| anyhow::anyhow!("failed to read {}: {e}", args.input.display()))?;
     let files: Vec<PathBuf> = groups.into_iter().flat_map(|g| g.files).collect();
-    let mut ingest = IngestServiceClient::connect(args.ingest.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("failed to connect to ingest at {}: {e}", args.ingest))?
-        .max_encoding_message_size(2 * MAX_MESSAGE);
+    let security = args.client.security()?;
+    let channel = |endpoint: &str| {
+        trailhound_runtime::client::connect_with(
+            endpoint,
+            std::time::Duration::from_secs(3600),
+            &security,
+        )
+        .map_err(|e| anyhow::anyhow!("bad endpoint {endpoint}: {e}"))
+    };
+    let mut ingest =
+        IngestServiceClient::new(channel(&args.ingest)?).max_encoding_message_size(2 * MAX_MESSAGE);
     let started = Instant::now();
     // A few messages ahead of the network, no more: memory stays bounded.
     let (tx, rx) = tokio::sync::mpsc::channel::<PushEventsRequest>(4);
@@ -97,9 +106,7 @@ pub async fn run(args: &PushArgs) -> anyhow::Result<PushSummary> {
         .into_inner();
     let failed_files = reader.await?;
     if let Some(endpoint) = &args.flush_detect {
-        DetectServiceClient::connect(endpoint.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("failed to connect to detect at {endpoint}: {e}"))?
+        DetectServiceClient::new(channel(endpoint)?)
             .max_decoding_message_size(64 << 20)
             .flush(FlushRequest {})
             .await

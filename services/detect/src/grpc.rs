@@ -57,6 +57,33 @@ pub struct DetectGrpc {
 }
 
 impl DetectGrpc {
+    /// Whether a caller with `scope` may see `account_id`'s series. Series
+    /// carry no account metadata: the account's OU and environment come
+    /// from its latest anomaly; an account with none is visible only to
+    /// scopes that name it.
+    async fn account_visible(
+        &self,
+        scope: &trailhound_core::Scope,
+        account_id: &str,
+    ) -> Result<bool, Status> {
+        if scope.is_unrestricted() {
+            return Ok(true);
+        }
+        let filter = AnomalyFilter {
+            account_id: account_id.to_string(),
+            ..Default::default()
+        };
+        let (latest, _) = self
+            .detect
+            .list_any(&filter, 1, None)
+            .await
+            .map_err(to_status)?;
+        Ok(match latest.first() {
+            Some(a) => scope.allows(&a.account_id, &a.ou_path, a.environment),
+            None => scope.allows(account_id, &[], trailhound_core::Environment::Unknown),
+        })
+    }
+
     pub fn new(detect: Arc<Detect>) -> Self {
         Self {
             detect,
@@ -210,6 +237,7 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::ListAnomaliesRequest>,
     ) -> Result<Response<pb::ListAnomaliesResponse>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let r = req.into_inner();
         let environment = if r.environment.is_empty() {
             None
@@ -242,6 +270,7 @@ impl DetectService for DetectGrpc {
             start_ms: r.start_time.as_ref().map(to_millis),
             end_ms: r.end_time.as_ref().map(to_millis),
             min_grade: r.min_grade,
+            scope,
         };
         let page_size = if r.page_size == 0 {
             100
@@ -272,13 +301,17 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::GetAnomalyRequest>,
     ) -> Result<Response<common::Anomaly>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let id = req.into_inner().id;
         if id.is_empty() {
             return Err(status::invalid("id", "must not be empty"));
         }
+        // Out of scope reads exactly like absent.
         match self.detect.get(&id).map_err(to_status)? {
-            Some(a) => Ok(Response::new(anomaly_to_pb(&a))),
-            None => Err(Status::not_found(format!("anomaly {id} not found"))),
+            Some(a) if scope.allows(&a.account_id, &a.ou_path, a.environment) => {
+                Ok(Response::new(anomaly_to_pb(&a)))
+            }
+            _ => Err(Status::not_found(format!("anomaly {id} not found"))),
         }
     }
 
@@ -288,6 +321,7 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::WatchAnomaliesRequest>,
     ) -> Result<Response<Self::WatchAnomaliesStream>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let r = req.into_inner();
         if !(0.0..=1.0).contains(&r.min_grade) {
             return Err(status::invalid("min_grade", "must be within 0..1"));
@@ -302,7 +336,8 @@ impl DetectService for DetectGrpc {
             None => Vec::new(),
         };
         let wanted = move |a: &trailhound_core::Anomaly| {
-            (r.account_id.is_empty() || a.account_id == r.account_id)
+            scope.allows(&a.account_id, &a.ou_path, a.environment)
+                && (r.account_id.is_empty() || a.account_id == r.account_id)
                 && (r.detector.is_empty() || a.detector == r.detector)
                 && a.grade >= r.min_grade
         };
@@ -342,6 +377,7 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::GetUsageSeriesRequest>,
     ) -> Result<Response<pb::GetUsageSeriesResponse>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let r = req.into_inner();
         if r.detector.is_empty() {
             return Err(status::invalid("detector", "must not be empty"));
@@ -381,6 +417,14 @@ impl DetectService for DetectGrpc {
             parts.push(v);
         }
         let key = parts.join("/");
+        if !self.account_visible(&scope, &r.account_id).await? {
+            // What an entity without data answers.
+            return Ok(Response::new(pb::GetUsageSeriesResponse {
+                detector: r.detector,
+                entity,
+                points: Vec::new(),
+            }));
+        }
         let end = match r.end_time.as_ref() {
             Some(t) => to_millis(t),
             None => self
@@ -515,6 +559,8 @@ impl DetectService for DetectGrpc {
         &self,
         _req: Request<common::StatsRequest>,
     ) -> Result<Response<common::ServiceStats>, Status> {
-        Ok(Response::new(self.detect.service_stats()))
+        Ok(Response::new(trailhound_runtime::security::with_figures(
+            self.detect.service_stats(),
+        )))
     }
 }

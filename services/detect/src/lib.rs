@@ -55,7 +55,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let svc = DetectServiceServer::new(grpc::DetectGrpc::new(detect.clone()))
-        .max_decoding_message_size(64 << 20)
+        .max_decoding_message_size(trailhound_runtime::security::max_message_size())
         .max_encoding_message_size(64 << 20);
     let ticker = {
         let detect = detect.clone();

@@ -483,7 +483,15 @@ impl Detect {
             end_ms: filter.end_ms,
             min_grade: filter.min_grade,
         };
-        os.list(&q, page_size, token).await.map_err(backend_error)
+        let (mut page, next) = os.list(&q, page_size, token).await.map_err(backend_error)?;
+        // The cluster's query knows no scopes: out-of-scope anomalies are
+        // dropped from the page here.
+        page.retain(|a| {
+            filter
+                .scope
+                .allows(&a.account_id, &a.ou_path, a.environment)
+        });
+        Ok((page, next))
     }
 
     fn os_entity(

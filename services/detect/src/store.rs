@@ -72,11 +72,15 @@ pub struct AnomalyFilter {
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub min_grade: f64,
+    /// What the caller may see: anomalies outside it are skipped like
+    /// absent ones, before paging, so pages and tokens reveal nothing.
+    pub scope: trailhound_core::Scope,
 }
 
 impl AnomalyFilter {
     pub fn matches(&self, a: &Anomaly) -> bool {
-        (self.account_id.is_empty() || a.account_id == self.account_id)
+        self.scope.allows(&a.account_id, &a.ou_path, a.environment)
+            && (self.account_id.is_empty() || a.account_id == self.account_id)
             && self.environment.is_none_or(|e| a.environment == e)
             && (self.ou.is_empty() || a.ou_path.iter().any(|o| o.eq_ignore_ascii_case(&self.ou)))
             && (self.detector.is_empty() || a.detector == self.detector)

@@ -96,6 +96,7 @@ impl EnrichService for EnrichGrpc {
         &self,
         req: Request<pb::GetAccountRequest>,
     ) -> Result<Response<common::AccountMetadata>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let id = req.into_inner().account_id;
         if !trailhound_core::is_account_id(&id) {
             return Err(status::invalid(
@@ -103,22 +104,32 @@ impl EnrichService for EnrichGrpc {
                 &format!("{id:?} is not a 12-digit account id"),
             ));
         }
-        Ok(Response::new(account_to_pb(
-            self.enricher.account(&id).await.as_ref(),
-        )))
+        let account = self.enricher.account(&id).await;
+        // Out of scope answers exactly what an unknown account does.
+        if !scope.allows_account(&account) {
+            return Ok(Response::new(account_to_pb(
+                &trailhound_core::AccountMetadata::external(&id),
+            )));
+        }
+        Ok(Response::new(account_to_pb(&account)))
     }
 
     async fn list_accounts(
         &self,
-        _req: Request<pb::ListAccountsRequest>,
+        req: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let accounts = self
             .enricher
             .accounts()
             .await
             .map_err(|e| status::downstream(e.to_string(), e.retryable))?;
         Ok(Response::new(pb::ListAccountsResponse {
-            accounts: accounts.iter().map(account_to_pb).collect(),
+            accounts: accounts
+                .iter()
+                .filter(|a| scope.allows_account(a))
+                .map(account_to_pb)
+                .collect(),
         }))
     }
 
@@ -140,7 +151,9 @@ impl EnrichService for EnrichGrpc {
         &self,
         _req: Request<common::StatsRequest>,
     ) -> Result<Response<common::ServiceStats>, Status> {
-        Ok(Response::new(self.enricher.service_stats()))
+        Ok(Response::new(trailhound_runtime::security::with_figures(
+            self.enricher.service_stats(),
+        )))
     }
 }
 

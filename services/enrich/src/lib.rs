@@ -171,7 +171,7 @@ pub async fn serve(
         trailhound_runtime::StatsHandle::new(move || enricher.service_stats())
     };
     let svc = EnrichServiceServer::new(grpc::EnrichGrpc::new(enricher, downstream))
-        .max_decoding_message_size(64 << 20)
+        .max_decoding_message_size(trailhound_runtime::security::max_message_size())
         .max_encoding_message_size(64 << 20);
     let routes = tonic::service::Routes::new(svc);
     trailhound_runtime::serve(

@@ -108,13 +108,11 @@ pub fn alert_insight(a: &Alert) -> ipb::Insight {
 #[async_trait]
 impl Alerter for NotifyAlerter {
     async fn send(&self, alert: &Alert) -> Result<(), String> {
-        let channel = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
+        let endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .map_err(|e| format!("notify unreachable at {}: {e}", self.endpoint))?;
+            .timeout(Duration::from_secs(10));
+        let channel = trailhound_runtime::client::traced(&endpoint);
         NotifyServiceClient::new(channel)
             .notify(NotifyRequest {
                 insight: Some(alert_insight(alert)),

@@ -43,6 +43,7 @@ pub fn router(monitor: Arc<Monitor>) -> axum::Router {
         .route("/metrics", axum::routing::get(metrics))
         .route("/health.json", axum::routing::get(health_json))
         .with_state(monitor)
+        .merge(crate::signin::router())
 }
 
 async fn metrics(State(m): State<Arc<Monitor>>) -> impl IntoResponse {
@@ -116,15 +117,61 @@ async fn health_json(State(m): State<Arc<Monitor>>) -> impl IntoResponse {
     }))
 }
 
-async fn page(State(m): State<Arc<Monitor>>, Query(q): Query<EntityQuery>) -> Html<String> {
+/// Whether a caller with `scope` may see insight `i` (pb form).
+fn visible(scope: &trailhound_core::Scope, i: &ipb::Insight) -> bool {
+    if scope.is_unrestricted() {
+        return true;
+    }
+    let Some(a) = i.anomaly.as_ref() else {
+        return false;
+    };
+    let (ou, env) = a
+        .account
+        .as_ref()
+        .map(|m| {
+            (
+                m.ou_path.clone(),
+                trailhound_core::convert::environment_from_pb(m.environment),
+            )
+        })
+        .unwrap_or((Vec::new(), trailhound_core::Environment::Unknown));
+    scope.allows(&a.account_id, &ou, env)
+}
+
+async fn page(
+    State(m): State<Arc<Monitor>>,
+    principal: Option<axum::Extension<trailhound_runtime::auth::Principal>>,
+    Query(q): Query<EntityQuery>,
+) -> Html<String> {
     let h = m.current();
     let cfg = m.config();
+    // Health reads with its own service identity; the page shows only the
+    // signed-in person's scope, so the filter is applied here, where the
+    // page reads the data.
+    let who = principal
+        .as_ref()
+        .filter(|p| p.0.kind == trailhound_runtime::auth::PrincipalKind::User)
+        .map(|p| p.0.display());
+    let scope = principal.map(|p| p.0.scope).unwrap_or_default();
     let insights = match cfg.targets.get("insights") {
         // A chosen account narrows the list to it.
         // Rows are incidents, each of one or more windows: fetch the most
         // the service pages at once and group them.
-        Some(ep) => fetch_insights(ep, 100, q.account.as_deref()).await,
+        Some(ep) => fetch_insights(ep, 100, q.account.as_deref())
+            .await
+            .map(|mut l| {
+                l.retain(|i| visible(&scope, i));
+                l
+            }),
         None => Err("no insights service configured".into()),
+    };
+    // A chosen account outside the scope charts nothing, as if unknown.
+    let account_visible = |account: &str| {
+        scope.is_unrestricted()
+            || insights.as_ref().is_ok_and(|l| {
+                l.iter()
+                    .any(|i| i.anomaly.as_ref().is_some_and(|a| a.account_id == account))
+            })
     };
     // The entity: the query's, else the top incident's.
     let newest = insights
@@ -142,12 +189,13 @@ async fn page(State(m): State<Arc<Monitor>>, Query(q): Query<EntityQuery>) -> Ht
         )),
         _ => newest.map(|a| (a.detector, a.account_id, a.region)),
     };
+    let entity = entity.filter(|(_, a, _)| account_visible(a));
     let series = match (&entity, cfg.targets.get("detect")) {
         (Some((d, a, r)), Some(ep)) => Some(fetch_series(ep, d, a, r).await),
         (Some(_), None) => Some(Err("no detect service configured".into())),
         (None, _) => None,
     };
-    Html(render_page(
+    let mut html = render_page(
         &h,
         &insights,
         entity.as_ref(),
@@ -155,7 +203,20 @@ async fn page(State(m): State<Arc<Monitor>>, Query(q): Query<EntityQuery>) -> Ht
         q.account.as_deref(),
         cfg.poll_interval,
         cfg.dashboard_anomalies as usize,
-    ))
+    );
+    if let Some(who) = who
+        && let Some(at) = html.find("<body>")
+    {
+        html.insert_str(
+            at + "<body>".len(),
+            &format!(
+                "<p class=\"reasons\" id=\"signed-in\">Signed in as {} · scope {} · <a href=\"/auth/logout\">sign out</a></p>",
+                esc(&who),
+                esc(&scope.describe())
+            ),
+        );
+    }
+    Html(html)
 }
 
 /// Consecutive anomalous windows of one entity, as insights groups them.
@@ -222,12 +283,11 @@ async fn fetch_insights(
     account: Option<&str>,
 ) -> Result<Vec<ipb::Insight>, String> {
     let fut = async {
-        let ch = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(FETCH_TIMEOUT)
-            .connect()
-            .await
-            .map_err(|e| format!("insights unreachable: {e}"))?;
+        let ch = trailhound_runtime::client::traced(
+            &tonic::transport::Endpoint::from_shared(endpoint.to_string())
+                .map_err(|e| e.to_string())?
+                .connect_timeout(FETCH_TIMEOUT),
+        );
         InsightsServiceClient::new(ch)
             .list_insights(ipb::ListInsightsRequest {
                 page_size: n.clamp(1, 100),
@@ -253,12 +313,11 @@ async fn fetch_series(
     region: &str,
 ) -> Result<dpb::GetUsageSeriesResponse, String> {
     let fut = async {
-        let ch = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(FETCH_TIMEOUT)
-            .connect()
-            .await
-            .map_err(|e| format!("detect unreachable: {e}"))?;
+        let ch = trailhound_runtime::client::traced(
+            &tonic::transport::Endpoint::from_shared(endpoint.to_string())
+                .map_err(|e| e.to_string())?
+                .connect_timeout(FETCH_TIMEOUT),
+        );
         DetectServiceClient::new(ch)
             .max_decoding_message_size(16 << 20)
             .get_usage_series(dpb::GetUsageSeriesRequest {
@@ -381,7 +440,7 @@ pub fn render_page(
 ingest <b id=\"events-per-second\">{ingest_rate:.1} events/s</b></p>"
     );
 
-    o.push_str("<h2>Services</h2><table id=\"services\"><tr><th>service</th><th>status</th><th>in/s</th><th>out/s</th><th>events in</th><th>lag s</th><th>batch p99 ms</th><th>errors</th><th>dead letters</th><th>cache hit</th><th>check ms</th></tr>");
+    o.push_str("<h2>Services</h2><table id=\"services\"><tr><th>service</th><th>status</th><th>in/s</th><th>out/s</th><th>events in</th><th>lag s</th><th>batch p99 ms</th><th>errors</th><th>dead letters</th><th>cache hit</th><th>check ms</th><th>denied</th></tr>");
     for s in &h.services {
         let st = s.status();
         let d = s.stats.clone().unwrap_or_default();
@@ -390,7 +449,8 @@ ingest <b id=\"events-per-second\">{ingest_rate:.1} events/s</b></p>"
             o,
             "<tr class=\"service\" data-service=\"{name}\"><td>{name}</td>\
 <td><span class=\"badge {cls}\">{label}</span><div class=\"reasons\">{reasons}</div></td>\
-<td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{:.1}</td><td>{:.0}</td><td>{errors}</td><td>{}</td><td>{}</td><td>{:.0}</td></tr>",
+<td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{:.1}</td><td>{:.0}</td><td>{errors}</td><td>{}</td><td>{}</td><td>{:.0}</td>\
+<td class=\"denied\" title=\"refused as unauthenticated or not permitted; over a caller's limit\">{} / {}{insecure}</td></tr>",
             d.events_in_per_second,
             d.events_out_per_second,
             d.events_in,
@@ -401,6 +461,13 @@ ingest <b id=\"events-per-second\">{ingest_rate:.1} events/s</b></p>"
                 .map(|r| format!("{:.0}%", r * 100.0))
                 .unwrap_or_else(|| "–".into()),
             s.latency_ms,
+            d.denied_requests,
+            d.rate_limited_requests,
+            insecure = if d.insecure.is_empty() {
+                String::new()
+            } else {
+                format!("<div class=\"reasons sev-HIGH\">{}</div>", esc(&d.insecure))
+            },
             name = esc(&s.name),
             cls = status_class(st),
             label = label(st),

@@ -239,6 +239,11 @@ pub fn evaluate(probe: &Probe, prev: Option<&ServiceStats>, obj: &Objectives) ->
             ));
         }
     }
+    // Shown, not judged: an operator chose --insecure on purpose; the
+    // reason keeps it in sight on the page and in GetSystemHealth.
+    if !stats.insecure.is_empty() {
+        reasons.push(stats.insecure.clone());
+    }
     Verdict {
         status: if degraded {
             pb::Status::Degraded

@@ -16,6 +16,7 @@ pub mod evaluate;
 pub mod monitor;
 pub mod probe;
 pub mod recovery;
+pub mod signin;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -93,7 +94,9 @@ impl HealthService for HealthGrpc {
         &self,
         _req: Request<common::StatsRequest>,
     ) -> Result<Response<common::ServiceStats>, Status> {
-        Ok(Response::new(self.monitor.service_stats()))
+        Ok(Response::new(trailhound_runtime::security::with_figures(
+            self.monitor.service_stats(),
+        )))
     }
 }
 
@@ -124,8 +127,10 @@ pub async fn serve(
     let looping = tokio::spawn(monitor.clone().run(shutdown.clone()));
     // The dashboard's router carries /metrics with every watched service's
     // figures, so health does not hand its own stats to the bootstrap.
-    let routes = tonic::service::Routes::from(dashboard::router(monitor.clone()))
-        .add_service(HealthServiceServer::new(HealthGrpc::new(monitor.clone())));
+    let routes = tonic::service::Routes::from(dashboard::router(monitor.clone())).add_service(
+        HealthServiceServer::new(HealthGrpc::new(monitor.clone()))
+            .max_decoding_message_size(trailhound_runtime::security::max_message_size()),
+    );
     let result = trailhound_runtime::serve(
         listener,
         routes,

@@ -47,7 +47,8 @@ pub trait Prober: Send + Sync {
 /// their own, so a restarted service is found again without help.
 #[derive(Debug, Default)]
 pub struct GrpcProber {
-    channels: std::sync::Mutex<std::collections::HashMap<String, tonic::transport::Channel>>,
+    channels:
+        std::sync::Mutex<std::collections::HashMap<String, trailhound_runtime::TracedChannel>>,
 }
 
 impl GrpcProber {
@@ -55,7 +56,7 @@ impl GrpcProber {
         &self,
         endpoint: &str,
         timeout: Duration,
-    ) -> Result<tonic::transport::Channel, String> {
+    ) -> Result<trailhound_runtime::TracedChannel, String> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(endpoint) {
             return Ok(c.clone());
@@ -64,8 +65,9 @@ impl GrpcProber {
             .map_err(|e| format!("bad endpoint {endpoint:?}: {e}"))?
             .connect_timeout(timeout)
             .timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        // The process's TLS and service identity, like every client.
+        let c = trailhound_runtime::client::traced(&c);
         map.insert(endpoint.to_string(), c.clone());
         Ok(c)
     }

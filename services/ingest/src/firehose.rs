@@ -183,6 +183,26 @@ pub async fn serve(
             "the Firehose endpoint accepts requests without an access key: set firehose_access_key_env or firehose_access_key_file"
         );
     }
+    let security = trailhound_runtime::security::installed();
+    if let Ok(a) = listener.local_addr() {
+        security
+            .check_bind(a, "ingest's Firehose endpoint")
+            .map_err(|e| SourceError::Listen {
+                addr: addr.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()),
+            })?;
+    }
+    // TLS when [tls] serves it; never a client certificate: Firehose
+    // presents none, its access key is the credential.
+    let listener = trailhound_runtime::tls::Listener::new(
+        listener,
+        security.tls.clone(),
+        trailhound_runtime::tls::ClientAuth::None,
+    )
+    .map_err(|source| SourceError::Listen {
+        addr: addr.clone(),
+        source,
+    })?;
     tracing::info!(addr, "Firehose HTTP endpoint listening");
     axum::serve(listener, router(ingest, options))
         .with_graceful_shutdown(shutdown.cancelled_owned())

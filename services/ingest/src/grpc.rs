@@ -198,7 +198,9 @@ impl IngestService for IngestGrpc {
         &self,
         _req: Request<trailhound_proto::common::v1::StatsRequest>,
     ) -> Result<Response<trailhound_proto::common::v1::ServiceStats>, Status> {
-        Ok(Response::new(self.ingest.service_stats()))
+        Ok(Response::new(trailhound_runtime::security::with_figures(
+            self.ingest.service_stats(),
+        )))
     }
 }
 

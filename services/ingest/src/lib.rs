@@ -65,7 +65,7 @@ pub async fn serve(
         })
     };
     let svc = IngestServiceServer::new(grpc::IngestGrpc::new(ingest, batch_size))
-        .max_decoding_message_size(64 << 20)
+        .max_decoding_message_size(trailhound_runtime::security::max_message_size())
         .max_encoding_message_size(16 << 20);
     trailhound_runtime::serve(
         listener,

@@ -68,6 +68,24 @@ pub enum AskError {
 pub trait AskBackend: Send + Sync {
     fn name(&self) -> &'static str;
     async fn ask(&self, question: &str, limit: usize) -> Result<Answer, AskError>;
+
+    /// Answers over only what `scope` allows: every result, count and
+    /// total is computed from in-scope insights. Backends that cannot
+    /// filter by scope answer unrestricted callers only.
+    async fn ask_in(
+        &self,
+        question: &str,
+        limit: usize,
+        scope: &trailhound_core::Scope,
+    ) -> Result<Answer, AskError> {
+        if !scope.is_unrestricted() {
+            return Err(AskError::Backend {
+                backend: self.name().to_string(),
+                message: "this engine cannot limit answers to your scope; ask an administrator for the built-in engine".into(),
+            });
+        }
+        self.ask(question, limit).await
+    }
 }
 
 /// Checks a question before any engine sees it.
@@ -771,10 +789,29 @@ impl AskBackend for BuiltinAsk {
     }
 
     async fn ask(&self, question: &str, limit: usize) -> Result<Answer, AskError> {
+        self.ask_in(question, limit, &trailhound_core::Scope::all())
+            .await
+    }
+
+    async fn ask_in(
+        &self,
+        question: &str,
+        limit: usize,
+        scope: &trailhound_core::Scope,
+    ) -> Result<Answer, AskError> {
         let q = validate(question)?;
         let limit = limit.clamp(1, 1000);
         let (now, clock_note) = self.now()?;
-        let (all, _) = self.store.scan(None, SCAN_LIMIT, |i| !i.is_suppressed())?;
+        // Everything below (results, counts, totals, the accounts a
+        // question can name) comes from this scan: out of scope is absent.
+        let (all, _) = self.store.scan(None, SCAN_LIMIT, |i| {
+            !i.is_suppressed()
+                && scope.allows(
+                    &i.anomaly.account_id,
+                    &i.anomaly.ou_path,
+                    i.anomaly.environment,
+                )
+        })?;
         let mut known: Vec<(String, String)> = Vec::new();
         for i in &all {
             if !known.iter().any(|(id, _)| *id == i.anomaly.account_id) {

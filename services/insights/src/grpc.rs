@@ -107,13 +107,15 @@ impl InsightsService for InsightsGrpc {
         &self,
         req: Request<pb::GetInsightRequest>,
     ) -> Result<Response<pb::Insight>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let id = req.into_inner().id;
         if id.is_empty() {
             return Err(status::invalid("id", "must not be empty"));
         }
+        // Out of scope reads exactly like absent.
         match self.insights.get(&id).map_err(to_status)? {
-            Some(i) => Ok(Response::new(insight_to_pb(&i))),
-            None => Err(Status::not_found(format!("insight {id} not found"))),
+            Some(i) if visible(&scope, &i) => Ok(Response::new(scoped_pb(&scope, &i))),
+            _ => Err(Status::not_found(format!("insight {id} not found"))),
         }
     }
 
@@ -121,6 +123,7 @@ impl InsightsService for InsightsGrpc {
         &self,
         req: Request<pb::ListInsightsRequest>,
     ) -> Result<Response<pb::ListInsightsResponse>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let r = req.into_inner();
         if !r.account_id.is_empty() && !trailhound_core::is_account_id(&r.account_id) {
             return Err(status::invalid("account_id", "must be 12 digits"));
@@ -155,6 +158,7 @@ impl InsightsService for InsightsGrpc {
             start: time(&r.start_time, "start_time")?,
             end: time(&r.end_time, "end_time")?,
             include_suppressed: r.include_suppressed,
+            scope: scope.clone(),
         };
         let size = if r.page_size == 0 {
             100
@@ -167,7 +171,7 @@ impl InsightsService for InsightsGrpc {
             .list(&filter, size, token)
             .map_err(to_status)?;
         Ok(Response::new(pb::ListInsightsResponse {
-            insights: page.iter().map(insight_to_pb).collect(),
+            insights: page.iter().map(|i| scoped_pb(&scope, i)).collect(),
             next_page_token: next.unwrap_or_default(),
         }))
     }
@@ -178,6 +182,7 @@ impl InsightsService for InsightsGrpc {
         &self,
         req: Request<pb::WatchInsightsRequest>,
     ) -> Result<Response<Self::WatchInsightsStream>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let r = req.into_inner();
         let since = r
             .since
@@ -190,7 +195,8 @@ impl InsightsService for InsightsGrpc {
         let insights = self.insights.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::Insight, Status>>(256);
         tokio::spawn(async move {
-            let keep = |i: &Insight| include_suppressed || !i.is_suppressed();
+            let keep =
+                |i: &Insight| (include_suppressed || !i.is_suppressed()) && visible(&scope, i);
             let mut sent: HashSet<String> = HashSet::new();
             let mut last = since;
             let mut catch_up = since;
@@ -207,7 +213,7 @@ impl InsightsService for InsightsGrpc {
                         last = Some(last.map_or(i.analyzed_at, |l| l.max(i.analyzed_at)));
                         if keep(&i)
                             && sent.insert(i.id.clone())
-                            && tx.send(Ok(insight_to_pb(&i))).await.is_err()
+                            && tx.send(Ok(scoped_pb(&scope, &i))).await.is_err()
                         {
                             return;
                         }
@@ -222,7 +228,7 @@ impl InsightsService for InsightsGrpc {
                         if sent.remove(&i.id) && since.is_some() {
                             continue;
                         }
-                        if keep(&i) && tx.send(Ok(insight_to_pb(&i))).await.is_err() {
+                        if keep(&i) && tx.send(Ok(scoped_pb(&scope, &i))).await.is_err() {
                             return;
                         }
                     }
@@ -241,6 +247,7 @@ impl InsightsService for InsightsGrpc {
     }
 
     async fn ask(&self, req: Request<pb::AskRequest>) -> Result<Response<pb::AskResponse>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let r = req.into_inner();
         // Checked here too, before anything is allocated for it.
         if r.question.len() > MAX_QUESTION_CHARS * 4 {
@@ -255,14 +262,14 @@ impl InsightsService for InsightsGrpc {
         let limit = if r.limit == 0 { 20 } else { r.limit as usize };
         let a = self
             .insights
-            .ask(&r.question, limit)
+            .ask_in(&r.question, limit, &scope)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::AskResponse {
             answer: a.answer,
             understood: a.understood,
             fully_understood: a.fully_understood,
-            results: a.results.iter().map(insight_to_pb).collect(),
+            results: a.results.iter().map(|i| scoped_pb(&scope, i)).collect(),
             account_costs: a
                 .account_costs
                 .into_iter()
@@ -308,6 +315,37 @@ impl InsightsService for InsightsGrpc {
         &self,
         _req: Request<trailhound_proto::common::v1::StatsRequest>,
     ) -> Result<Response<trailhound_proto::common::v1::ServiceStats>, Status> {
-        Ok(Response::new(self.insights.service_stats()))
+        Ok(Response::new(trailhound_runtime::security::with_figures(
+            self.insights.service_stats(),
+        )))
     }
+}
+
+/// Whether a caller with `scope` may see insight `i`.
+fn visible(scope: &trailhound_core::Scope, i: &Insight) -> bool {
+    let a = &i.anomaly;
+    scope.allows(&a.account_id, &a.ou_path, a.environment)
+}
+
+/// `i` as a caller with `scope` may see it: an org-wide incident names
+/// only the other accounts the scope allows (by account id; accounts it
+/// knows no more of are left out).
+fn scoped_pb(scope: &trailhound_core::Scope, i: &Insight) -> pb::Insight {
+    if scope.is_unrestricted() {
+        return insight_to_pb(i);
+    }
+    let mut i = i.clone();
+    if let Some(c) = i.correlation.as_mut() {
+        let own = i.anomaly.account_id.clone();
+        let keep: Vec<bool> = c
+            .account_ids
+            .iter()
+            .map(|id| *id == own || scope.allows(id, &[], trailhound_core::Environment::Unknown))
+            .collect();
+        let mut k = keep.iter();
+        c.account_ids.retain(|_| *k.next().unwrap_or(&false));
+        let mut k = keep.iter();
+        c.account_names.retain(|_| *k.next().unwrap_or(&false));
+    }
+    insight_to_pb(&i)
 }

@@ -38,7 +38,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let svc = InsightsServiceServer::new(grpc::InsightsGrpc::new(insights.clone()))
-        .max_decoding_message_size(64 << 20)
+        .max_decoding_message_size(trailhound_runtime::security::max_message_size())
         .max_encoding_message_size(64 << 20);
     let syncer = {
         let (insights, stop) = (insights.clone(), shutdown.clone());

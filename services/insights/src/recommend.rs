@@ -154,16 +154,21 @@ fn fill(template: &str, cx: &Context<'_>) -> String {
     } else {
         a.ou_path.join("/")
     };
+    // Values that can land in a shell command are quoted when they hold
+    // anything a shell interprets (a crafted user agent or role name
+    // cannot add a command); ordinary ones read unchanged. Prose-only
+    // values (account, OU) are made one plain line.
+    use trailhound_core::text::{clean_line, shell_quote};
     template
-        .replace("{region}", &a.region)
-        .replace("{account}", &account)
-        .replace("{account_id}", &a.account_id)
-        .replace("{principal}", &first("principal"))
-        .replace("{source_ip}", &first("source_ip"))
-        .replace("{instance_types}", &values("instance_type"))
-        .replace("{function}", &first("function"))
-        .replace("{ou}", &ou)
-        .replace("{detector}", &a.detector)
+        .replace("{region}", &shell_quote(&a.region))
+        .replace("{account}", &clean_line(&account))
+        .replace("{account_id}", &shell_quote(&a.account_id))
+        .replace("{principal}", &shell_quote(&first("principal")))
+        .replace("{source_ip}", &shell_quote(&first("source_ip")))
+        .replace("{instance_types}", &shell_quote(&values("instance_type")))
+        .replace("{function}", &shell_quote(&first("function")))
+        .replace("{ou}", &clean_line(&ou))
+        .replace("{detector}", &shell_quote(&a.detector))
 }
 
 /// The recommendations of every matching rule, in rule order, at most

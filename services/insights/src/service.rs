@@ -51,12 +51,16 @@ pub struct InsightFilter {
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
     pub include_suppressed: bool,
+    /// What the caller may see; out of scope is skipped like absent,
+    /// before paging.
+    pub scope: trailhound_core::Scope,
 }
 
 impl InsightFilter {
     pub fn matches(&self, i: &Insight) -> bool {
         let a = &i.anomaly;
-        (self.include_suppressed || !i.is_suppressed())
+        self.scope.allows(&a.account_id, &a.ou_path, a.environment)
+            && (self.include_suppressed || !i.is_suppressed())
             && self.account_id.as_ref().is_none_or(|x| *x == a.account_id)
             && self.environment.is_none_or(|e| e == a.environment)
             && self.min_severity.is_none_or(|s| i.severity >= s)
@@ -344,14 +348,22 @@ impl Insights {
                 .unwrap_or_default()
         );
         let detect = &self.config.detect_address;
+        // Every value is quoted for the shell (the JSON bodies as one
+        // word, built as JSON so a quote in a value stays data).
+        use trailhound_core::text::shell_quote;
+        let id_body = serde_json::json!({ "id": a.id }).to_string();
+        let series_body = serde_json::json!({
+            "detector": a.detector, "account_id": a.account_id, "region": a.region,
+        })
+        .to_string();
         let mut investigate = vec![
             format!(
-                "grpcurl -plaintext -d '{{\"id\":\"{}\"}}' {detect} trailhound.detect.v1.DetectService/GetAnomaly",
-                a.id
+                "grpcurl -plaintext -d {} {detect} trailhound.detect.v1.DetectService/GetAnomaly",
+                shell_quote(&id_body)
             ),
             format!(
-                "grpcurl -plaintext -d '{{\"detector\":\"{}\",\"account_id\":\"{}\",\"region\":\"{}\"}}' {detect} trailhound.detect.v1.DetectService/GetUsageSeries",
-                a.detector, a.account_id, a.region
+                "grpcurl -plaintext -d {} {detect} trailhound.detect.v1.DetectService/GetUsageSeries",
+                shell_quote(&series_body)
             ),
             format!(
                 "trailhound ask \"Why was account {} flagged {}?\"",
@@ -365,9 +377,9 @@ impl Insights {
             .find(|c| c.dimension == "event_name")
         {
             investigate.push(format!(
-                "aws cloudtrail lookup-events --region {} --lookup-attributes AttributeKey=EventName,AttributeValue={} --start-time {} --end-time {}",
-                a.region,
-                event.value,
+                "aws cloudtrail lookup-events --region {} --lookup-attributes {} --start-time {} --end-time {}",
+                shell_quote(&a.region),
+                shell_quote(&format!("AttributeKey=EventName,AttributeValue={}", event.value)),
                 a.window_start.format("%Y-%m-%dT%H:%M:%SZ"),
                 a.window_end.format("%Y-%m-%dT%H:%M:%SZ")
             ));
@@ -416,9 +428,20 @@ impl Insights {
     }
 
     pub async fn ask(&self, question: &str, limit: usize) -> Result<Answer, InsightsError> {
+        self.ask_in(question, limit, &trailhound_core::Scope::all())
+            .await
+    }
+
+    /// [`Insights::ask`] over only what `scope` allows.
+    pub async fn ask_in(
+        &self,
+        question: &str,
+        limit: usize,
+        scope: &trailhound_core::Scope,
+    ) -> Result<Answer, InsightsError> {
         self.stats.questions.fetch_add(1, Ordering::Relaxed);
         let backend = self.ask.read().unwrap_or_else(|p| p.into_inner()).clone();
-        Ok(backend.ask(question, limit).await?)
+        Ok(backend.ask_in(question, limit, scope).await?)
     }
 }
 

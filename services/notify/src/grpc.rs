@@ -94,6 +94,7 @@ impl NotifyService for NotifyGrpc {
         &self,
         req: Request<pb::ListDeliveriesRequest>,
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let r = req.into_inner();
         if r.limit > MAX_LIMIT {
             return Err(status::invalid(
@@ -107,6 +108,7 @@ impl NotifyService for NotifyGrpc {
             incident_id: non_empty(r.incident_id),
             status: status_from_pb(r.status)?,
             limit: r.limit as usize,
+            scope,
         };
         Ok(Response::new(pb::ListDeliveriesResponse {
             deliveries: self
@@ -151,6 +153,8 @@ impl NotifyService for NotifyGrpc {
         &self,
         _req: Request<trailhound_proto::common::v1::StatsRequest>,
     ) -> Result<Response<trailhound_proto::common::v1::ServiceStats>, Status> {
-        Ok(Response::new(self.notifier.service_stats()))
+        Ok(Response::new(trailhound_runtime::security::with_figures(
+            self.notifier.service_stats(),
+        )))
     }
 }

@@ -97,7 +97,7 @@ pub async fn serve(
     };
     let recover = recover_handle(notifier.clone());
     let svc = NotifyServiceServer::new(grpc::NotifyGrpc::new(notifier))
-        .max_decoding_message_size(16 << 20);
+        .max_decoding_message_size(trailhound_runtime::security::max_message_size());
     trailhound_runtime::serve(
         listener,
         tonic::service::Routes::new(svc),

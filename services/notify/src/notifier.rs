@@ -63,6 +63,19 @@ pub struct Delivery {
     pub detail: String,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The insight's account, so ListDeliveries shows a scoped caller only
+    /// its accounts' deliveries (empty: visible to unrestricted callers
+    /// only).
+    #[serde(default)]
+    pub account_id: String,
+    #[serde(default)]
+    pub ou_path: Vec<String>,
+    #[serde(default = "unknown_environment")]
+    pub environment: trailhound_core::Environment,
+}
+
+fn unknown_environment() -> trailhound_core::Environment {
+    trailhound_core::Environment::Unknown
 }
 
 /// Filters for [`Notifier::deliveries`]; `None` matches everything.
@@ -74,10 +87,15 @@ pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
     /// Most to return; 0 means 100.
     pub limit: usize,
+    /// What the caller may see.
+    pub scope: trailhound_core::Scope,
 }
 
 impl DeliveryFilter {
     fn matches(&self, d: &Delivery) -> bool {
+        if !self.scope.allows(&d.account_id, &d.ou_path, d.environment) {
+            return false;
+        }
         self.channel.as_ref().is_none_or(|c| &d.channel == c)
             && self.insight_id.as_ref().is_none_or(|i| &d.insight_id == i)
             && self
@@ -405,6 +423,9 @@ impl Notifier {
                 detail: String::new(),
                 created_at: now,
                 finished_at: None,
+                account_id: insight.anomaly.account_id.clone(),
+                ou_path: insight.anomaly.ou_path.clone(),
+                environment: insight.anomaly.environment,
             };
             let follow_up =
                 match rec.decide(&entry.name, &insight, now, self.config.follow_up_interval) {
@@ -753,6 +774,9 @@ impl Notifier {
                     detail,
                     created_at: now,
                     finished_at: Some(now),
+                    account_id: String::new(),
+                    ou_path: Vec::new(),
+                    environment: trailhound_core::Environment::Unknown,
                 };
                 push_recent(&mut st, &self.config, d.clone());
                 d

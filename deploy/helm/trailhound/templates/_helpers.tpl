@@ -105,6 +105,10 @@ spec:
           value: {{ $root.Values.logJson | quote }}
         - name: TRAILHOUND_SHUTDOWN_DEADLINE
           value: {{ $root.Values.shutdownDeadline | quote }}
+        {{- if $root.Values.insecure }}
+        - name: TRAILHOUND_INSECURE
+          value: "true"
+        {{- end }}
         {{- with $root.Values.otlpEndpoint }}
         - name: TRAILHOUND_OTLP_ENDPOINT
           value: {{ . | quote }}

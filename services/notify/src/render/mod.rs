@@ -140,7 +140,50 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// The pieces of `m`, each on one line with control characters, ANSI
+    /// escapes and bidirectional overrides removed and URLs defanged:
+    /// values from CloudTrail and the org snapshot can forge nothing in
+    /// any channel. Channels with markup escape further (Slack's mrkdwn,
+    /// Teams' Markdown).
     pub fn of(m: &Message<'_>) -> Self {
+        Self::raw(m)
+            .map_text(|s| trailhound_core::text::defang_urls(&trailhound_core::text::clean_line(s)))
+    }
+
+    /// Every piece of text passed through `f`.
+    pub fn map_text(self, f: impl Fn(&str) -> String) -> Self {
+        let v = |x: Vec<String>| x.iter().map(|s| f(s)).collect::<Vec<_>>();
+        Self {
+            title: f(&self.title),
+            summary: f(&self.summary),
+            account: f(&self.account),
+            ou: f(&self.ou),
+            environment: f(&self.environment),
+            region: f(&self.region),
+            detector: f(&self.detector),
+            window: f(&self.window),
+            actual_vs_expected: f(&self.actual_vs_expected),
+            grade: f(&self.grade),
+            severity: f(&self.severity),
+            severity_reasons: v(self.severity_reasons),
+            cost: f(&self.cost),
+            cost_lines: v(self.cost_lines),
+            cost_assumptions: v(self.cost_assumptions),
+            root_cause: f(&self.root_cause),
+            factors: v(self.factors),
+            correlation: self.correlation.as_deref().map(&f),
+            recommendations: self
+                .recommendations
+                .iter()
+                .map(|(t, a)| (f(t), a.iter().map(|s| f(s)).collect()))
+                .collect(),
+            investigate: v(self.investigate),
+            suppressed: self.suppressed.as_deref().map(&f),
+            footer: f(&self.footer),
+        }
+    }
+
+    fn raw(m: &Message<'_>) -> Self {
         let i = m.insight;
         let a = &i.anomaly;
         let account = if a.account.account_id.is_empty() {
@@ -353,7 +396,7 @@ impl FollowUpFacts {
                 ),
             ),
         };
-        let totals = vec![
+        let totals: Vec<(String, String)> = vec![
             ("Windows so far".into(), t.windows.to_string()),
             (
                 "Incident span".into(),
@@ -392,10 +435,21 @@ impl FollowUpFacts {
             ("Account".into(), base.account.clone()),
             ("Region".into(), base.region.clone()),
         ];
+        let clean =
+            |s: &str| trailhound_core::text::defang_urls(&trailhound_core::text::clean_line(s));
         Self {
-            title,
-            lead,
-            totals,
+            title: clean(&title),
+            lead: clean(&lead),
+            totals: totals.iter().map(|(l, v)| (l.clone(), clean(v))).collect(),
+        }
+    }
+
+    /// Every piece of text passed through `f`.
+    pub fn map_text(self, f: impl Fn(&str) -> String) -> Self {
+        Self {
+            title: f(&self.title),
+            lead: f(&self.lead),
+            totals: self.totals.iter().map(|(l, v)| (f(l), f(v))).collect(),
         }
     }
 }
@@ -450,5 +504,64 @@ mod tests {
             Some("Same source IP 198.51.100.7 in 1 other account(s): data-staging (444455556666)")
         );
         assert!(f.footer.contains("incident inc"));
+    }
+
+    #[test]
+    fn values_from_cloudtrail_forge_no_link_mention_line_or_colour() {
+        let mut i = crate::testing::sample_insight("a1", "a1", trailhound_core::Severity::Critical);
+        let evil = "Boto3 [Verify your SSO](https://evil.example/login) <!here> @channel\n2026-01-01 INFO forged\x1b[31m";
+        i.root_cause.explanation = format!("All from user agent {evil}");
+        i.summary = evil.to_string();
+        let m = Message {
+            insight: &i,
+            follow_up: None,
+            delivery_id: "d1",
+            rule: "prod",
+        };
+        let teams = teams::render(&m).to_string();
+        assert!(
+            !teams.contains("SSO](") && !teams.contains("https://evil"),
+            "{teams}"
+        );
+        assert!(teams.contains(r"\\[Verify your SSO\\]"), "{teams}");
+        let slack = slack::render(&m);
+        let text = slack.to_string();
+        assert!(
+            !text.contains("<!here>") && !text.contains("@channel"),
+            "{text}"
+        );
+        // Every mrkdwn object is verbatim: no auto-links, no mentions.
+        fn walk(v: &serde_json::Value, n: &mut usize) {
+            match v {
+                serde_json::Value::Object(o) => {
+                    if o.get("type").and_then(|t| t.as_str()) == Some("mrkdwn") {
+                        assert_eq!(
+                            o.get("verbatim"),
+                            Some(&serde_json::Value::Bool(true)),
+                            "{v}"
+                        );
+                        *n += 1;
+                    }
+                    o.values().for_each(|x| walk(x, n));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, n)),
+                _ => {}
+            }
+        }
+        let mut n = 0;
+        walk(&slack, &mut n);
+        assert!(n > 3);
+        for plain in [text::body(&m), text::subject(&m)] {
+            assert!(
+                !plain.contains("\x1b") && !plain.contains("https://evil"),
+                "{plain}"
+            );
+            assert!(
+                !plain
+                    .lines()
+                    .any(|l| l.starts_with("2026-01-01 INFO forged")),
+                "{plain}"
+            );
+        }
     }
 }

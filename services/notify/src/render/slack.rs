@@ -22,8 +22,10 @@ pub const MAX_BLOCKS: usize = 50;
 const MAX_CONTEXT: usize = 2000;
 const MAX_FALLBACK: usize = 3000;
 
-/// Escapes the three characters Slack's mrkdwn treats as control.
+/// Escapes the three characters Slack's mrkdwn treats as control, and
+/// defuses `@here`/`@channel`/`@everyone`.
 pub fn escape(s: &str) -> String {
+    let s = trailhound_core::text::defuse_mentions(s);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -65,8 +67,12 @@ fn header(text: &str) -> Value {
     json!({"type": "header", "text": {"type": "plain_text", "text": super::truncate(text, MAX_HEADER), "emoji": true}})
 }
 
+// Every mrkdwn object is `verbatim`: Slack then neither links URLs nor
+// parses mentions in it, so a value from CloudTrail cannot ping a channel
+// or hide a link; `escape` keeps `<…>` (Slack's own link and mention
+// syntax) out.
 fn section(mrkdwn: &str) -> Value {
-    json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(mrkdwn, MAX_SECTION)}})
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(mrkdwn, MAX_SECTION), "verbatim": true}})
 }
 
 fn fields(pairs: &[(String, String)]) -> Value {
@@ -74,14 +80,14 @@ fn fields(pairs: &[(String, String)]) -> Value {
         .iter()
         .take(MAX_FIELDS)
         .map(|(label, value)| {
-            json!({"type": "mrkdwn", "text": cut(&format!("*{}*\n{}", escape(label), escape(value)), MAX_FIELD)})
+            json!({"type": "mrkdwn", "text": cut(&format!("*{}*\n{}", escape(label), escape(value)), MAX_FIELD), "verbatim": true})
         })
         .collect();
     json!({"type": "section", "fields": fields})
 }
 
 fn context(text: &str) -> Value {
-    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": cut(&escape(text), MAX_CONTEXT)}]})
+    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": cut(&escape(text), MAX_CONTEXT), "verbatim": true}]})
 }
 
 fn bullets(items: &[String]) -> String {
@@ -96,7 +102,8 @@ fn bullets(items: &[String]) -> String {
 fn finish(mut blocks: Vec<Value>, footer: Value, fallback: &str) -> Value {
     blocks.truncate(MAX_BLOCKS - 1);
     blocks.push(footer);
-    json!({"text": cut(&escape(fallback), MAX_FALLBACK), "blocks": blocks})
+    // The fallback is what notifications show: mentions defused too.
+    json!({"text": cut(&trailhound_core::text::defuse_mentions(&escape(fallback)), MAX_FALLBACK), "blocks": blocks})
 }
 
 /// The message for `m`: the full alert, or the follow-up.

@@ -96,14 +96,16 @@ fn envelope(mut body: Vec<Value>, footer: Value) -> Value {
 pub fn render(m: &Message<'_>) -> Value {
     match m.follow_up {
         Some(f) => {
-            let ff = FollowUpFacts::of(m, f);
+            let ff = FollowUpFacts::of(m, f).map_text(trailhound_core::text::markdown_escape);
             envelope(
                 vec![
                     title(&ff.title, m.insight.severity),
                     text(&ff.lead),
                     facts(&ff.totals),
                 ],
-                footer(&Facts::of(m).footer),
+                footer(&trailhound_core::text::markdown_escape(
+                    &Facts::of(m).footer,
+                )),
             )
         }
         None => alert(m),
@@ -111,7 +113,10 @@ pub fn render(m: &Message<'_>) -> Value {
 }
 
 fn alert(m: &Message<'_>) -> Value {
-    let f = Facts::of(m);
+    // Teams reads TextBlocks as Markdown: every value is escaped, so a
+    // user agent like `[Verify your SSO](https://…)` stays text; the
+    // markup below (lists, bold) is added after.
+    let f = Facts::of(m).map_text(trailhound_core::text::markdown_escape);
     let mut body = vec![
         title(&f.title, m.insight.severity),
         text(&f.summary),

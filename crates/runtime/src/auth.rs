@@ -1,0 +1,951 @@
+//! Who is calling, and what they may do.
+//!
+//! Callers are identified three ways: humans and tools by an OIDC access or
+//! ID token (`authorization: Bearer …`, verified against the issuer's JWKS:
+//! RS256/ES256 signature, issuer, audience, expiry, not-before), automation
+//! by a static API token (only its SHA-256 is configured), and services by
+//! the client certificate their mTLS handshake verified (its SAN names the
+//! service). Each identity maps to a role (viewer < analyst < operator <
+//! admin) and a [`Scope`] through `[[auth.grants]]` and `[[auth.tokens]]`;
+//! a caller's role is the highest of its grants and its scope their union.
+//!
+//! What each method needs is one table ([`requirement`]); methods it does
+//! not name need admin, so a new RPC is closed until someone opens it.
+//! Service-internal calls (the pipeline's hops) need a service identity or
+//! admin; `Notify` and `Analyze` a service identity only, so forged alerts
+//! cannot spend the alert budget. With `mode = "none"` (loopback only, see
+//! [`crate::security`]) every caller is an anonymous admin.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use trailhound_core::{Scope, ScopeRule};
+
+use crate::tls::PeerInfo;
+
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(Arc::from(s.into()))
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// What a caller may do; each includes the ones before it.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads anomalies, insights, series, accounts, deliveries, the
+    /// dashboard and Ask, within its scope.
+    #[default]
+    Viewer,
+    /// Also triage actions.
+    Analyst,
+    /// Also detector management and ControlService.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Analyst => "analyst",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How callers authenticate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Nobody is asked: every caller is an anonymous admin. Accepted only
+    /// when every listener is on loopback (or with `--insecure`).
+    #[default]
+    None,
+    /// OIDC bearer tokens (plus static tokens and service certificates).
+    Oidc,
+    /// Static API tokens and service certificates only.
+    Tokens,
+}
+
+/// One `[[auth.grants]]` entry: who (an OIDC group, or a subject — a
+/// token's `sub`, `email` or username, or a client certificate's name)
+/// gets which role over which part of the organization.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub group: Option<String>,
+    pub subject: Option<String>,
+    pub role: Role,
+    #[serde(default)]
+    pub ous: Vec<String>,
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    #[serde(default)]
+    pub environments: Vec<trailhound_core::Environment>,
+}
+
+impl Grant {
+    fn rule(&self) -> ScopeRule {
+        ScopeRule {
+            ous: self.ous.clone(),
+            accounts: self.accounts.clone(),
+            environments: self.environments.clone(),
+        }
+    }
+}
+
+/// One `[[auth.tokens]]` entry: a static API token, by its SHA-256 (hex).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenGrant {
+    pub name: String,
+    pub sha256: String,
+    pub role: Role,
+    #[serde(default)]
+    pub ous: Vec<String>,
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    #[serde(default)]
+    pub environments: Vec<trailhound_core::Environment>,
+}
+
+/// The `[auth]` section.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// The OIDC issuer (`iss`), e.g.
+    /// `https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC`.
+    pub issuer: Option<String>,
+    /// Accepted audiences: the token's `aud`, or for Cognito access tokens
+    /// (which carry none) its `client_id`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    /// The JWKS URL; default: `jwks_uri` from the issuer's discovery
+    /// document.
+    pub jwks_url: Option<String>,
+    /// The claim listing the caller's groups (`cognito:groups` for
+    /// Cognito).
+    pub groups_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The audit log (JSON lines), relative to the data dir.
+    pub audit_log: PathBuf,
+    pub grants: Vec<Grant>,
+    pub tokens: Vec<TokenGrant>,
+    /// Client-certificate names (DNS or URI SANs) that identify services,
+    /// each as the service it is. Default: the six service names, as
+    /// `trailhound certs` issues them.
+    pub services: Vec<String>,
+    /// For the dashboard's sign-in (authorization code + PKCE): the OIDC
+    /// client id (default: the first audience) …
+    pub client_id: Option<String>,
+    /// … its secret, from this environment variable (none for a public
+    /// client) …
+    pub client_secret_env: Option<String>,
+    /// … or from this file (a mounted secret); sent with HTTP Basic
+    /// (`client_secret_basic`).
+    pub client_secret_file: Option<PathBuf>,
+    /// … and the dashboard's external URL, for the redirect URI
+    /// (`<public_url>/auth/callback`).
+    pub public_url: Option<String>,
+    /// Scopes the dashboard asks for.
+    pub oidc_scopes: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::None,
+            issuer: None,
+            audience: Vec::new(),
+            jwks_url: None,
+            groups_claim: "groups".into(),
+            leeway: Duration::from_secs(60),
+            audit_log: PathBuf::from("audit.jsonl"),
+            grants: Vec::new(),
+            tokens: Vec::new(),
+            services: SERVICE_NAMES.iter().map(|s| s.to_string()).collect(),
+            client_id: None,
+            client_secret_env: None,
+            client_secret_file: None,
+            public_url: None,
+            oidc_scopes: vec!["openid".into(), "email".into(), "profile".into()],
+        }
+    }
+}
+
+/// The six services, as `trailhound certs` names their certificates.
+pub const SERVICE_NAMES: [&str; 6] = ["ingest", "enrich", "detect", "insights", "notify", "health"];
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+impl AuthConfig {
+    /// Checks what can be checked without the network.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.mode == AuthMode::Oidc {
+            if self.issuer.as_deref().is_none_or(str::is_empty) {
+                return Err("[auth] mode = \"oidc\" needs issuer".into());
+            }
+            if self.audience.is_empty() {
+                return Err("[auth] mode = \"oidc\" needs audience".into());
+            }
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            let ok = t.sha256.len() == 64 && t.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !ok {
+                return Err(format!(
+                    "[[auth.tokens]] #{} ({}): sha256 must be 64 hex digits (sha256sum of the token)",
+                    i + 1,
+                    t.name
+                ));
+            }
+        }
+        for (i, g) in self.grants.iter().enumerate() {
+            if g.group.is_some() == g.subject.is_some() {
+                return Err(format!(
+                    "[[auth.grants]] #{}: set exactly one of group or subject",
+                    i + 1
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a caller was identified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrincipalKind {
+    /// Auth is off.
+    Anonymous,
+    /// An OIDC token.
+    User,
+    /// A static API token.
+    Token,
+    /// A service's client certificate.
+    Service,
+    /// Another client certificate (a tool), granted by subject.
+    Certificate,
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    /// The token's `sub`, the API token's name, or the certificate's name.
+    pub subject: String,
+    /// A readable name (e-mail, username) when the token has one.
+    pub name: Option<String>,
+    pub kind: PrincipalKind,
+    /// None: authenticated but granted nothing.
+    pub role: Option<Role>,
+    pub scope: Scope,
+}
+
+impl Principal {
+    /// Auth off: anyone may do anything.
+    pub fn anonymous() -> Self {
+        Self {
+            subject: "anonymous".into(),
+            name: None,
+            kind: PrincipalKind::Anonymous,
+            role: Some(Role::Admin),
+            scope: Scope::all(),
+        }
+    }
+
+    fn service(name: &str) -> Self {
+        Self {
+            subject: name.to_string(),
+            name: None,
+            kind: PrincipalKind::Service,
+            role: None,
+            scope: Scope::all(),
+        }
+    }
+
+    pub fn is_service(&self) -> bool {
+        self.kind == PrincipalKind::Service
+    }
+
+    /// Whether this caller meets `req`; on refusal, why (naming the role
+    /// needed).
+    pub fn check(&self, req: Requirement) -> Result<(), String> {
+        let has = |r: Role| self.role.is_some_and(|mine| mine >= r);
+        let you = || match (self.kind, self.role) {
+            (PrincipalKind::Service, _) => format!("you are the service {}", self.subject),
+            (_, Some(r)) => format!("you have {r}"),
+            (_, None) => "you have no role".to_string(),
+        };
+        match req {
+            Requirement::Public => Ok(()),
+            Requirement::Authenticated => Ok(()),
+            Requirement::Role(r) => {
+                // Services read what the pipeline needs (Stats, streams,
+                // anomalies for the dashboard) but manage nothing.
+                if has(r) || (self.is_service() && r == Role::Viewer) {
+                    Ok(())
+                } else {
+                    Err(format!("this requires the {r} role ({})", you()))
+                }
+            }
+            Requirement::ServiceOrAdmin => {
+                if self.is_service() || has(Role::Admin) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "this is a service-internal call: it requires a service identity (mTLS client certificate) or the admin role ({})",
+                        you()
+                    ))
+                }
+            }
+            Requirement::Service => {
+                if self.is_service() || self.kind == PrincipalKind::Anonymous {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "only trailhound services may call this (a service identity from an mTLS client certificate); {}",
+                        you()
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The caller for log lines: one plain line (token claims are the
+    /// issuer's, certificate names the CA's, neither ours).
+    pub fn display(&self) -> String {
+        let s = match &self.name {
+            Some(n) if *n != self.subject => format!("{n} ({})", self.subject),
+            _ => self.subject.clone(),
+        };
+        trailhound_core::text::clean_line(&s)
+    }
+}
+
+/// What a method or page needs from its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// Nothing (grpc.health, the sign-in pages).
+    Public,
+    /// Any authenticated caller (reflection).
+    Authenticated,
+    Role(Role),
+    /// A service identity or an admin.
+    ServiceOrAdmin,
+    /// A service identity only.
+    Service,
+}
+
+/// What `path` (a gRPC `/package.Service/Method` or an HTTP path) needs.
+pub fn requirement(path: &str) -> Requirement {
+    use Requirement::*;
+    let (service, method) = match path.trim_start_matches('/').split_once('/') {
+        Some((s, m)) => (s, m),
+        None => ("", path),
+    };
+    match service {
+        "grpc.health.v1.Health" => return Public,
+        "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => {
+            return Authenticated;
+        }
+        "trailhound.common.v1.ControlService" => return Role(crate::auth::Role::Operator),
+        _ => {}
+    }
+    if service.starts_with("trailhound.") {
+        return match method {
+            // Alerts: a forged one would page people and spend budgets.
+            "Notify" | "Analyze" | "AnalyzeBatch" => Service,
+            // The pipeline's own hops.
+            "PushEvents" | "PushCloudWatchLogs" | "Process" | "Enrich" | "Observe" | "Flush" => {
+                ServiceOrAdmin
+            }
+            // Late and quarantined events are about the pipeline's input
+            // across every account: for those who run it.
+            "CreateDetector" | "UpdateDetector" | "DeleteDetector" | "StartDetector"
+            | "StopDetector" | "ListLateEvents" => Role(crate::auth::Role::Operator),
+            "ListAnomalies" | "GetAnomaly" | "WatchAnomalies" | "GetUsageSeries"
+            | "ListDetectors" | "GetDetector" | "GetStats" | "Stats" | "GetInsight"
+            | "ListInsights" | "WatchInsights" | "Ask" | "GetAccount" | "ListAccounts"
+            | "ListDeliveries" | "ListChannels" | "GetSystemHealth" | "WatchSystemHealth" => {
+                Role(crate::auth::Role::Viewer)
+            }
+            _ => Role(crate::auth::Role::Admin),
+        };
+    }
+    // HTTP routes sharing the ports.
+    if path.starts_with("/auth/") || path == "/favicon.ico" {
+        return Public;
+    }
+    Role(crate::auth::Role::Viewer)
+}
+
+/// Why a caller was not identified.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials: send authorization: Bearer <token> or a client certificate")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("token issuer unreachable: {0}")]
+    Unavailable(String),
+}
+
+/// The issuer's signing keys, cached; fetched again when a token names a
+/// key id not in the cache (key rotation), at most every
+/// [`JWKS_MIN_REFRESH`].
+struct Jwks {
+    keys: HashMap<String, jsonwebtoken::DecodingKey>,
+    /// Keys without a `kid` (single-key issuers).
+    anonymous: Vec<jsonwebtoken::DecodingKey>,
+    fetched: Option<Instant>,
+    url: Option<String>,
+}
+
+const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
+
+/// Verifies credentials and maps them to principals.
+pub struct Authenticator {
+    config: AuthConfig,
+    tokens: Vec<([u8; 32], TokenGrant)>,
+    jwks: tokio::sync::Mutex<Jwks>,
+    http: reqwest::Client,
+    /// Principals of recently verified tokens (by token hash), so a busy
+    /// client costs one signature check per token, not one per call.
+    verified: Mutex<HashMap<[u8; 32], (Principal, u64)>>,
+    /// The digest of this process's own token: its in-process clients
+    /// (health inside `trailhound up`) identify as a service with it when
+    /// they have no client certificate. Random per process, never written.
+    internal: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("mode", &self.config.mode)
+            .field("issuer", &self.config.issuer)
+            .finish()
+    }
+}
+
+fn sha256(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+fn hex_to_bytes(h: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Constant-time equality of two digests.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Authenticator {
+    pub fn new(config: AuthConfig) -> Result<Self, String> {
+        config.validate()?;
+        let tokens = config
+            .tokens
+            .iter()
+            .map(|t| {
+                hex_to_bytes(&t.sha256.to_ascii_lowercase())
+                    .map(|h| (h, t.clone()))
+                    .ok_or_else(|| format!("[[auth.tokens]] {}: sha256 is not hex", t.name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("failed to build the JWKS client: {e}"))?;
+        Ok(Self {
+            jwks: tokio::sync::Mutex::new(Jwks {
+                keys: HashMap::new(),
+                anonymous: Vec::new(),
+                fetched: None,
+                url: config.jwks_url.clone(),
+            }),
+            config,
+            tokens,
+            http,
+            verified: Mutex::new(HashMap::new()),
+            internal: None,
+        })
+    }
+
+    /// Accepts `token` as this process's own service identity.
+    pub fn with_internal_token(mut self, token: &Secret) -> Self {
+        self.internal = Some(sha256(token.expose()));
+        self
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.config.mode != AuthMode::None
+    }
+
+    /// Identifies the caller from its `authorization` header and its
+    /// connection. A bearer token wins over a certificate: the certificate
+    /// may be a shared tool's, the token names the person.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<&PeerInfo>,
+    ) -> Result<Principal, AuthError> {
+        let bearer = authorization.and_then(|a| {
+            let (scheme, rest) = a.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+        if self.config.mode == AuthMode::None {
+            // Still tell services apart, so service-only methods hold when
+            // certificates are there.
+            if let Some(p) = peer.and_then(|p| self.service_of(p)) {
+                return Ok(p);
+            }
+            return Ok(Principal::anonymous());
+        }
+        if let Some(token) = bearer.filter(|t| !t.is_empty()) {
+            return self.verify_bearer(token).await;
+        }
+        if let Some(peer) = peer {
+            if let Some(p) = self.service_of(peer) {
+                return Ok(p);
+            }
+            // A tool's certificate authenticates the connection; it names
+            // a caller only when a grant gives it a role.
+            if let Some(name) = peer.certificate_names.first()
+                && let (Some(role), scope) = self.grants_for(std::slice::from_ref(name), &[])
+            {
+                return Ok(Principal {
+                    subject: name.clone(),
+                    name: None,
+                    kind: PrincipalKind::Certificate,
+                    role: Some(role),
+                    scope,
+                });
+            }
+        }
+        Err(AuthError::Missing)
+    }
+
+    fn service_of(&self, peer: &PeerInfo) -> Option<Principal> {
+        peer.certificate_names
+            .iter()
+            .find(|n| self.config.services.iter().any(|s| s == *n))
+            .map(|n| Principal::service(n))
+    }
+
+    /// The highest role and the union of scopes of the grants matching
+    /// these subjects or groups.
+    fn grants_for(&self, subjects: &[String], groups: &[String]) -> (Option<Role>, Scope) {
+        let matching: Vec<&Grant> = self
+            .config
+            .grants
+            .iter()
+            .filter(|g| {
+                g.group.as_ref().is_some_and(|x| groups.contains(x))
+                    || g.subject.as_ref().is_some_and(|x| subjects.contains(x))
+            })
+            .collect();
+        let role = matching.iter().map(|g| g.role).max();
+        let scope = Scope::union(matching.iter().map(|g| g.rule()));
+        (role, scope)
+    }
+
+    async fn verify_bearer(&self, token: &str) -> Result<Principal, AuthError> {
+        let digest = sha256(token);
+        if self.internal.as_ref().is_some_and(|h| same(h, &digest)) {
+            return Ok(Principal::service("trailhound"));
+        }
+        if let Some((_, t)) = self.tokens.iter().find(|(h, _)| same(h, &digest)) {
+            return Ok(Principal {
+                subject: t.name.clone(),
+                name: None,
+                kind: PrincipalKind::Token,
+                role: Some(t.role),
+                scope: Scope::union([ScopeRule {
+                    ous: t.ous.clone(),
+                    accounts: t.accounts.clone(),
+                    environments: t.environments.clone(),
+                }]),
+            });
+        }
+        if self.config.mode != AuthMode::Oidc {
+            return Err(AuthError::Invalid("unknown API token".into()));
+        }
+        let now = now_secs();
+        if let Ok(cache) = self.verified.lock()
+            && let Some((p, exp)) = cache.get(&digest)
+            && *exp > now
+        {
+            return Ok(p.clone());
+        }
+        let (principal, exp) = self.verify_jwt(token).await?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() > 10_000 {
+                cache.retain(|_, (_, e)| *e > now);
+                if cache.len() > 10_000 {
+                    cache.clear();
+                }
+            }
+            cache.insert(digest, (principal.clone(), exp));
+        }
+        Ok(principal)
+    }
+
+    async fn verify_jwt(&self, token: &str) -> Result<(Principal, u64), AuthError> {
+        use jsonwebtoken::{Algorithm, Validation};
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthError::Invalid("not a JWT".into()))?;
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(AuthError::Invalid(format!(
+                "algorithm {:?} is not accepted (RS256 or ES256)",
+                header.alg
+            )));
+        }
+        let key = self.key_for(header.kid.as_deref()).await?;
+        let issuer = self.config.issuer.clone().unwrap_or_default();
+        let mut v = Validation::new(header.alg);
+        v.set_issuer(&[issuer.as_str()]);
+        v.validate_aud = false;
+        v.validate_nbf = true;
+        v.leeway = self.config.leeway.as_secs();
+        v.set_required_spec_claims(&["exp", "iss"]);
+        let data =
+            jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &v)
+                .map_err(|e| {
+                    use jsonwebtoken::errors::ErrorKind as K;
+                    AuthError::Invalid(
+                        match e.kind() {
+                            K::ExpiredSignature => "expired",
+                            K::ImmatureSignature => "not valid yet (nbf)",
+                            K::InvalidIssuer => "wrong issuer",
+                            K::InvalidSignature => "bad signature",
+                            K::MissingRequiredClaim(_) => "missing exp or iss",
+                            _ => "rejected",
+                        }
+                        .to_string(),
+                    )
+                })?;
+        let claims = data.claims;
+        let str_claim = |k: &str| claims.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let audiences: Vec<String> = match claims.get("aud") {
+            Some(serde_json::Value::String(s)) => vec![s.clone()],
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            // Cognito access tokens carry the app client in client_id.
+            _ => str_claim("client_id").into_iter().collect(),
+        };
+        if !audiences.iter().any(|a| self.config.audience.contains(a)) {
+            return Err(AuthError::Invalid("wrong audience".into()));
+        }
+        let subject = str_claim("sub").ok_or_else(|| AuthError::Invalid("no sub".into()))?;
+        let name = str_claim("email")
+            .or_else(|| str_claim("preferred_username"))
+            .or_else(|| str_claim("cognito:username"))
+            .or_else(|| str_claim("username"));
+        let groups: Vec<String> = match claims.get(&self.config.groups_claim) {
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            Some(serde_json::Value::String(s)) => s
+                .split([',', ' '])
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut subjects = vec![subject.clone()];
+        subjects.extend(name.clone());
+        let (role, scope) = self.grants_for(&subjects, &groups);
+        let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
+        Ok((
+            Principal {
+                subject,
+                name,
+                kind: PrincipalKind::User,
+                role,
+                scope,
+            },
+            exp,
+        ))
+    }
+
+    /// The key `kid` names, fetching the JWKS when it is not cached.
+    async fn key_for(&self, kid: Option<&str>) -> Result<jsonwebtoken::DecodingKey, AuthError> {
+        let mut jwks = self.jwks.lock().await;
+        // A token without a kid may use a set's only key; a set whose keys
+        // carry no kid serves any kid (single-key issuers).
+        let lookup = |j: &Jwks| match kid {
+            Some(k) => j
+                .keys
+                .get(k)
+                .cloned()
+                .or_else(|| j.anonymous.first().cloned()),
+            None => j.anonymous.first().cloned().or_else(|| {
+                (j.keys.len() == 1)
+                    .then(|| j.keys.values().next().cloned())
+                    .flatten()
+            }),
+        };
+        if let Some(k) = lookup(&jwks) {
+            return Ok(k);
+        }
+        let may_refresh = jwks.fetched.is_none_or(|t| t.elapsed() >= JWKS_MIN_REFRESH);
+        if may_refresh {
+            self.refresh(&mut jwks).await?;
+            if let Some(k) = lookup(&jwks) {
+                return Ok(k);
+            }
+        }
+        Err(AuthError::Invalid("unknown signing key".into()))
+    }
+
+    async fn refresh(&self, jwks: &mut Jwks) -> Result<(), AuthError> {
+        jwks.fetched = Some(Instant::now());
+        let url = match &jwks.url {
+            Some(u) => u.clone(),
+            None => {
+                let issuer = self.config.issuer.clone().unwrap_or_default();
+                let discovery = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
+                let doc: serde_json::Value = self.get_json(&discovery).await?;
+                let u = doc
+                    .get("jwks_uri")
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| {
+                        AuthError::Unavailable(format!("{discovery} names no jwks_uri"))
+                    })?
+                    .to_string();
+                jwks.url = Some(u.clone());
+                u
+            }
+        };
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(self.get_json(&url).await?)
+            .map_err(|e| AuthError::Unavailable(format!("{url} is not a JWK set: {e}")))?;
+        let mut keys = HashMap::new();
+        let mut anonymous = Vec::new();
+        for jwk in &set.keys {
+            let Ok(key) = jsonwebtoken::DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    keys.insert(kid.clone(), key);
+                }
+                None => anonymous.push(key),
+            }
+        }
+        tracing::info!(
+            url,
+            keys = keys.len() + anonymous.len(),
+            "fetched the issuer's signing keys"
+        );
+        jwks.keys = keys;
+        jwks.anonymous = anonymous;
+        Ok(())
+    }
+
+    async fn get_json(&self, url: &str) -> Result<serde_json::Value, AuthError> {
+        let r = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("failed to fetch {url}: {e}")))?;
+        if !r.status().is_success() {
+            return Err(AuthError::Unavailable(format!(
+                "failed to fetch {url}: HTTP {}",
+                r.status()
+            )));
+        }
+        r.json()
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("failed to read {url}: {e}")))
+    }
+}
+
+/// The hex SHA-256 of a token, as `[[auth.tokens]] sha256` wants it.
+pub fn token_sha256(token: &str) -> String {
+    sha256(token).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_has_a_deliberate_requirement() {
+        use Requirement::*;
+        assert_eq!(requirement("/grpc.health.v1.Health/Check"), Public);
+        assert_eq!(
+            requirement("/trailhound.common.v1.ControlService/SetServing"),
+            Role(super::Role::Operator)
+        );
+        assert_eq!(
+            requirement("/trailhound.notify.v1.NotifyService/Notify"),
+            Service
+        );
+        assert_eq!(
+            requirement("/trailhound.insights.v1.InsightsService/Analyze"),
+            Service
+        );
+        assert_eq!(
+            requirement("/trailhound.enrich.v1.EnrichService/Process"),
+            ServiceOrAdmin
+        );
+        assert_eq!(
+            requirement("/trailhound.detect.v1.DetectService/CreateDetector"),
+            Role(super::Role::Operator)
+        );
+        assert_eq!(
+            requirement("/trailhound.detect.v1.DetectService/ListAnomalies"),
+            Role(super::Role::Viewer)
+        );
+        // A method nobody listed is closed to all but admins.
+        assert_eq!(
+            requirement("/trailhound.detect.v1.DetectService/DropEverything"),
+            Role(super::Role::Admin)
+        );
+        assert_eq!(requirement("/auth/login"), Public);
+        assert_eq!(requirement("/"), Role(super::Role::Viewer));
+        assert_eq!(requirement("/metrics"), Role(super::Role::Viewer));
+    }
+
+    #[test]
+    fn refusals_name_the_role_needed() {
+        let viewer = Principal {
+            subject: "u".into(),
+            name: None,
+            kind: PrincipalKind::User,
+            role: Some(super::Role::Viewer),
+            scope: Scope::all(),
+        };
+        let e = viewer
+            .check(Requirement::Role(super::Role::Operator))
+            .unwrap_err();
+        assert!(e.contains("operator") && e.contains("viewer"), "{e}");
+        let admin = Principal {
+            role: Some(super::Role::Admin),
+            ..viewer.clone()
+        };
+        assert!(admin.check(Requirement::ServiceOrAdmin).is_ok());
+        // Not even an admin forges alerts.
+        assert!(admin.check(Requirement::Service).is_err());
+        let svc = Principal::service("detect");
+        assert!(svc.check(Requirement::Service).is_ok());
+        assert!(svc.check(Requirement::Role(super::Role::Viewer)).is_ok());
+        assert!(svc.check(Requirement::Role(super::Role::Operator)).is_err());
+    }
+
+    #[tokio::test]
+    async fn static_tokens_by_hash_and_service_certificates() {
+        let config = AuthConfig {
+            mode: AuthMode::Tokens,
+            tokens: vec![TokenGrant {
+                name: "siem".into(),
+                sha256: token_sha256("s3cret"),
+                role: super::Role::Viewer,
+                ous: vec!["Root/Sandbox".into()],
+                ..Default::default()
+            }],
+            grants: vec![Grant {
+                subject: Some("client".into()),
+                role: super::Role::Admin,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let a = Authenticator::new(config).unwrap();
+        let p = a.authenticate(Some("Bearer s3cret"), None).await.unwrap();
+        assert_eq!(p.kind, PrincipalKind::Token);
+        assert_eq!(p.role, Some(super::Role::Viewer));
+        assert!(!p.scope.is_unrestricted());
+        assert!(matches!(
+            a.authenticate(Some("Bearer nope"), None).await,
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            a.authenticate(None, None).await,
+            Err(AuthError::Missing)
+        ));
+        let peer = |n: &str| PeerInfo {
+            remote: None,
+            certificate_names: Arc::from(vec![n.to_string()]),
+        };
+        let p = a.authenticate(None, Some(&peer("detect"))).await.unwrap();
+        assert!(p.is_service());
+        let p = a.authenticate(None, Some(&peer("client"))).await.unwrap();
+        assert_eq!(
+            (p.kind, p.role),
+            (PrincipalKind::Certificate, Some(super::Role::Admin))
+        );
+        assert!(matches!(
+            a.authenticate(None, Some(&peer("stranger"))).await,
+            Err(AuthError::Missing)
+        ));
+        assert!(
+            format!("{:?}", Secret::new("s3cret"))
+                .find("s3cret")
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,864 @@
+//! Every request's way in: who is calling ([`crate::auth`]), whether they
+//! may ([`crate::auth::requirement`]), whether they are over their limits,
+//! and the audit record of what happened. One [`Security`] per process,
+//! shared by all the servers it runs (so `trailhound up` limits a caller
+//! across the six ports, not per port), applied by the server bootstrap as
+//! a tower layer in front of every route: gRPC and the HTTP pages alike.
+//!
+//! The caller's [`Principal`] travels to the handlers in the request's
+//! extensions; handlers read its scope with [`principal`] and filter the
+//! data they read by it.
+//!
+//! Defaults stay easy and safe: with no `[tls]` and no `[auth]`, everything
+//! works on loopback; binding any other address without both is refused at
+//! start-up with the fix named, unless `--insecure` (then a warning every
+//! minute, and health shows it).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http_body::{Frame, SizeHint};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{AuthConfig, Authenticator, Principal, PrincipalKind, Requirement, Secret};
+use crate::tls::{PeerInfo, Tls, TlsConfig};
+
+/// The `[limits]` section: per caller, per process.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sustained requests per second per caller (person or token).
+    pub requests_per_second: f64,
+    /// Requests a caller may make at once above the sustained rate.
+    pub burst: u32,
+    /// Streams (Watch*, PushEvents) open at once per caller.
+    pub streams: u32,
+    /// The same for each service identity (the pipeline's own hops).
+    pub service_requests_per_second: f64,
+    pub service_burst: u32,
+    pub service_streams: u32,
+    /// Largest decoded gRPC message any service accepts, in bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 20.0,
+            burst: 100,
+            streams: 8,
+            service_requests_per_second: 2000.0,
+            service_burst: 4000,
+            service_streams: 64,
+            max_message_size: 16 << 20,
+        }
+    }
+}
+
+/// Why start-up was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    File(#[from] crate::config::ConfigError),
+    #[error("failed to open the audit log {path}: {source}")]
+    Audit {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A signed-in dashboard session.
+#[derive(Clone, Debug)]
+struct Session {
+    principal: Principal,
+    expires: Instant,
+}
+
+/// The process's security: TLS, authentication, limits, audit.
+pub struct Security {
+    pub tls: Option<Arc<Tls>>,
+    pub auth: Arc<Authenticator>,
+    pub limits: LimitsConfig,
+    pub insecure: bool,
+    audit: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
+    audit_path: Option<PathBuf>,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    streams: Mutex<HashMap<String, u32>>,
+    denied: AtomicU64,
+    rate_limited: AtomicU64,
+    insecure_reason: RwLock<Option<String>>,
+    warning_started: AtomicBool,
+    sessions: Mutex<HashMap<String, Session>>,
+    internal_token: Secret,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("tls", &self.tls.is_some())
+            .field("auth", &self.auth)
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+static INSTALLED: RwLock<Option<Arc<Security>>> = RwLock::new(None);
+
+/// Makes `security` the process's: servers started afterwards use it.
+pub fn install(security: Arc<Security>) {
+    if let Ok(mut g) = INSTALLED.write() {
+        *g = Some(security);
+    }
+}
+
+/// The installed security, or the default (no TLS, auth off).
+pub fn installed() -> Arc<Security> {
+    if let Some(s) = INSTALLED.read().ok().and_then(|g| g.clone()) {
+        return s;
+    }
+    let s = Arc::new(Security::open_default());
+    install(s.clone());
+    s
+}
+
+/// `stats` with the process's security figures (denied and rate-limited
+/// requests, insecure listening): what every `Stats` RPC answers.
+pub fn with_figures(
+    mut stats: trailhound_proto::common::v1::ServiceStats,
+) -> trailhound_proto::common::v1::ServiceStats {
+    installed().decorate(&mut stats);
+    stats
+}
+
+/// The largest decoded message the process's services accept.
+pub fn max_message_size() -> usize {
+    installed().limits.max_message_size
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+impl Security {
+    fn open_default() -> Self {
+        Self::new(
+            None,
+            AuthConfig::default(),
+            LimitsConfig::default(),
+            false,
+            None,
+        )
+        .unwrap_or_else(|_| unreachable_default())
+    }
+
+    fn new(
+        tls: Option<Arc<Tls>>,
+        auth: AuthConfig,
+        limits: LimitsConfig,
+        insecure: bool,
+        audit_path: Option<PathBuf>,
+    ) -> Result<Self, SecurityError> {
+        let audit = match &audit_path {
+            Some(p) => {
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir).map_err(|source| SecurityError::Audit {
+                        path: p.display().to_string(),
+                        source,
+                    })?;
+                }
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|source| SecurityError::Audit {
+                        path: p.display().to_string(),
+                        source,
+                    })?;
+                Some(Mutex::new(std::io::BufWriter::new(f)))
+            }
+            None => None,
+        };
+        let internal_token = Secret::new(random_id());
+        Ok(Self {
+            tls,
+            auth: Arc::new(
+                Authenticator::new(auth)
+                    .map_err(SecurityError::Config)?
+                    .with_internal_token(&internal_token),
+            ),
+            internal_token,
+            limits,
+            insecure,
+            audit,
+            audit_path,
+            buckets: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
+            denied: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            insecure_reason: RwLock::new(None),
+            warning_started: AtomicBool::new(false),
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Reads `[tls]`, `[auth]` and `[limits]` from the config file; the
+    /// audit log goes under `data_dir` when auth is on.
+    pub fn from_file(
+        config: Option<&std::path::Path>,
+        data_dir: &std::path::Path,
+        insecure: bool,
+    ) -> Result<Self, SecurityError> {
+        let tls_cfg: TlsConfig = crate::config::load_section(config, "tls")?;
+        let auth: AuthConfig = crate::config::load_section(config, "auth")?;
+        let limits: LimitsConfig = crate::config::load_section(config, "limits")?;
+        Self::from_parts(&tls_cfg, auth, limits, data_dir, insecure)
+    }
+
+    /// The same from sections already read.
+    pub fn from_parts(
+        tls_cfg: &TlsConfig,
+        auth: AuthConfig,
+        limits: LimitsConfig,
+        data_dir: &std::path::Path,
+        insecure: bool,
+    ) -> Result<Self, SecurityError> {
+        if limits.max_message_size < 1024 {
+            return Err(SecurityError::Config(
+                "[limits] max_message_size: at least 1024 bytes".into(),
+            ));
+        }
+        let tls = Tls::load(tls_cfg)?;
+        let audit_path = (auth.mode != crate::auth::AuthMode::None).then(|| {
+            if auth.audit_log.is_absolute() {
+                auth.audit_log.clone()
+            } else {
+                data_dir.join(&auth.audit_log)
+            }
+        });
+        Self::new(tls, auth, limits, insecure, audit_path)
+    }
+
+    /// What this process's own clients present: its TLS (with the client
+    /// certificate for mTLS) or, without a client certificate, its
+    /// internal service token.
+    pub fn client_security(&self) -> crate::client::ClientSecurity {
+        let has_identity = self.tls.as_ref().is_some_and(|t| t.serves_tls());
+        crate::client::ClientSecurity {
+            tls: self.tls.clone(),
+            token: (!has_identity && self.auth.is_enabled()).then(|| self.internal_token.clone()),
+        }
+    }
+
+    /// Where the audit log is, when auth is on.
+    pub fn audit_path(&self) -> Option<&std::path::Path> {
+        self.audit_path.as_deref()
+    }
+
+    /// Refuses a listener on a non-loopback address unless TLS and auth are
+    /// both configured (or `--insecure`, which warns every minute).
+    pub fn check_bind(&self, addr: SocketAddr, what: &str) -> Result<(), SecurityError> {
+        if is_loopback(&addr) {
+            return Ok(());
+        }
+        let tls = self.tls.as_ref().is_some_and(|t| t.serves_tls());
+        let auth = self.auth.is_enabled();
+        if tls && auth {
+            return Ok(());
+        }
+        let missing = match (tls, auth) {
+            (false, false) => "TLS and authentication",
+            (false, true) => "TLS",
+            _ => "authentication",
+        };
+        let reason =
+            format!("{what} listens on {addr}, reachable from other machines, without {missing}");
+        if !self.insecure {
+            return Err(SecurityError::Config(format!(
+                "{reason}: configure [tls] cert/key (and client_ca for mTLS; `trailhound certs --out certs` writes a development CA) and [auth] mode = \"oidc\" or \"tokens\" (see the README's Security section), listen on 127.0.0.1, or pass --insecure to accept the risk"
+            )));
+        }
+        if let Ok(mut r) = self.insecure_reason.write() {
+            *r = Some(format!("insecure: {reason} (--insecure)"));
+        }
+        if !self.warning_started.swap(true, Ordering::SeqCst) {
+            let reason = reason.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    tracing::warn!(
+                        "{reason}: anyone who can reach it can read every account's anomalies and pull the pipeline's levers (--insecure)"
+                    );
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Why this process runs insecurely, if it does (shown by health).
+    pub fn insecure_reason(&self) -> Option<String> {
+        self.insecure_reason.read().ok().and_then(|r| r.clone())
+    }
+
+    /// Requests refused as unauthenticated or not permitted.
+    pub fn denied(&self) -> u64 {
+        self.denied.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused for a caller's limits.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// Adds the security figures to a service's stats.
+    pub fn decorate(&self, stats: &mut trailhound_proto::common::v1::ServiceStats) {
+        stats.denied_requests = self.denied();
+        stats.rate_limited_requests = self.rate_limited();
+        stats.insecure = self.insecure_reason().unwrap_or_default();
+    }
+
+    /// Takes one request from `who`'s bucket; on refusal, the limit's name.
+    fn take(&self, who: &str, service: bool) -> Result<(), String> {
+        let (rate, burst) = if service {
+            (
+                self.limits.service_requests_per_second,
+                self.limits.service_burst,
+            )
+        } else {
+            (self.limits.requests_per_second, self.limits.burst)
+        };
+        let Ok(mut b) = self.buckets.lock() else {
+            return Ok(());
+        };
+        if b.len() > 50_000 {
+            // Only full buckets are dropped: a caller over its limit keeps
+            // its state.
+            let now = Instant::now();
+            b.retain(|_, (tokens, t)| {
+                *tokens + t.saturating_duration_since(now).as_secs_f64() * rate < f64::from(burst)
+                    && now.duration_since(*t) < Duration::from_secs(600)
+            });
+        }
+        let now = Instant::now();
+        let entry = b.entry(who.to_string()).or_insert((f64::from(burst), now));
+        let refill = now.duration_since(entry.1).as_secs_f64() * rate;
+        entry.0 = (entry.0 + refill).min(f64::from(burst));
+        entry.1 = now;
+        if entry.0 >= 1.0 {
+            entry.0 -= 1.0;
+            Ok(())
+        } else {
+            let key = if service {
+                "service_requests_per_second"
+            } else {
+                "requests_per_second"
+            };
+            Err(format!(
+                "rate limit exceeded: {rate} requests/s (burst {burst}) per caller ([limits] {key})"
+            ))
+        }
+    }
+
+    /// Opens one stream for `who`; on refusal, the limit's name.
+    fn open_stream(self: &Arc<Self>, who: &str, service: bool) -> Result<StreamPermit, String> {
+        let max = if service {
+            self.limits.service_streams
+        } else {
+            self.limits.streams
+        };
+        let Ok(mut s) = self.streams.lock() else {
+            return Err("stream accounting unavailable".into());
+        };
+        let n = s.entry(who.to_string()).or_insert(0);
+        if *n >= max {
+            let key = if service {
+                "service_streams"
+            } else {
+                "streams"
+            };
+            return Err(format!(
+                "too many open streams: {max} per caller ([limits] {key})"
+            ));
+        }
+        *n += 1;
+        Ok(StreamPermit {
+            security: self.clone(),
+            who: who.to_string(),
+        })
+    }
+
+    /// Starts a dashboard session for `principal`; returns its id (the
+    /// cookie's value).
+    pub fn start_session(&self, principal: Principal, ttl: Duration) -> String {
+        let id = random_id();
+        if let Ok(mut s) = self.sessions.lock() {
+            let now = Instant::now();
+            s.retain(|_, v| v.expires > now);
+            s.insert(
+                id.clone(),
+                Session {
+                    principal,
+                    expires: now + ttl,
+                },
+            );
+        }
+        id
+    }
+
+    /// Ends a session (logout).
+    pub fn end_session(&self, id: &str) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.remove(id);
+        }
+    }
+
+    fn session(&self, id: &str) -> Option<Principal> {
+        let s = self.sessions.lock().ok()?;
+        s.get(id)
+            .filter(|v| v.expires > Instant::now())
+            .map(|v| v.principal.clone())
+    }
+
+    /// Whether the dashboard signs people in through the OIDC provider.
+    pub fn sign_in_enabled(&self) -> bool {
+        let c = self.auth.config();
+        c.mode == crate::auth::AuthMode::Oidc && c.public_url.is_some()
+    }
+
+    /// Writes one audit record.
+    fn audit(&self, record: &AuditRecord) {
+        let Some(w) = &self.audit else {
+            return;
+        };
+        let Ok(line) = serde_json::to_string(record) else {
+            return;
+        };
+        if let Ok(mut w) = w.lock() {
+            use std::io::Write;
+            let _ = writeln!(w, "{line}").and_then(|_| w.flush());
+        }
+    }
+}
+
+fn unreachable_default() -> Security {
+    // AuthConfig::default() always validates; this only satisfies types.
+    Security {
+        tls: None,
+        auth: Arc::new(match Authenticator::new(AuthConfig::default()) {
+            Ok(a) => a,
+            Err(_) => std::process::abort(),
+        }),
+        limits: LimitsConfig::default(),
+        insecure: false,
+        audit: None,
+        audit_path: None,
+        buckets: Mutex::new(HashMap::new()),
+        streams: Mutex::new(HashMap::new()),
+        denied: AtomicU64::new(0),
+        rate_limited: AtomicU64::new(0),
+        insecure_reason: RwLock::new(None),
+        warning_started: AtomicBool::new(false),
+        sessions: Mutex::new(HashMap::new()),
+        internal_token: Secret::new(random_id()),
+    }
+}
+
+/// 128 random bits, hex: session ids, PKCE verifiers, states.
+pub fn random_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An open stream, counted until dropped.
+struct StreamPermit {
+    security: Arc<Security>,
+    who: String,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.security.streams.lock()
+            && let Some(n) = s.get_mut(&self.who)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.remove(&self.who);
+            }
+        }
+    }
+}
+
+/// One line of the audit log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub time: String,
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The gRPC method or HTTP path.
+    pub method: String,
+    /// The scope the data read was filtered by.
+    pub scope: String,
+    /// `ok`, or the gRPC code / HTTP status refused or failed with.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// The caller of a request, as the security layer identified it. Absent
+/// only for requests that bypass the layer (in-process tests): those are
+/// treated as unrestricted.
+pub fn principal<T>(req: &tonic::Request<T>) -> Option<&Principal> {
+    req.extensions().get::<Principal>()
+}
+
+/// The scope a handler must filter by.
+pub fn scope_of<T>(req: &tonic::Request<T>) -> trailhound_core::Scope {
+    principal(req).map(|p| p.scope.clone()).unwrap_or_default()
+}
+
+/// The tower layer the server bootstrap puts in front of every route.
+#[derive(Clone, Debug)]
+pub struct SecurityLayer {
+    security: Arc<Security>,
+}
+
+impl SecurityLayer {
+    pub fn new(security: Arc<Security>) -> Self {
+        Self { security }
+    }
+}
+
+impl<S> tower::Layer<S> for SecurityLayer {
+    type Service = SecurityService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        SecurityService {
+            inner,
+            security: self.security.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SecurityService<S> {
+    inner: S,
+    security: Arc<Security>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+type Resp = http::Response<tonic::body::Body>;
+
+fn is_grpc<B>(req: &http::Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "trailhound_session";
+
+/// A cookie's value from the request.
+pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn refuse(grpc: bool, code: tonic::Code, message: String, browser_login: bool) -> Resp {
+    if grpc {
+        return tonic::Status::new(code, message).into_http();
+    }
+    if browser_login {
+        let mut r = http::Response::new(tonic::body::Body::empty());
+        *r.status_mut() = http::StatusCode::SEE_OTHER;
+        r.headers_mut().insert(
+            http::header::LOCATION,
+            http::HeaderValue::from_static("/auth/login"),
+        );
+        return r;
+    }
+    let status = match code {
+        tonic::Code::Unauthenticated => http::StatusCode::UNAUTHORIZED,
+        tonic::Code::ResourceExhausted => http::StatusCode::TOO_MANY_REQUESTS,
+        tonic::Code::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+        _ => http::StatusCode::FORBIDDEN,
+    };
+    let mut r = http::Response::new(tonic::body::Body::new(http_body_util::Full::new(
+        bytes::Bytes::from(format!("{message}\n")),
+    )));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == http::StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
+}
+
+fn code_name(code: i32) -> String {
+    if code == 0 {
+        return "ok".into();
+    }
+    format!("{:?}", tonic::Code::from_i32(code)).to_lowercase()
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for SecurityService<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = Resp> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Resp;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Resp, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        // The clone that was polled ready serves this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let security = self.security.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_string();
+            let requirement = crate::auth::requirement(&path);
+            if requirement == Requirement::Public {
+                return inner.call(req).await;
+            }
+            let grpc = is_grpc(&req);
+            let peer = req.extensions().get::<PeerInfo>().cloned();
+            let peer_addr = peer.as_ref().and_then(|p| p.remote).map(|a| a.to_string());
+            let browser = !grpc
+                && req.method() == http::Method::GET
+                && req
+                    .headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|a| a.contains("text/html"));
+            let authorization = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let session = (!grpc && authorization.is_none())
+                .then(|| cookie(req.headers(), SESSION_COOKIE))
+                .flatten()
+                .and_then(|id| security.session(id));
+            let trace_id = crate::telemetry::current_trace_id();
+            let audited = security.auth.is_enabled();
+            let record =
+                |p: Option<&Principal>, outcome: String, reason: Option<String>| AuditRecord {
+                    time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    subject: p.map(|p| p.subject.clone()).unwrap_or_else(|| "-".into()),
+                    name: p.and_then(|p| p.name.clone()),
+                    kind: p
+                        .map(|p| {
+                            serde_json::to_value(p.kind)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default()
+                        })
+                        .unwrap_or_else(|| "unauthenticated".into()),
+                    role: p.and_then(|p| p.role.map(|r| r.as_str().to_string())),
+                    method: path.clone(),
+                    scope: p.map(|p| p.scope.describe()).unwrap_or_else(|| "-".into()),
+                    outcome,
+                    reason,
+                    peer: peer_addr.clone(),
+                    trace_id: trace_id.clone(),
+                };
+            let principal = match session {
+                Some(p) => Ok(p),
+                None => {
+                    security
+                        .auth
+                        .authenticate(authorization.as_deref(), peer.as_ref())
+                        .await
+                }
+            };
+            let principal = match principal {
+                Ok(p) => p,
+                Err(e) => {
+                    let code = match e {
+                        crate::auth::AuthError::Unavailable(_) => tonic::Code::Unavailable,
+                        _ => tonic::Code::Unauthenticated,
+                    };
+                    security.denied.fetch_add(1, Ordering::Relaxed);
+                    let message = e.to_string();
+                    tracing::info!(method = %path, peer = peer_addr.as_deref().unwrap_or("-"), reason = %message, "request refused: unauthenticated");
+                    security.audit(&record(None, code_name(code as i32), Some(message.clone())));
+                    let login = browser && security.sign_in_enabled();
+                    return Ok(refuse(grpc, code, message, login));
+                }
+            };
+            crate::telemetry::record_caller(&principal);
+            if let Err(message) = principal.check(requirement) {
+                security.denied.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(method = %path, subject = %principal.display(), reason = %message, "request refused: permission denied");
+                security.audit(&record(
+                    Some(&principal),
+                    "permission_denied".into(),
+                    Some(message.clone()),
+                ));
+                return Ok(refuse(grpc, tonic::Code::PermissionDenied, message, false));
+            }
+            // Limits: per caller, not per connection. Anonymous callers
+            // (auth off, loopback) are the operator on the machine.
+            let limited = principal.kind != PrincipalKind::Anonymous;
+            let who = format!("{:?}:{}", principal.kind, principal.subject);
+            let mut permit = None;
+            if limited {
+                let method = path.rsplit('/').next().unwrap_or_default();
+                let result = security.take(&who, principal.is_service()).and_then(|_| {
+                    if method.starts_with("Watch") || method == "PushEvents" {
+                        permit = Some(security.open_stream(&who, principal.is_service())?);
+                    }
+                    Ok(())
+                });
+                if let Err(message) = result {
+                    security.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(method = %path, subject = %principal.display(), reason = %message, "request refused: over its limit");
+                    security.audit(&record(
+                        Some(&principal),
+                        "resource_exhausted".into(),
+                        Some(message.clone()),
+                    ));
+                    return Ok(refuse(grpc, tonic::Code::ResourceExhausted, message, false));
+                }
+            }
+            req.extensions_mut().insert(principal.clone());
+            let response = inner.call(req).await?;
+            let pending = audited.then(|| {
+                (
+                    security.clone(),
+                    record(Some(&principal), String::new(), None),
+                )
+            });
+            if pending.is_none() && permit.is_none() {
+                return Ok(response);
+            }
+            let header_code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok());
+            let http_status = response.status();
+            let (parts, body) = response.into_parts();
+            let body = AuditBody {
+                inner: body,
+                pending,
+                grpc,
+                code: header_code,
+                http_status,
+                _permit: permit,
+            };
+            Ok(http::Response::from_parts(
+                parts,
+                tonic::body::Body::new(body),
+            ))
+        })
+    }
+}
+
+/// A response body that writes its call's audit record when it ends (a
+/// stream's end is the call's), and holds the caller's stream slot.
+struct AuditBody {
+    inner: tonic::body::Body,
+    pending: Option<(Arc<Security>, AuditRecord)>,
+    grpc: bool,
+    code: Option<i32>,
+    http_status: http::StatusCode,
+    _permit: Option<StreamPermit>,
+}
+
+impl AuditBody {
+    fn finish(&mut self, code: Option<i32>) {
+        if let Some((security, mut record)) = self.pending.take() {
+            record.outcome = if self.grpc {
+                code_name(code.or(self.code).unwrap_or(1))
+            } else if self.http_status.is_success() || self.http_status.is_redirection() {
+                "ok".into()
+            } else {
+                self.http_status.as_u16().to_string()
+            };
+            security.audit(&record);
+        }
+    }
+}
+
+impl Drop for AuditBody {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away.
+        self.finish(Some(if self.grpc { 1 } else { 0 }));
+    }
+}
+
+impl http_body::Body for AuditBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(t) = frame.trailers_ref() {
+                    let code = t
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok());
+                    self.finish(code);
+                }
+            }
+            Poll::Ready(None) => self.finish(None),
+            Poll::Ready(Some(Err(_))) => self.finish(Some(13)),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The `Secret` type, re-exported for client flags.
+pub type Token = Secret;
