@@ -392,6 +392,8 @@ pub fn detector_to_pb(d: &DetectorSpec) -> pb::Detector {
             .collect(),
         enabled: d.enabled,
         min_grade: d.min_grade,
+        error_codes: d.error_codes.clone(),
+        notable_values: d.notable_values.clone(),
     }
 }
 
@@ -450,6 +452,7 @@ pub fn detector_from_pb(p: pb::Detector) -> Result<DetectorSpec, InvalidField> {
         event_source: p.event_source,
         event_names: p.event_names,
         errors,
+        error_codes: p.error_codes,
         features,
         category_fields,
         interval: Duration::from_secs(if p.interval_seconds == 0 {
@@ -465,6 +468,7 @@ pub fn detector_from_pb(p: pb::Detector) -> Result<DetectorSpec, InvalidField> {
         contributors,
         enabled: p.enabled,
         min_grade: p.min_grade,
+        notable_values: p.notable_values,
     };
     spec.validate().map_err(|reason| {
         let field = [

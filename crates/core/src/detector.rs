@@ -76,7 +76,9 @@ pub struct DetectorSpec {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// Short service label: "ec2", "lambda", "ebs", ...
+    /// Short service label: "ec2", "lambda", "ebs", ... `"*"`: the
+    /// service most of an anomaly's events came from (the eventSource
+    /// without `.amazonaws.com`), for detectors that match any service.
     pub service: String,
     /// Matches eventSource exactly; empty matches any.
     #[serde(default)]
@@ -86,6 +88,11 @@ pub struct DetectorSpec {
     pub event_names: Vec<String>,
     #[serde(default)]
     pub errors: ErrorFilter,
+    /// errorCode patterns (`prefix*`, `*suffix`, `*infix*`, exact) a failed
+    /// call must match; empty matches any. Only with `errors = "only"` or
+    /// `"include"`: throttling is not probing.
+    #[serde(default)]
+    pub error_codes: Vec<String>,
     pub features: Vec<FeatureSpec>,
     #[serde(default = "default_category_fields")]
     pub category_fields: Vec<FieldPath>,
@@ -100,10 +107,47 @@ pub struct DetectorSpec {
     /// Anomalies below this grade are not reported.
     #[serde(default)]
     pub min_grade: f64,
+    /// Contributor values that make a first use of a region significant
+    /// on their own (GPU instance types): `prefix*`, `*suffix` or exact.
+    /// A first use with few events, no new principal or IP and none of
+    /// these is recorded as context instead of raised.
+    #[serde(default)]
+    pub notable_values: Vec<String>,
 }
 
 /// The OpenSearch AD limit, kept so detectors stay portable to that engine.
 pub const MAX_FEATURES: usize = 5;
+/// Entity fields per detector: account × region × one resource (a Lambda
+/// function). OpenSearch AD takes two; the OpenSearch path keys a third
+/// field into the second (see crates/opensearch).
+pub const MAX_CATEGORY_FIELDS: usize = 3;
+
+/// Whether `value` matches one of `patterns` (`prefix*`, `*suffix`,
+/// `*infix*`, exact).
+pub fn matches_pattern(patterns: &[String], value: &str) -> bool {
+    patterns.iter().any(|p| {
+        match (p.strip_prefix('*'), p.strip_suffix('*')) {
+            (Some(_), Some(_)) if p.len() >= 2 => value.contains(&p[1..p.len() - 1]),
+            (_, Some(prefix)) => value.starts_with(prefix),
+            (Some(suffix), None) => value.ends_with(suffix),
+            (None, None) => p == value,
+        }
+    })
+}
+
+/// A resource's name where CloudTrail gives either a name or an ARN: a
+/// Lambda function is called by `name`, `name:alias` or its full ARN, and
+/// all of them are the same function.
+pub fn resource_name(value: &str) -> &str {
+    match value.split_once(":function:") {
+        Some((arn, rest)) if arn.starts_with("arn:") => rest.split(':').next().unwrap_or(rest),
+        _ => match value.split_once(':') {
+            // name:alias or name:version
+            Some((name, _)) if !value.starts_with("arn:") => name,
+            _ => value,
+        },
+    }
+}
 
 impl DetectorSpec {
     /// Checks everything serde cannot: names, counts, bounds.
@@ -139,9 +183,9 @@ impl DetectorSpec {
                 ));
             }
         }
-        if self.category_fields.is_empty() || self.category_fields.len() > 2 {
+        if self.category_fields.is_empty() || self.category_fields.len() > MAX_CATEGORY_FIELDS {
             return Err(format!(
-                "detector {n}: needs 1 or 2 category fields, has {}",
+                "detector {n}: needs 1 to {MAX_CATEGORY_FIELDS} category fields, has {}",
                 self.category_fields.len()
             ));
         }
@@ -187,8 +231,16 @@ impl DetectorSpec {
         }
         match self.errors {
             ErrorFilter::Exclude => !e.is_error(),
-            ErrorFilter::Include => true,
-            ErrorFilter::Only => e.is_error(),
+            ErrorFilter::Include => {
+                !e.is_error()
+                    || self.error_codes.is_empty()
+                    || matches_pattern(&self.error_codes, &e.error_code)
+            }
+            ErrorFilter::Only => {
+                e.is_error()
+                    && (self.error_codes.is_empty()
+                        || matches_pattern(&self.error_codes, &e.error_code))
+            }
         }
     }
 
@@ -209,11 +261,21 @@ impl DetectorSpec {
         }
     }
 
-    /// The entity values of an event, in category-field order.
+    /// The entity values of an event, in category-field order. A
+    /// resource named by ARN or by name is one entity (see
+    /// [`resource_name`]); '/' would split the entity key, so it becomes '_'.
     pub fn entity(&self, e: &Event, docs: &mut ParsedDocs) -> Vec<String> {
         self.category_fields
             .iter()
-            .map(|p| p.strings(e, docs).into_iter().next().unwrap_or_default())
+            .map(|p| {
+                let v = p.strings(e, docs).into_iter().next().unwrap_or_default();
+                let name = resource_name(&v);
+                if name.len() == v.len() && !v.contains('/') {
+                    v
+                } else {
+                    name.replace('/', "_")
+                }
+            })
             .collect()
     }
 }
@@ -231,6 +293,7 @@ pub fn default_detectors() -> Vec<DetectorSpec> {
         event_source: source.into(),
         event_names: names.iter().map(|s| s.to_string()).collect(),
         errors: ErrorFilter::Exclude,
+        error_codes: Vec::new(),
         features: Vec::new(),
         category_fields: default_category_fields(),
         interval: default_interval(),
@@ -238,6 +301,7 @@ pub fn default_detectors() -> Vec<DetectorSpec> {
         contributors: Vec::new(),
         enabled: true,
         min_grade: 0.0,
+        notable_values: Vec::new(),
     };
     let mut ec2 = base(
         "ec2-run-instances",
@@ -262,6 +326,18 @@ pub fn default_detectors() -> Vec<DetectorSpec> {
             "requestParameters.instanceType",
         ]),
     }];
+    // Accelerated, high-memory and bare-metal types: what miners and
+    // thieves of compute launch, and what costs most per hour.
+    ec2.notable_values = [
+        "p2.*", "p3.*", "p3dn.*", "p4d.*", "p4de.*", "p5.*", "p5e.*", "p5en.*", "p6*", "g3.*",
+        "g3s.*", "g4dn.*", "g4ad.*", "g5.*", "g5g.*", "g6.*", "g6e.*", "gr6.*", "inf1.*",
+        "inf2.*", "trn1.*", "trn1n.*", "trn2.*", "dl1.*", "dl2q.*", "f1.*", "f2.*", "vt1.*",
+        "x1.*", "x1e.*", "x2*", "u-*", "*.metal", "*.metal-*", "*.16xlarge", "*.24xlarge",
+        "*.32xlarge", "*.48xlarge",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
 
     let mut lambda = base(
         "lambda-invoke",
@@ -303,7 +379,102 @@ pub fn default_detectors() -> Vec<DetectorSpec> {
         name: "volume_type".into(),
         fields: paths(&["requestParameters.volumeType"]),
     }];
-    vec![ec2, lambda, ebs]
+    // One entity per function (account × region × function name): a
+    // steadily invoked function that stops, or one function that storms
+    // while the others go on, is invisible in the account's total.
+    let mut function = base(
+        "lambda-function",
+        "lambda",
+        "lambda.amazonaws.com",
+        &["Invoke"],
+    );
+    function.description = "Lambda Invoke calls per function (a data event)".into();
+    function.features = lambda.features.clone();
+    function.category_fields = paths(&[
+        "recipientAccountId",
+        "awsRegion",
+        "requestParameters.functionName",
+    ]);
+
+    // Calls refused for want of permission, in any service: credential
+    // probing, a stolen key trying what it can, a misconfigured role.
+    let mut failed = base("failed-calls", "*", "", &[]);
+    failed.description =
+        "Calls refused as unauthorized or access denied, in any service".into();
+    failed.errors = ErrorFilter::Only;
+    failed.error_codes = [
+        "AccessDenied*",
+        "*UnauthorizedOperation",
+        "UnauthorizedAccess*",
+        "*NotAuthorized*",
+        "AuthFailure*",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "*AccessDeniedException",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    failed.features = vec![FeatureSpec {
+        name: "failed_calls".into(),
+        aggregation: Aggregation::Count,
+        fields: Vec::new(),
+    }];
+    failed.contributors = vec![ContributorSpec {
+        name: "service".into(),
+        fields: paths(&["eventSource"]),
+    }];
+
+    // Reading secrets in bulk is how stolen credentials are turned into
+    // more credentials.
+    let mut secrets = base(
+        "secrets-read",
+        "secretsmanager",
+        "secretsmanager.amazonaws.com",
+        &["GetSecretValue", "BatchGetSecretValue"],
+    );
+    secrets.description = "Secrets Manager secret values read".into();
+    secrets.features = vec![FeatureSpec {
+        name: "reads".into(),
+        aggregation: Aggregation::Count,
+        fields: Vec::new(),
+    }];
+    secrets.contributors = vec![ContributorSpec {
+        name: "secret".into(),
+        fields: paths(&["requestParameters.secretId"]),
+    }];
+
+    // New users, keys, passwords and policies: how an intruder stays.
+    let mut iam = base(
+        "iam-changes",
+        "iam",
+        "iam.amazonaws.com",
+        &[
+            "CreateUser",
+            "CreateAccessKey",
+            "CreateLoginProfile",
+            "UpdateLoginProfile",
+            "AttachUserPolicy",
+            "PutUserPolicy",
+            "AddUserToGroup",
+            "AttachRolePolicy",
+            "PutRolePolicy",
+            "CreateRole",
+            "UpdateAssumeRolePolicy",
+            "CreatePolicyVersion",
+        ],
+    );
+    iam.description = "IAM users, keys, passwords and policies created or changed".into();
+    iam.features = vec![FeatureSpec {
+        name: "changes".into(),
+        aggregation: Aggregation::Count,
+        fields: Vec::new(),
+    }];
+    iam.contributors = vec![ContributorSpec {
+        name: "user".into(),
+        fields: paths(&["requestParameters.userName", "requestParameters.roleName"]),
+    }];
+    vec![ec2, lambda, ebs, function, failed, secrets, iam]
 }
 
 #[cfg(test)]
@@ -313,10 +484,120 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let d = default_detectors();
-        assert_eq!(d.len(), 3);
+        let names: Vec<&str> = d.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ec2-run-instances",
+                "lambda-invoke",
+                "ebs-create-volume",
+                "lambda-function",
+                "failed-calls",
+                "secrets-read",
+                "iam-changes"
+            ]
+        );
         for spec in &d {
             spec.validate().unwrap();
         }
+    }
+
+    fn event(source: &str, name: &str, error: &str) -> Event {
+        Event {
+            event_id: "id".into(),
+            event_time_ms: 0,
+            event_source: source.into(),
+            event_name: name.into(),
+            aws_region: "us-east-1".into(),
+            recipient_account_id: "111122223333".into(),
+            user_identity: Default::default(),
+            source_ip_address: "198.51.100.7".into(),
+            user_agent: "Boto3/1.34".into(),
+            error_code: error.into(),
+            error_message: String::new(),
+            read_only: Some(false),
+            management_event: Some(true),
+            event_category: "Management".into(),
+            event_type: "AwsApiCall".into(),
+            event_version: "1.09".into(),
+            request_parameters: String::new(),
+            response_elements: String::new(),
+            raw: String::new(),
+        }
+    }
+
+    #[test]
+    fn failed_calls_match_refusals_in_any_service_not_throttling() {
+        let failed = default_detectors()
+            .into_iter()
+            .find(|d| d.name == "failed-calls")
+            .unwrap();
+        for code in [
+            "Client.UnauthorizedOperation",
+            "AccessDenied",
+            "AccessDeniedException",
+            "UnauthorizedAccess",
+            "AuthFailure",
+        ] {
+            assert!(
+                failed.matches(&event("ec2.amazonaws.com", "RunInstances", code)),
+                "{code}"
+            );
+        }
+        for code in ["ThrottlingException", "Client.RequestLimitExceeded", ""] {
+            assert!(
+                !failed.matches(&event("s3.amazonaws.com", "GetObject", code)),
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn patterns_and_resource_names() {
+        let p: Vec<String> = ["p4d.*", "*.metal", "*Denied*", "exact"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(matches_pattern(&p, "p4d.24xlarge"));
+        assert!(matches_pattern(&p, "m5.metal"));
+        assert!(matches_pattern(&p, "Client.AccessDeniedX"));
+        assert!(matches_pattern(&p, "exact"));
+        assert!(!matches_pattern(&p, "m5.large"));
+        assert!(!matches_pattern(&p, "exactly"));
+        assert_eq!(resource_name("orders"), "orders");
+        assert_eq!(resource_name("orders:live"), "orders");
+        assert_eq!(
+            resource_name("arn:aws:lambda:us-east-1:111122223333:function:orders"),
+            "orders"
+        );
+        assert_eq!(
+            resource_name("arn:aws:lambda:us-east-1:111122223333:function:orders:3"),
+            "orders"
+        );
+        assert_eq!(
+            resource_name("arn:aws:s3:::bucket/key"),
+            "arn:aws:s3:::bucket/key"
+        );
+    }
+
+    #[test]
+    fn a_function_called_by_name_or_arn_is_one_entity() {
+        let f = default_detectors()
+            .into_iter()
+            .find(|d| d.name == "lambda-function")
+            .unwrap();
+        let mut docs = ParsedDocs::default();
+        let mut a = event("lambda.amazonaws.com", "Invoke", "");
+        a.request_parameters = r#"{"functionName":"orders"}"#.into();
+        let mut b = a.clone();
+        b.request_parameters =
+            r#"{"functionName":"arn:aws:lambda:us-east-1:111122223333:function:orders:live"}"#
+                .into();
+        let ka = f.entity(&a, &mut docs);
+        let mut docs = ParsedDocs::default();
+        let kb = f.entity(&b, &mut docs);
+        assert_eq!(ka, kb);
+        assert_eq!(ka[2], "orders");
     }
 
     #[test]

@@ -62,12 +62,16 @@ pub fn detector_body(spec: &DetectorSpec, config: &OpenSearchConfig) -> Result<V
             spec.features.len()
         )));
     }
-    let category = spec
-        .category_fields
-        .iter()
-        .map(|f| mapping::category_field(&spec.name, f.as_str()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(invalid)?;
+    let category = if mapping::keyed(spec) {
+        // The whole entity as one keyword the indexer writes.
+        vec![mapping::key_field(&spec.name)]
+    } else {
+        spec.category_fields
+            .iter()
+            .map(|f| mapping::category_field(&spec.name, f.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?
+    };
     let features: Vec<Value> = spec
         .features
         .iter()
@@ -413,12 +417,15 @@ mod tests {
         other.interval = std::time::Duration::from_secs(300);
         assert!(!same_definition(&b, &detector_body(&other, &cfg).unwrap()));
 
-        let mut bad = ebs;
-        bad.category_fields = vec!["requestParameters.size".parse().unwrap()];
-        let e = detector_body(&bad, &cfg).unwrap_err().to_string();
-        assert!(
-            e.contains("ebs-create-volume") && e.contains("recipientAccountId"),
-            "{e}"
-        );
+        // A field that is no top-level keyword (or a third field): the
+        // whole entity is indexed as one keyword of its own.
+        let mut keyed = ebs;
+        keyed.category_fields = vec![
+            "recipientAccountId".parse().unwrap(),
+            "awsRegion".parse().unwrap(),
+            "requestParameters.volumeType".parse().unwrap(),
+        ];
+        let b = detector_body(&keyed, &cfg).unwrap();
+        assert_eq!(b["category_field"], json!(["th.keys.ebs-create-volume"]));
     }
 }

@@ -62,11 +62,17 @@ fn detector_properties(detectors: &[DetectorSpec]) -> Value {
         }
         contrib.insert(d.name.clone(), json!({ "properties": c }));
     }
+    let keys: Map<String, Value> = detectors
+        .iter()
+        .filter(|d| keyed(d))
+        .map(|d| (d.name.clone(), kw()))
+        .collect();
     json!({
         "properties": {
             "detectors": {"type": "keyword"},
             "features": {"properties": features},
             "contrib": {"properties": contrib},
+            "keys": {"properties": keys},
         }
     })
 }
@@ -268,10 +274,14 @@ pub fn document(e: &EnrichedEvent, detectors: &[DetectorSpec]) -> Value {
     let mut names = Vec::new();
     let mut features = Map::new();
     let mut contrib = Map::new();
+    let mut keys = Map::new();
     let mut docs = ParsedDocs::default();
     let mut values = Vec::new();
     for d in detectors.iter().filter(|d| d.enabled && d.matches(ev)) {
         names.push(Value::String(d.name.clone()));
+        if keyed(d) {
+            keys.insert(d.name.clone(), json!(d.entity(ev, &mut docs).join("/")));
+        }
         d.feature_values(ev, &mut docs, &mut values);
         let f: Map<String, Value> = d
             .features
@@ -298,8 +308,27 @@ pub fn document(e: &EnrichedEvent, detectors: &[DetectorSpec]) -> Value {
     }
     if !names.is_empty() {
         doc["th"] = json!({"detectors": names, "features": features, "contrib": contrib});
+        if !keys.is_empty() {
+            doc["th"]["keys"] = Value::Object(keys);
+        }
     }
     doc
+}
+
+/// Whether a detector's entity is indexed as one keyword of its own
+/// (`th.keys.<detector>`): the plugin takes at most two category fields,
+/// all top-level keywords, and a per-function detector needs three.
+pub fn keyed(spec: &DetectorSpec) -> bool {
+    spec.category_fields.len() > 2
+        || spec
+            .category_fields
+            .iter()
+            .any(|f| !CATEGORY_FIELDS.contains(&f.as_str()))
+}
+
+/// The index field holding a keyed detector's whole entity.
+pub fn key_field(detector: &str) -> String {
+    format!("th.keys.{detector}")
 }
 
 /// The index field a detector's category field is read from, or why it

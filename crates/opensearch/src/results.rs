@@ -329,6 +329,18 @@ impl Poller {
                     .collect()
             })
             .unwrap_or_default();
+        // A keyed detector's entity comes back as one value: its fields
+        // joined by '/', in category-field order.
+        let key_field = crate::mapping::key_field(&spec.name);
+        let entity: Vec<(String, String)> = match entity.iter().find(|(n, _)| *n == key_field) {
+            Some((_, key)) => spec
+                .category_fields
+                .iter()
+                .zip(key.split('/'))
+                .map(|(f, v)| (f.to_string(), v.to_string()))
+                .collect(),
+            None => entity,
+        };
         let get = |k: &str| {
             entity
                 .iter()

@@ -170,20 +170,18 @@ impl Security {
     ) -> Result<Self, SecurityError> {
         let audit = match &audit_path {
             Some(p) => {
-                if let Some(dir) = p.parent() {
-                    std::fs::create_dir_all(dir).map_err(|source| SecurityError::Audit {
-                        path: p.display().to_string(),
-                        source,
-                    })?;
-                }
+                let audit_error = |source| SecurityError::Audit {
+                    path: p.display().to_string(),
+                    source,
+                };
+                // Who did what to which account: private like the stores.
+                crate::private::parent(p).map_err(audit_error)?;
                 let f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(p)
-                    .map_err(|source| SecurityError::Audit {
-                        path: p.display().to_string(),
-                        source,
-                    })?;
+                    .map_err(audit_error)?;
+                crate::private::file(p).map_err(audit_error)?;
                 Some(Mutex::new(std::io::BufWriter::new(f)))
             }
             None => None,

@@ -152,6 +152,8 @@ fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let common = cli.common.clone();
     // Services keep an organization's activity there: private to the user.
+    // health keeps nothing but the audit log (which makes its own folder),
+    // so it runs on a read-only filesystem without a data volume.
     let runs_services = matches!(
         &cli.command,
         Command::Up(_)
@@ -159,7 +161,6 @@ fn main() -> anyhow::Result<()> {
             | Command::Enrich(_)
             | Command::Insights(_)
             | Command::Notify(_)
-            | Command::Health(_)
     ) || matches!(&cli.command, Command::Detect { replay, .. } if replay.input.is_none());
     if runs_services {
         trailhound_runtime::private::dir(&common.data_dir).map_err(|e| {

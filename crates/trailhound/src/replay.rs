@@ -42,6 +42,15 @@ pub struct Summary {
     pub entities: u64,
     /// Entity windows the engine judged.
     pub evaluations: u64,
+    /// Of `anomalies`, those raised while their window was open (each is
+    /// printed again, same id, when its window closes) and those of
+    /// accounts rising together.
+    pub early: u64,
+    pub coordinated: u64,
+    /// Windows that stood out but were not raised, by reason.
+    pub suppressed_environment: u64,
+    pub suppressed_weekly: u64,
+    pub suppressed_new_region: u64,
     pub seconds: f64,
     pub events_per_second: f64,
 }
@@ -237,6 +246,12 @@ pub fn replay(
     report_late(&mut engine, &mut summary, &mut on_reject);
     summary.late = engine.stats().late_events;
     summary.evaluations = engine.stats().evaluations;
+    let stats = engine.stats();
+    summary.early = stats.early_raised;
+    summary.coordinated = stats.coordinated;
+    summary.suppressed_environment = stats.suppressed_environment;
+    summary.suppressed_weekly = stats.suppressed_weekly;
+    summary.suppressed_new_region = stats.suppressed_new_region;
     summary.entities = engine.entity_count() as u64;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.events_per_second = summary.events_read as f64 / summary.seconds.max(1e-9);
@@ -378,6 +393,16 @@ pub fn run(
         summary.evaluations,
         summary.anomalies
     );
+    if summary.anomalies > 0 || summary.suppressed_environment + summary.suppressed_weekly > 0 {
+        eprintln!(
+            "{} raised early (printed again, same id, when their window closed), {} coordinated across accounts; not raised: {} within a development or sandbox account's swings, {} repeating the same weekday a week before, {} first uses of a region with nothing notable",
+            summary.early,
+            summary.coordinated,
+            summary.suppressed_environment,
+            summary.suppressed_weekly,
+            summary.suppressed_new_region
+        );
+    }
     if summary.skipped_files > 0 {
         eprintln!(
             "skipped {} CloudTrail digest and Insights files (not event records)",

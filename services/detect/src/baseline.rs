@@ -41,6 +41,12 @@ pub struct Baseline {
     /// volume among many 8 GiB ones).
     square_values: Vec<f64>,
     square_windows: f64,
+    /// The values anomalous windows really had: `history` keeps them
+    /// clipped (one storm must not skew the days after), but a weekly job
+    /// seen once is expected at its real size a week later.
+    /// (day, slot, values), for the last [`HISTORY_DAYS`] days.
+    #[serde(default)]
+    raw_anomalous: Vec<(i32, u16, Vec<f32>)>,
 }
 
 /// Expected value and noise scale of one feature in one window.
@@ -48,6 +54,10 @@ pub struct Baseline {
 pub struct Expectation {
     pub expected: f64,
     pub scale: f64,
+    /// The most this slot (± one window) had on the same weekday one and
+    /// two weeks ago, 0 when that is not known: a weekly job. A spike must
+    /// also clear this.
+    pub weekly: f64,
 }
 
 const LEVEL_ALPHA: f64 = 0.1;
@@ -85,6 +95,7 @@ impl Baseline {
             unit_events: 0.0,
             square_values: vec![0.0; features],
             square_windows: 0.0,
+            raw_anomalous: Vec::new(),
         }
     }
 
@@ -138,6 +149,50 @@ impl Baseline {
         }
     }
 
+    /// The most feature `f` had at `slot` ± 1 on the same weekday 7 and 14
+    /// days before `day` (real values, not clipped), or 0.
+    fn weekly(&self, f: usize, slot: usize, day: i64) -> f64 {
+        let mut most = 0.0f64;
+        for back in [7i64, 14] {
+            let d = day - back;
+            let Ok(d32) = i32::try_from(d) else { continue };
+            let cell = d.rem_euclid(HISTORY_DAYS as i64) as usize;
+            for ds in [self.slots - 1, 0, 1] {
+                let s = (slot + ds) % self.slots;
+                if self.history_day[s * HISTORY_DAYS + cell] != d32 {
+                    continue;
+                }
+                let raw = self
+                    .raw_anomalous
+                    .iter()
+                    .find(|(rd, rs, _)| *rd == d32 && usize::from(*rs) == s)
+                    .and_then(|(_, _, v)| v.get(f).copied());
+                let v = raw.unwrap_or(self.history[((f * self.slots + s) * HISTORY_DAYS) + cell]);
+                if v.is_finite() {
+                    most = most.max(f64::from(v));
+                }
+            }
+        }
+        most
+    }
+
+    /// Keeps what an anomalous window really had (see `raw_anomalous`).
+    pub fn record_anomalous_raw(&mut self, window_start_ms: i64, values: &[f64]) {
+        let (slot, day) = self.slot_of(window_start_ms);
+        let Ok(day) = i32::try_from(day) else { return };
+        self.raw_anomalous
+            .retain(|(d, _, _)| i64::from(day) - i64::from(*d) <= HISTORY_DAYS as i64);
+        // Bounded whatever happens: a few per day is the normal case.
+        if self.raw_anomalous.len() >= 4 * HISTORY_DAYS * 8 {
+            self.raw_anomalous.remove(0);
+        }
+        self.raw_anomalous.push((
+            day,
+            slot as u16,
+            values.iter().map(|v| *v as f32).collect(),
+        ));
+    }
+
     /// What each feature is expected to be in the window starting at
     /// `window_start_ms`, with its noise scale.
     pub fn expect(&self, window_start_ms: i64, out: &mut Vec<Expectation>) {
@@ -183,7 +238,12 @@ impl Baseline {
                 1e-3 * (expected.abs() + 1.0)
             };
             let scale = floor.max(self.resid_var[f].sqrt());
-            out.push(Expectation { expected, scale });
+            let weekly = self.weekly(f, slot, day);
+            out.push(Expectation {
+                expected,
+                scale,
+                weekly,
+            });
         }
     }
 

@@ -45,7 +45,8 @@ use chrono::{TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use trailhound_core::fieldpath::ParsedDocs;
 use trailhound_core::{
-    AccountMetadata, Anomaly, AnomalyKind, Contributor, DetectorSpec, EnrichedEvent, FeatureValue,
+    AccountMetadata, Anomaly, AnomalyKind, Contributor, DetectorSpec, EnrichedEvent, Environment,
+    FeatureValue,
 };
 use trailhound_rcf::{Detection, DetectorConfig, ForestConfig, ThresholdedForest};
 
@@ -118,6 +119,25 @@ pub struct EngineConfig {
     /// Region names beyond the built-in list (a region launched after
     /// this build) that are entities of their own rather than `unlisted`.
     pub extra_regions: Vec<String>,
+    /// Environments whose swings are normal (developers at work, sandbox
+    /// experiments): their thresholds are multiplied by `quiet_factor`.
+    pub quiet_environments: Vec<Environment>,
+    pub quiet_factor: f64,
+    /// Primary-feature total (instances, calls) at which a first use of a
+    /// region is significant on its own; below, it needs a new principal
+    /// or IP or a notable value (see `DetectorSpec::notable_values`).
+    pub new_region_min: f64,
+    /// Raise a window while it is still open once it is unmistakably
+    /// anomalous (strong residual): the first minutes of a burst, not the
+    /// end of its window.
+    pub early_raise: bool,
+    /// Accounts that must rise together, sharing a principal name (the
+    /// account part removed) or a source IP, for a coordinated anomaly.
+    pub coordinated_min_accounts: usize,
+    /// Windows within which they must rise.
+    pub coordinated_windows: u32,
+    /// Residual (noise units) at which an account counts as rising.
+    pub coordinated_z: f64,
 }
 
 /// What becomes of events of accounts outside the organization.
@@ -160,6 +180,17 @@ impl Default for EngineConfig {
             max_entities: 50_000,
             unknown_accounts: UnknownAccounts::Fold,
             extra_regions: Vec::new(),
+            quiet_environments: vec![
+                Environment::Development,
+                Environment::Testing,
+                Environment::Sandbox,
+            ],
+            quiet_factor: 1.6,
+            new_region_min: 3.0,
+            early_raise: true,
+            coordinated_min_accounts: 3,
+            coordinated_windows: 6,
+            coordinated_z: 3.0,
         }
     }
 }
@@ -255,12 +286,23 @@ pub struct WindowResult {
     pub upper: Vec<f64>,
     pub grade: f64,
     pub anomaly: Option<Anomaly>,
+    /// Not a point of the entity's series: an anomaly raised while its
+    /// window was still open (figures partial; the window's close raises
+    /// it again, same id, with the full figures), or a coordinated one.
+    #[serde(default)]
+    pub extra: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct WindowAgg {
     values: Vec<f64>,
     events: u64,
+    /// Events at which the open window is next checked for an early raise.
+    #[serde(default)]
+    next_check: u64,
+    /// Raised early already (see [`EngineConfig::early_raise`]).
+    #[serde(default)]
+    early: bool,
     /// (dimension index, value) → (events, weight). Dimension indices past
     /// the built-ins are the detector's contributor fields.
     contributors: Tally,
@@ -331,6 +373,9 @@ struct DetectorState {
     /// Windows closed in a row in which no entity had an event.
     silent_windows: u64,
     late_events: u64,
+    /// Accounts rising in the last few windows (see `Engine::coordinate`).
+    #[serde(default)]
+    rising: Vec<Rising>,
 }
 
 /// First-seen times per account, for "new region", "new principal", "new IP".
@@ -360,6 +405,22 @@ pub struct EngineStats {
     pub unlisted_region_events: u64,
     /// Entities evicted at `max_entities`.
     pub entities_evicted: u64,
+    /// Windows not raised, by reason: they would have been at the
+    /// production sensitivity (`quiet_environments`); they only repeated
+    /// what the same weekday's slot had a week or two before; a first use
+    /// of a region with nothing notable about it.
+    #[serde(default)]
+    pub suppressed_environment: u64,
+    #[serde(default)]
+    pub suppressed_weekly: u64,
+    #[serde(default)]
+    pub suppressed_new_region: u64,
+    /// Anomalies raised while their window was open.
+    #[serde(default)]
+    pub early_raised: u64,
+    /// Coordinated anomalies (accounts rising together).
+    #[serde(default)]
+    pub coordinated: u64,
 }
 
 /// An event that arrived for a window already closed.
@@ -695,7 +756,13 @@ impl Engine {
             } else {
                 m.key
             };
-            let agg = d.open.entry(window).or_default().entry(key).or_default();
+            let aggs = d.open.entry(window).or_default();
+            if !aggs.contains_key(&key) {
+                aggs.insert(key.clone(), WindowAgg::default());
+            }
+            let Some(agg) = aggs.get_mut(&key) else {
+                continue;
+            };
             if agg.values.is_empty() {
                 agg.values = vec![0.0; m.values.len()];
                 agg.account = Some(if account == FOLDED_ACCOUNT {
@@ -727,6 +794,38 @@ impl Engine {
                 let per = if values.len() > 1 { 1.0 } else { weight };
                 for v in values {
                     agg.contributors.add(BUILTIN_DIMS.len() + j, v, per);
+                }
+            }
+            // Checked at 1, 3, 6, 12, … events: a burst is raised within
+            // its first events, at a cost logarithmic in the window's.
+            if self.config.early_raise && !agg.early && agg.events >= agg.next_check {
+                agg.next_check = (agg.events * 2).max(3);
+                let hist = self.accounts.get(account);
+                if let Some(a) = early_anomaly(
+                    &self.config,
+                    &d.spec,
+                    d.entities.get(&key),
+                    &key,
+                    agg,
+                    hist,
+                    window,
+                    t,
+                ) {
+                    agg.early = true;
+                    self.stats.early_raised += 1;
+                    self.stats.anomalies += 1;
+                    out.push(WindowResult {
+                        detector: d.spec.name.clone(),
+                        entity_key: key,
+                        window_start_ms: window,
+                        actual: a.features.iter().map(|f| f.actual).collect(),
+                        expected: a.features.iter().map(|f| f.expected).collect(),
+                        lower: Vec::new(),
+                        upper: Vec::new(),
+                        grade: a.grade,
+                        anomaly: Some(a),
+                        extra: true,
+                    });
                 }
             }
         }
@@ -997,6 +1096,7 @@ impl Engine {
             work.iter_mut().for_each(Evaluation::step_forest);
         }
         let mut results = Vec::with_capacity(work.len());
+        let mut rising = Vec::new();
         for ev in work {
             let Evaluation {
                 key,
@@ -1010,16 +1110,95 @@ impl Engine {
             // carries on.
             if let Some(detection) = detection {
                 let hist = accounts.get(&ent.account_id);
-                results.push(evaluate_after(
+                let (result, suppressed, rises) = evaluate_after(
                     &cfg, spec, &sums, &key, &mut ent, agg, hist, start, interval, judging,
                     detection,
-                ));
+                );
+                match suppressed {
+                    Some(Suppression::Environment) => self.stats.suppressed_environment += 1,
+                    Some(Suppression::Weekly) => self.stats.suppressed_weekly += 1,
+                    Some(Suppression::NewRegion) => self.stats.suppressed_new_region += 1,
+                    None => {}
+                }
+                rising.extend(rises);
+                results.push(result);
             }
             d.entities.insert(key, ent);
         }
         self.stats.evaluations += results.len() as u64;
         self.stats.anomalies += results.iter().filter(|r| r.anomaly.is_some()).count() as u64;
         out.extend(results);
+        self.coordinate(i, start, rising, out);
+    }
+
+    /// Raises a coordinated anomaly for each account rising within the
+    /// last `coordinated_windows` windows with the same principal name or
+    /// source IP as at least `coordinated_min_accounts - 1` other accounts:
+    /// one role from one address pushing several accounts a little each is
+    /// one attack, though no account alone is alarming.
+    fn coordinate(&mut self, i: usize, start: i64, new: Vec<Rising>, out: &mut Vec<WindowResult>) {
+        let cfg = &self.config;
+        let d = &mut self.detectors[i];
+        let interval = d.spec.interval_ms();
+        let oldest = start - i64::from(cfg.coordinated_windows.max(1) - 1) * interval;
+        d.rising.retain(|r| r.window_start >= oldest);
+        if new.is_empty() || cfg.coordinated_min_accounts < 2 {
+            return;
+        }
+        d.rising.extend(new);
+        // Bounded whatever happens: a whole organization rising at once
+        // is still only this many entries.
+        let cap = 4 * cfg.max_entities.max(1);
+        if d.rising.len() > cap {
+            let excess = d.rising.len() - cap;
+            d.rising.drain(..excess);
+        }
+        let mut accounts: HashMap<(bool, &str), std::collections::BTreeSet<&str>> =
+            HashMap::default();
+        for r in &d.rising {
+            for (by_ip, sig) in [(false, r.principal.as_str()), (true, r.ip.as_str())] {
+                if !sig.is_empty() {
+                    accounts
+                        .entry((by_ip, sig))
+                        .or_default()
+                        .insert(r.account_id.as_str());
+                }
+            }
+        }
+        let groups: Vec<(bool, String, usize)> = accounts
+            .into_iter()
+            .filter(|(_, a)| a.len() >= cfg.coordinated_min_accounts)
+            .map(|((by_ip, sig), a)| (by_ip, sig.to_string(), a.len()))
+            .collect();
+        let end = ts(start + interval);
+        for (by_ip, sig, n) in groups {
+            for r in d.rising.iter_mut() {
+                let matches = if by_ip { r.ip == sig } else { r.principal == sig };
+                if !matches {
+                    continue;
+                }
+                let Some(mut a) = r.candidate.take() else {
+                    continue;
+                };
+                a.observed_until = end;
+                a.detected_at = now();
+                a.grade = (0.4 + 0.1 * n as f64).min(1.0);
+                self.stats.coordinated += 1;
+                self.stats.anomalies += 1;
+                out.push(WindowResult {
+                    detector: a.detector.clone(),
+                    entity_key: r.entity_key.clone(),
+                    window_start_ms: r.window_start,
+                    actual: a.features.iter().map(|f| f.actual).collect(),
+                    expected: a.features.iter().map(|f| f.expected).collect(),
+                    lower: Vec::new(),
+                    upper: Vec::new(),
+                    grade: a.grade,
+                    anomaly: Some(a),
+                    extra: true,
+                });
+            }
+        }
     }
 }
 
@@ -1050,7 +1229,9 @@ struct Judging {
     /// The forest's input.
     rounded: Vec<f64>,
     history: u64,
-    is_new_region: bool,
+    first_use: FirstUse,
+    /// Threshold factor of the entity's environment.
+    sensitivity: f64,
     /// Whether the forest's grade can matter (see `evaluate_before`).
     needed: bool,
 }
@@ -1090,36 +1271,129 @@ fn evaluate_before(
     let res = cfg.forest_resolution.max(1e-6);
     let rounded: Vec<f64> = z.iter().map(|v| (v / res).round() * res).collect();
     let history = ent.baseline.windows();
-    let is_new_region = new_region(cfg, hist, &ent.region, start, interval, history);
-    // The forest's grade can only turn a window anomalous that would be
-    // anomalous at the highest grade: for every other window (nearly all)
-    // its verdict cannot matter, and the forest just learns the step.
-    let needed = judge(
-        cfg,
-        &values,
-        &exp,
-        &z,
-        1.0,
+    let first_use = if new_region(cfg, hist, &ent.region, start, interval, history) {
+        first_use(cfg, spec, hist, agg, start, &values)
+    } else {
+        FirstUse::No
+    };
+    let sensitivity = sensitivity(cfg, &ent.account);
+    // The forest's grade can only turn a window anomalous (or suppressed,
+    // which must be told apart from quiet) that would be so at the highest
+    // grade: for every other window (nearly all) its verdict cannot
+    // matter, and the forest just learns the step.
+    let w = Window {
+        values: &values,
+        exp: &exp,
+        z: &z,
         sums,
-        history,
-        interval,
-        ent.active_streak,
-        is_new_region,
-    )
-    .is_some();
+    };
+    let needed = matches!(
+        judge(
+            cfg,
+            &w,
+            1.0,
+            history,
+            interval,
+            ent.active_streak,
+            first_use,
+            sensitivity,
+        ),
+        Verdict::Raise(..) | Verdict::Suppressed(Suppression::Environment | Suppression::Weekly)
+    );
     Judging {
         values,
         exp,
         z,
         rounded,
         history,
-        is_new_region,
+        first_use,
+        sensitivity,
         needed,
     }
 }
 
+/// The factor an account's thresholds are multiplied by.
+fn sensitivity(cfg: &EngineConfig, account: &AccountMetadata) -> f64 {
+    if cfg.quiet_environments.contains(&account.environment) {
+        cfg.quiet_factor.max(1.0)
+    } else {
+        1.0
+    }
+}
+
+/// Whether a first use of a region matters on its own: many events, a
+/// principal or IP new to the account, or a notable value (GPU types).
+fn first_use(
+    cfg: &EngineConfig,
+    spec: &DetectorSpec,
+    hist: Option<&AccountHistory>,
+    agg: &WindowAgg,
+    start: i64,
+    values: &[f64],
+) -> FirstUse {
+    if values.first().copied().unwrap_or(0.0) >= cfg.new_region_min {
+        return FirstUse::Significant;
+    }
+    let horizon = cfg.new_after_hours as i64 * 3_600_000;
+    let notable = agg.contributors.iter().any(|(dim, v, _)| match dim {
+        0 | 1 => hist.is_some_and(|h| {
+            h.values[dim as usize]
+                .get(v.as_str())
+                .is_some_and(|first| *first >= start - horizon && *first - h.first_seen_ms >= horizon)
+        }),
+        d if usize::from(d) >= BUILTIN_DIMS.len() => {
+            trailhound_core::detector::matches_pattern(&spec.notable_values, v)
+        }
+        _ => false,
+    });
+    if notable {
+        FirstUse::Significant
+    } else {
+        FirstUse::Insignificant
+    }
+}
+
+/// An account rising in a window, remembered for a few windows to find
+/// accounts rising together (see [`EngineConfig::coordinated_min_accounts`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Rising {
+    window_start: i64,
+    account_id: String,
+    entity_key: String,
+    /// The principal behind most of the window, without its account.
+    principal: String,
+    /// The source IP behind most of the window (an address, not a service).
+    ip: String,
+    /// The coordinated anomaly to raise if others join; None once raised,
+    /// or when the window was anomalous on its own.
+    candidate: Option<Anomaly>,
+}
+
+/// A principal's name without the account it lives in:
+/// `arn:aws:sts::111122223333:assumed-role/Ops/alice` → `assumed-role/Ops/alice`,
+/// the same name in every account.
+fn principal_name(p: &str) -> &str {
+    if p.starts_with("arn:") {
+        p.splitn(6, ':').nth(5).unwrap_or(p)
+    } else {
+        p
+    }
+}
+
+/// The value of dimension `dim` behind at least 40% of the window's weight.
+fn dominant(agg: &WindowAgg, dim: u8, total: f64) -> Option<&str> {
+    agg.contributors
+        .0
+        .get(usize::from(dim))?
+        .iter()
+        .max_by(|a, b| a.1.1.total_cmp(&b.1.1).then_with(|| b.0.cmp(a.0)))
+        .filter(|(_, (_, w))| *w >= 0.4 * total)
+        .map(|(v, _)| v.as_str())
+}
+
 /// Evaluates one closed window of one entity, given what its forest said
-/// about `judging.rounded`.
+/// about `judging.rounded`: the window's result, why it was not raised if
+/// it stood out, and whether the account is rising (for coordination).
 #[allow(clippy::too_many_arguments)]
 fn evaluate_after(
     cfg: &EngineConfig,
@@ -1133,43 +1407,51 @@ fn evaluate_after(
     interval: i64,
     judging: Judging,
     detection: Detection,
-) -> WindowResult {
+) -> (WindowResult, Option<Suppression>, Option<Rising>) {
     let Judging {
         values,
         exp,
         z,
         rounded: _,
         history,
-        is_new_region,
+        first_use,
+        sensitivity,
         needed,
     } = judging;
-    let verdict = if needed {
-        judge(
-            cfg,
-            &values,
-            &exp,
-            &z,
-            detection.grade,
-            sums,
-            history,
-            interval,
-            ent.active_streak,
-            is_new_region,
-        )
-    } else {
-        None
+    let w = Window {
+        values: &values,
+        exp: &exp,
+        z: &z,
+        sums,
     };
-
-    let (grade, kind) = match verdict {
-        Some(v) => v,
-        None => (0.0, AnomalyKind::Spike),
+    let verdict = judge(
+        cfg,
+        &w,
+        if needed { detection.grade } else { 0.0 },
+        history,
+        interval,
+        ent.active_streak,
+        first_use,
+        sensitivity,
+    );
+    let (grade, kind, suppressed) = match verdict {
+        Verdict::Raise(g, k) => (g, k, None),
+        Verdict::Suppressed(why) => (0.0, AnomalyKind::Spike, Some(why)),
+        Verdict::Quiet => (0.0, AnomalyKind::Spike, None),
     };
     let grade = if grade < spec.min_grade { 0.0 } else { grade };
+    let subject = Subject {
+        entity: &ent.entity,
+        account_id: &ent.account_id,
+        region: &ent.region,
+        account: &ent.account,
+        seen: Some(&ent.seen),
+    };
     let anomaly = (grade > 0.0).then(|| {
         build_anomaly(
             cfg,
             spec,
-            ent,
+            &subject,
             hist,
             &agg,
             start,
@@ -1193,11 +1475,56 @@ fn evaluate_after(
             kind,
         )
     });
+    // Accounts rising together: each only somewhat above its own normal,
+    // together unmistakable (see `Engine::coordinate`).
+    let total = values.first().copied().unwrap_or(0.0);
+    let e0 = exp.first().map_or(0.0, |e| e.expected);
+    let rising = (cfg.coordinated_min_accounts >= 2
+        && (history * interval.max(1) as u64) >= cfg.min_history_hours * 3_600_000
+        && ent.account_id != FOLDED_ACCOUNT
+        && z.first().copied().unwrap_or(0.0) >= cfg.coordinated_z
+        && total - e0 >= cfg.min_excess
+        && total - e0 >= cfg.min_relative_excess * e0)
+        .then(|| {
+            let principal = dominant(&agg, 0, total).map(principal_name).unwrap_or("");
+            let ip = dominant(&agg, 1, total)
+                .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+                .unwrap_or("");
+            Rising {
+                window_start: start,
+                account_id: ent.account_id.clone(),
+                entity_key: key.to_string(),
+                principal: principal.to_string(),
+                ip: ip.to_string(),
+                candidate: anomaly.is_none().then(|| {
+                    let mut a = build_anomaly(
+                        cfg,
+                        spec,
+                        &subject,
+                        hist,
+                        &agg,
+                        start,
+                        interval,
+                        &values,
+                        &exp,
+                        0.5,
+                        detection.confidence,
+                        detection.score,
+                        AnomalyKind::Coordinated,
+                    );
+                    a.id.push_str(":coordinated");
+                    a
+                }),
+            }
+        })
+        .filter(|r| !r.principal.is_empty() || !r.ip.is_empty());
     // An anomalous window enters the history clipped to the band
     // around what was expected: a lasting change is still learned,
     // step by step, but one storm or outage cannot skew the next
-    // days' expectations.
+    // days' expectations. Its real values are kept aside for the weekly
+    // comparison: a weekly job is expected at its real size next week.
     let recorded: Vec<f64> = if anomaly.is_some() {
+        ent.baseline.record_anomalous_raw(start, &values);
         values
             .iter()
             .zip(&exp)
@@ -1229,7 +1556,7 @@ fn evaluate_after(
             }
         }
     }
-    WindowResult {
+    let result = WindowResult {
         detector: spec.name.clone(),
         entity_key: key.to_string(),
         window_start_ms: start,
@@ -1245,7 +1572,149 @@ fn evaluate_after(
         actual: values,
         grade,
         anomaly,
-    }
+        extra: false,
+    };
+    (result, suppressed, rising)
+}
+
+/// The anomaly an open window already is, if it is unmistakable: a strong
+/// residual on what has arrived so far (the rest of the window can only
+/// add to it, so its close raises it too), or a significant first use of a
+/// region. `t` is the event time the window has been seen up to.
+#[allow(clippy::too_many_arguments)]
+fn early_anomaly(
+    cfg: &EngineConfig,
+    spec: &DetectorSpec,
+    ent: Option<&EntityState>,
+    key: &str,
+    agg: &WindowAgg,
+    hist: Option<&AccountHistory>,
+    window: i64,
+    t: i64,
+) -> Option<Anomaly> {
+    let interval = spec.interval_ms();
+    let account = agg.account.as_ref()?;
+    let watched = |h: Option<&AccountHistory>| {
+        h.map(|h| {
+            let hours = (window - h.first_seen_ms).max(0) as f64 / 3_600_000.0;
+            1.0 - (-hours / 48.0).exp()
+        })
+        .unwrap_or(0.0)
+    };
+    let mut a = match ent {
+        Some(ent) => {
+            let history = ent.baseline.windows();
+            if (history * interval.max(1) as u64) < cfg.min_history_hours * 3_600_000 {
+                return None;
+            }
+            let mut exp = Vec::with_capacity(agg.values.len());
+            ent.baseline.expect(window, &mut exp);
+            let z: Vec<f64> = agg
+                .values
+                .iter()
+                .zip(&exp)
+                .map(|(x, e)| ((x - e.expected) / e.scale).clamp(-50.0, 50.0))
+                .collect();
+            let sums: Vec<bool> = spec
+                .features
+                .iter()
+                .map(|f| f.aggregation == trailhound_core::Aggregation::Sum)
+                .collect();
+            let w = Window {
+                values: &agg.values,
+                exp: &exp,
+                z: &z,
+                sums: &sums,
+            };
+            let k = sensitivity(cfg, account);
+            let spiking = w.spiking(cfg, k);
+            let zmax = spiking.iter().map(|(_, z)| *z).reduce(f64::max)?;
+            if zmax < k * cfg.strong_z || w.repeats_last_week(cfg, &spiking) {
+                return None;
+            }
+            let grade = ((zmax / k - cfg.spike_z) / (2.0 * cfg.spike_z) + 0.3).clamp(0.05, 1.0);
+            let subject = Subject {
+                entity: &ent.entity,
+                account_id: &ent.account_id,
+                region: &ent.region,
+                account,
+                seen: Some(&ent.seen),
+            };
+            build_anomaly(
+                cfg,
+                spec,
+                &subject,
+                hist,
+                agg,
+                window,
+                interval,
+                &agg.values,
+                &exp,
+                grade,
+                watched(hist),
+                0.0,
+                AnomalyKind::Spike,
+            )
+        }
+        None => {
+            let entity: Vec<(String, String)> = spec
+                .category_fields
+                .iter()
+                .zip(key.split('/'))
+                .map(|(f, v)| (f.to_string(), v.to_string()))
+                .collect();
+            let field = |name: &str| {
+                entity
+                    .iter()
+                    .find(|(f, _)| f == name)
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or_default()
+            };
+            let region = field("awsRegion");
+            if !new_region(cfg, hist, region, window, interval, 0)
+                || first_use(cfg, spec, hist, agg, window, &agg.values) != FirstUse::Significant
+            {
+                return None;
+            }
+            let account_id = match field("recipientAccountId") {
+                "" => account.account_id.as_str(),
+                id => id,
+            };
+            let total = agg.values.first().copied().unwrap_or(0.0);
+            let exp = vec![
+                Expectation {
+                    expected: 0.0,
+                    scale: 1.0,
+                    weekly: 0.0,
+                };
+                agg.values.len()
+            ];
+            let subject = Subject {
+                entity: &entity,
+                account_id,
+                region,
+                account,
+                seen: None,
+            };
+            build_anomaly(
+                cfg,
+                spec,
+                &subject,
+                hist,
+                agg,
+                window,
+                interval,
+                &agg.values,
+                &exp,
+                (0.6 + 0.1 * (1.0 + total).log2()).min(1.0),
+                watched(hist),
+                0.0,
+                AnomalyKind::NewRegion,
+            )
+        }
+    };
+    a.observed_until = ts(t.clamp(window, window + interval));
+    Some(a)
 }
 
 fn note_first(map: &mut HashMap<String, i64>, key: &str, t: i64, cap: usize) {
@@ -1285,72 +1754,154 @@ fn new_region(
     }
 }
 
-/// Decides whether a window is anomalous, and how badly.
+/// Why a window that stood out was not raised (counted in the stats).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Suppression {
+    /// Within the swings of a development or sandbox account.
+    Environment,
+    /// No more than the same weekday's slot had one or two weeks before.
+    Weekly,
+    /// A first use of a region with nothing notable about it.
+    NewRegion,
+}
+
+/// What judging one window of one entity decided.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Verdict {
+    Raise(f64, AnomalyKind),
+    Suppressed(Suppression),
+    Quiet,
+}
+
+/// Whether a window is its entity's first activity in a region the account
+/// never used, and whether that matters on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FirstUse {
+    No,
+    /// Many events, a new principal or IP, or a notable value (GPU types).
+    Significant,
+    /// One ordinary call: context for later anomalies, not an alert.
+    Insignificant,
+}
+
+/// One window's figures as judged.
+struct Window<'a> {
+    values: &'a [f64],
+    exp: &'a [Expectation],
+    z: &'a [f64],
+    /// Per feature, whether it is a sum (heavy-tailed: needs `strong_z`).
+    sums: &'a [bool],
+}
+
+impl Window<'_> {
+    /// Features that spike at thresholds scaled by `k`, with their residual.
+    fn spiking(&self, cfg: &EngineConfig, k: f64) -> Vec<(usize, f64)> {
+        self.values
+            .iter()
+            .zip(self.exp)
+            .zip(self.z)
+            .enumerate()
+            .filter(|(i, ((x, e), zz))| {
+                let sum = self.sums.get(*i).copied().unwrap_or(false);
+                **zz >= k * if sum { cfg.strong_z } else { cfg.spike_z }
+                    && *x - e.expected >= k * cfg.min_excess
+                    && *x - e.expected >= k * cfg.min_relative_excess * e.expected
+            })
+            .map(|(i, (_, zz))| (i, *zz))
+            .collect()
+    }
+
+    /// Whether every spiking feature stays within what the same weekday's
+    /// slot had a week or two before: a weekly job seen once.
+    fn repeats_last_week(&self, cfg: &EngineConfig, spiking: &[(usize, f64)]) -> bool {
+        !spiking.is_empty()
+            && spiking.iter().all(|(i, _)| {
+                let weekly = self.exp.get(*i).map_or(0.0, |e| e.weekly);
+                let x = self.values.get(*i).copied().unwrap_or(0.0);
+                weekly > 0.0 && x - weekly < cfg.min_excess.max(cfg.min_relative_excess * weekly)
+            })
+    }
+}
+
+/// Decides whether a window is anomalous, and how badly. `sensitivity`
+/// (≥ 1) scales every threshold: an account whose swings are normal needs
+/// a larger one.
 #[allow(clippy::too_many_arguments)]
 fn judge(
     cfg: &EngineConfig,
-    values: &[f64],
-    exp: &[Expectation],
-    z: &[f64],
+    w: &Window<'_>,
     forest_grade: f64,
-    sums: &[bool],
     history: u64,
     interval_ms: i64,
     active_streak: u32,
-    new_region: bool,
-) -> Option<(f64, AnomalyKind)> {
-    if new_region {
-        let total: f64 = values.first().copied().unwrap_or(0.0);
-        return Some((
-            (0.6 + 0.1 * (1.0 + total).log2()).min(1.0),
-            AnomalyKind::NewRegion,
-        ));
+    first_use: FirstUse,
+    sensitivity: f64,
+) -> Verdict {
+    match first_use {
+        FirstUse::Significant => {
+            let total: f64 = w.values.first().copied().unwrap_or(0.0);
+            return Verdict::Raise(
+                (0.6 + 0.1 * (1.0 + total).log2()).min(1.0),
+                AnomalyKind::NewRegion,
+            );
+        }
+        FirstUse::Insignificant => return Verdict::Suppressed(Suppression::NewRegion),
+        FirstUse::No => {}
     }
     if (history * interval_ms.max(1) as u64) < cfg.min_history_hours * 3_600_000 {
-        return None;
+        return Verdict::Quiet;
     }
     let magnitude =
         |zz: f64| ((zz.abs() - cfg.spike_z) / (2.0 * cfg.spike_z) + 0.3).clamp(0.05, 1.0);
-    // Spike: any feature far above expected, in noise units and in absolute
-    // and relative terms.
-    // Sums of sizes (GiB, instances per call) are heavy-tailed: one large
-    // but ordinary request must not pass for a burst, so a sum needs the
-    // strong residual; counts need the spike residual.
-    let spike = values
-        .iter()
-        .zip(exp)
-        .zip(z)
-        .zip(sums.iter().chain(std::iter::repeat(&false)))
-        .map(|(a, s)| (a, *s))
-        .filter(|(((x, e), zz), sum)| {
-            **zz >= if *sum { cfg.strong_z } else { cfg.spike_z }
-                && *x - e.expected >= cfg.min_excess
-                && *x - e.expected >= cfg.min_relative_excess * e.expected
-        });
-    if let Some(zmax) = spike.map(|((_, zz), _)| *zz).reduce(f64::max)
+    // Spike: any feature far above expected, in noise units and in
+    // absolute and relative terms. Sums of sizes (GiB, instances per call)
+    // are heavy-tailed: one large but ordinary request must not pass for a
+    // burst, so a sum needs the strong residual; counts the spike residual.
+    let k = sensitivity.max(1.0);
+    let spiking = w.spiking(cfg, k);
+    if let Some(zmax) = spiking.iter().map(|(_, z)| *z).reduce(f64::max)
+        && (forest_grade > 0.0 || zmax >= k * cfg.strong_z)
+    {
+        if w.repeats_last_week(cfg, &spiking) {
+            return Verdict::Suppressed(Suppression::Weekly);
+        }
+        return Verdict::Raise(forest_grade.max(magnitude(zmax / k)), AnomalyKind::Spike);
+    }
+    if k > 1.0
+        && let Some(zmax) = w.spiking(cfg, 1.0).iter().map(|(_, z)| *z).reduce(f64::max)
         && (forest_grade > 0.0 || zmax >= cfg.strong_z)
     {
-        return Some((forest_grade.max(magnitude(zmax)), AnomalyKind::Spike));
+        return Verdict::Suppressed(Suppression::Environment);
     }
     // Drop: a steadily active entity fell to (nearly) nothing.
-    let primary = values.first().copied().unwrap_or(0.0);
-    let expected = exp.first().map(|e| e.expected).unwrap_or(0.0);
-    let zp = z.first().copied().unwrap_or(0.0);
+    let primary = w.values.first().copied().unwrap_or(0.0);
+    let expected = w.exp.first().map(|e| e.expected).unwrap_or(0.0);
+    let zp = w.z.first().copied().unwrap_or(0.0);
     if expected >= cfg.drop_min_expected
         && primary <= 0.1 * expected
         && zp <= -cfg.spike_z * 0.8
         && (active_streak >= 6 || forest_grade > 0.0)
     {
-        return Some((forest_grade.max(magnitude(zp)), AnomalyKind::Drop));
+        return Verdict::Raise(forest_grade.max(magnitude(zp)), AnomalyKind::Drop);
     }
-    None
+    Verdict::Quiet
+}
+
+/// Who an anomaly is about: an entity, or one about to be (an early raise
+/// of a first window).
+struct Subject<'a> {
+    entity: &'a [(String, String)],
+    account_id: &'a str,
+    region: &'a str,
+    account: &'a Arc<AccountMetadata>,
+    seen: Option<&'a HashMap<(u8, String), u64>>,
 }
 
 #[allow(clippy::too_many_arguments)]
 fn build_anomaly(
     cfg: &EngineConfig,
     spec: &DetectorSpec,
-    ent: &EntityState,
+    ent: &Subject<'_>,
     hist: Option<&AccountHistory>,
     agg: &WindowAgg,
     start: i64,
@@ -1363,6 +1914,7 @@ fn build_anomaly(
     kind: AnomalyKind,
 ) -> Anomaly {
     let account = ent.account.clone();
+    let mut service = spec.service.clone();
     let horizon = cfg.new_after_hours as i64 * 3_600_000;
     let total_weight: f64 = values.first().copied().unwrap_or(0.0).max(1e-9);
     let mut by_dim: BTreeMap<u8, Vec<(&String, u64, f64)>> = BTreeMap::new();
@@ -1396,22 +1948,33 @@ fn build_anomaly(
                 } else {
                     (w / total_weight).min(1.0)
                 },
-                baseline_count: ent.seen.get(&(dim, v.clone())).copied().unwrap_or(0),
+                baseline_count: ent
+                    .seen
+                    .and_then(|s| s.get(&(dim, v.clone())).copied())
+                    .unwrap_or(0),
                 is_new,
             });
         }
     }
-    let entity = ent.entity.clone();
+    if service == "*" {
+        // A detector of any service: the one most of the window came from.
+        service = contributors
+            .iter()
+            .find(|c| c.dimension == "service")
+            .map(|c| c.value.trim_end_matches(".amazonaws.com").to_string())
+            .unwrap_or_else(|| "aws".into());
+    }
+    let entity = ent.entity.to_vec();
     Anomaly {
         id: Anomaly::make_id(&spec.name, &entity, start),
         detector: spec.name.clone(),
-        service: spec.service.clone(),
+        service,
         kind,
-        account_id: ent.account_id.clone(),
+        account_id: ent.account_id.to_string(),
         account_name: account.name.clone(),
         environment: account.environment,
         ou_path: account.ou_path.clone(),
-        region: ent.region.clone(),
+        region: ent.region.to_string(),
         entity,
         window_start: ts(start),
         window_end: ts(start + interval),
@@ -1448,6 +2011,7 @@ impl DetectorState {
             closed_any: false,
             silent_windows: 0,
             late_events: 0,
+            rising: Vec::new(),
         }
     }
 }

@@ -980,6 +980,11 @@ impl Detect {
             ("folded_account_events", s.folded_account_events as f64),
             ("unlisted_region_events", s.unlisted_region_events as f64),
             ("entities_evicted", s.entities_evicted as f64),
+            ("suppressed_environment", s.suppressed_environment as f64),
+            ("suppressed_weekly", s.suppressed_weekly as f64),
+            ("suppressed_new_region", s.suppressed_new_region as f64),
+            ("early_raised", s.early_raised as f64),
+            ("coordinated", s.coordinated as f64),
             (
                 "quarantined_events",
                 self.late_by

@@ -218,6 +218,30 @@ impl DetectStore {
         Ok(fresh)
     }
 
+    /// One closed window's point of its entity's series.
+    fn write_point(
+        &self,
+        series: &mut redb::Table<'_, &'static str, &'static [u8]>,
+        r: &WindowResult,
+    ) -> Result<(), StoreError> {
+        let p = SeriesPoint {
+            window_start_ms: r.window_start_ms,
+            actual: r.actual.first().copied().unwrap_or(0.0),
+            expected: r.expected.first().copied().unwrap_or(0.0),
+            lower: r.lower.first().copied().unwrap_or(0.0),
+            upper: r.upper.first().copied().unwrap_or(0.0),
+            grade: r.grade,
+        };
+        let bytes = postcard::to_stdvec(&p).map_err(|e| self.err(e))?;
+        series
+            .insert(
+                series_key(&r.detector, &r.entity_key, r.window_start_ms).as_str(),
+                bytes.as_slice(),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Writes series points and anomalies; with `keep_existing`, an anomaly
     /// whose id is stored already is left alone. Returns the anomalies
     /// written.
@@ -232,21 +256,9 @@ impl DetectStore {
         let mut anomalies = w.open_table(ANOMALIES).map_err(|e| self.err(e))?;
         let mut by_time = w.open_table(BY_TIME).map_err(|e| self.err(e))?;
         for r in results {
-            let p = SeriesPoint {
-                window_start_ms: r.window_start_ms,
-                actual: r.actual.first().copied().unwrap_or(0.0),
-                expected: r.expected.first().copied().unwrap_or(0.0),
-                lower: r.lower.first().copied().unwrap_or(0.0),
-                upper: r.upper.first().copied().unwrap_or(0.0),
-                grade: r.grade,
-            };
-            let bytes = postcard::to_stdvec(&p).map_err(|e| self.err(e))?;
-            series
-                .insert(
-                    series_key(&r.detector, &r.entity_key, r.window_start_ms).as_str(),
-                    bytes.as_slice(),
-                )
-                .map_err(|e| self.err(e))?;
+            if !r.extra {
+                self.write_point(&mut series, r)?;
+            }
             if let Some(a) = &r.anomaly {
                 if keep_existing
                     && anomalies

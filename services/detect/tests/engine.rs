@@ -122,12 +122,29 @@ fn a_steady_stream_raises_nothing_and_a_burst_is_found_at_once() {
     out.extend(flushed);
     let found = anomalies(&out);
     assert!(!found.is_empty(), "burst missed");
-    let first = found.iter().min_by_key(|a| a.window_start).unwrap();
+    // Raised while its window was open, on the first few minutes of it…
+    let early = found
+        .iter()
+        .find(|a| a.detector == "lambda-invoke")
+        .expect("lambda-invoke raised");
     assert_eq!(
-        first.window_start.timestamp_millis(),
+        early.window_start.timestamp_millis(),
         burst_start,
-        "found late: {first:?}"
+        "found late: {early:?}"
     );
+    assert!(
+        early.observed_until < early.window_end
+            && early.observed_until.timestamp_millis() - burst_start <= 5 * MIN,
+        "not raised early: {early:?}"
+    );
+    assert!(out.iter().any(|r| r.extra && r.anomaly.as_ref() == Some(*early)));
+    // …then raised again, same id, with the whole window when it closed.
+    let first = found
+        .iter()
+        .rfind(|a| a.id == early.id)
+        .expect("raised at the window's close");
+    assert_eq!(first.observed_until, first.window_end);
+    assert!(first.actual > early.actual);
     assert_eq!(first.kind, AnomalyKind::Spike);
     assert!(first.actual > 1000.0 && first.expected < 200.0, "{first:?}");
     assert!(first.grade > 0.0 && first.grade <= 1.0);
@@ -199,8 +216,13 @@ fn first_activity_in_a_new_region_is_found_with_its_contributors() {
         .into_iter()
         .filter(|a| a.detector == "ec2-run-instances")
         .collect();
-    assert_eq!(found.len(), 1, "{found:#?}");
-    let a = found[0];
+    // Raised at its first events (GPU types, a new principal), then again
+    // with the whole window: one anomaly id.
+    assert!(found.iter().all(|a| a.id == found[0].id), "{found:#?}");
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].observed_until.timestamp_millis() <= t + 3000);
+    assert_eq!(found[0].actual, 10.0);
+    let a = found[1];
     assert_eq!(a.kind, AnomalyKind::NewRegion);
     assert_eq!((a.region.as_str(), a.actual), ("ap-southeast-1", 40.0));
     let itype = a
@@ -244,9 +266,10 @@ fn events_for_closed_windows_are_counted_late() {
         &invoke(3, T0 + MIN, "111122223333", "us-east-1", "p"),
         &mut out,
     );
-    assert_eq!(e.stats().late_events, 1);
+    // Once per detector it counted for (per account and per function).
+    assert_eq!(e.stats().late_events, 2);
     let late = e.take_late();
-    assert_eq!(late.len(), 1);
+    assert_eq!(late.len(), 2);
     assert_eq!(
         (late[0].event_id.as_str(), late[0].window_start_ms),
         ("e-3", T0)
@@ -257,7 +280,7 @@ fn events_for_closed_windows_are_counted_late() {
         &invoke(4, T0 + 59 * MIN, "111122223333", "us-east-1", "p"),
         &mut out,
     );
-    assert_eq!(e.stats().late_events, 1);
+    assert_eq!(e.stats().late_events, 2);
 }
 
 #[test]
