@@ -125,14 +125,14 @@ pub const MAX_CATEGORY_FIELDS: usize = 3;
 /// Whether `value` matches one of `patterns` (`prefix*`, `*suffix`,
 /// `*infix*`, exact).
 pub fn matches_pattern(patterns: &[String], value: &str) -> bool {
-    patterns.iter().any(|p| {
-        match (p.strip_prefix('*'), p.strip_suffix('*')) {
+    patterns
+        .iter()
+        .any(|p| match (p.strip_prefix('*'), p.strip_suffix('*')) {
             (Some(_), Some(_)) if p.len() >= 2 => value.contains(&p[1..p.len() - 1]),
             (_, Some(prefix)) => value.starts_with(prefix),
             (Some(suffix), None) => value.ends_with(suffix),
             (None, None) => p == value,
-        }
-    })
+        })
 }
 
 /// A resource's name where CloudTrail gives either a name or an ARN: a
@@ -329,11 +329,44 @@ pub fn default_detectors() -> Vec<DetectorSpec> {
     // Accelerated, high-memory and bare-metal types: what miners and
     // thieves of compute launch, and what costs most per hour.
     ec2.notable_values = [
-        "p2.*", "p3.*", "p3dn.*", "p4d.*", "p4de.*", "p5.*", "p5e.*", "p5en.*", "p6*", "g3.*",
-        "g3s.*", "g4dn.*", "g4ad.*", "g5.*", "g5g.*", "g6.*", "g6e.*", "gr6.*", "inf1.*",
-        "inf2.*", "trn1.*", "trn1n.*", "trn2.*", "dl1.*", "dl2q.*", "f1.*", "f2.*", "vt1.*",
-        "x1.*", "x1e.*", "x2*", "u-*", "*.metal", "*.metal-*", "*.16xlarge", "*.24xlarge",
-        "*.32xlarge", "*.48xlarge",
+        "p2.*",
+        "p3.*",
+        "p3dn.*",
+        "p4d.*",
+        "p4de.*",
+        "p5.*",
+        "p5e.*",
+        "p5en.*",
+        "p6*",
+        "g3.*",
+        "g3s.*",
+        "g4dn.*",
+        "g4ad.*",
+        "g5.*",
+        "g5g.*",
+        "g6.*",
+        "g6e.*",
+        "gr6.*",
+        "inf1.*",
+        "inf2.*",
+        "trn1.*",
+        "trn1n.*",
+        "trn2.*",
+        "dl1.*",
+        "dl2q.*",
+        "f1.*",
+        "f2.*",
+        "vt1.*",
+        "x1.*",
+        "x1e.*",
+        "x2*",
+        "u-*",
+        "*.metal",
+        "*.metal-*",
+        "*.16xlarge",
+        "*.24xlarge",
+        "*.32xlarge",
+        "*.48xlarge",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -399,8 +432,7 @@ pub fn default_detectors() -> Vec<DetectorSpec> {
     // Calls refused for want of permission, in any service: credential
     // probing, a stolen key trying what it can, a misconfigured role.
     let mut failed = base("failed-calls", "*", "", &[]);
-    failed.description =
-        "Calls refused as unauthorized or access denied, in any service".into();
+    failed.description = "Calls refused as unauthorized or access denied, in any service".into();
     failed.errors = ErrorFilter::Only;
     failed.error_codes = [
         "AccessDenied*",

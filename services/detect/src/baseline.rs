@@ -186,11 +186,8 @@ impl Baseline {
         if self.raw_anomalous.len() >= 4 * HISTORY_DAYS * 8 {
             self.raw_anomalous.remove(0);
         }
-        self.raw_anomalous.push((
-            day,
-            slot as u16,
-            values.iter().map(|v| *v as f32).collect(),
-        ));
+        self.raw_anomalous
+            .push((day, slot as u16, values.iter().map(|v| *v as f32).collect()));
     }
 
     /// What each feature is expected to be in the window starting at

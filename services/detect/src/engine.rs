@@ -190,7 +190,7 @@ impl Default for EngineConfig {
             early_raise: true,
             coordinated_min_accounts: 3,
             coordinated_windows: 6,
-            coordinated_z: 3.0,
+            coordinated_z: 2.5,
         }
     }
 }
@@ -1173,7 +1173,11 @@ impl Engine {
         let end = ts(start + interval);
         for (by_ip, sig, n) in groups {
             for r in d.rising.iter_mut() {
-                let matches = if by_ip { r.ip == sig } else { r.principal == sig };
+                let matches = if by_ip {
+                    r.ip == sig
+                } else {
+                    r.principal == sig
+                };
                 if !matches {
                     continue;
                 }
@@ -1337,9 +1341,9 @@ fn first_use(
     let horizon = cfg.new_after_hours as i64 * 3_600_000;
     let notable = agg.contributors.iter().any(|(dim, v, _)| match dim {
         0 | 1 => hist.is_some_and(|h| {
-            h.values[dim as usize]
-                .get(v.as_str())
-                .is_some_and(|first| *first >= start - horizon && *first - h.first_seen_ms >= horizon)
+            h.values[dim as usize].get(v.as_str()).is_some_and(|first| {
+                *first >= start - horizon && *first - h.first_seen_ms >= horizon
+            })
         }),
         d if usize::from(d) >= BUILTIN_DIMS.len() => {
             trailhound_core::detector::matches_pattern(&spec.notable_values, v)
@@ -1486,10 +1490,17 @@ fn evaluate_after(
         && total - e0 >= cfg.min_excess
         && total - e0 >= cfg.min_relative_excess * e0)
         .then(|| {
-            let principal = dominant(&agg, 0, total).map(principal_name).unwrap_or("");
+            // An AWS service acting in every account (Auto Scaling under
+            // its service-linked role) is no one's coordination: the
+            // window must come from an address, a person's or a tool's.
             let ip = dominant(&agg, 1, total)
                 .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
                 .unwrap_or("");
+            let principal = if ip.is_empty() {
+                ""
+            } else {
+                dominant(&agg, 0, total).map(principal_name).unwrap_or("")
+            };
             Rising {
                 window_start: start,
                 account_id: ent.account_id.clone(),

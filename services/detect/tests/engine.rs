@@ -137,7 +137,10 @@ fn a_steady_stream_raises_nothing_and_a_burst_is_found_at_once() {
             && early.observed_until.timestamp_millis() - burst_start <= 5 * MIN,
         "not raised early: {early:?}"
     );
-    assert!(out.iter().any(|r| r.extra && r.anomaly.as_ref() == Some(*early)));
+    assert!(
+        out.iter()
+            .any(|r| r.extra && r.anomaly.as_ref() == Some(*early))
+    );
     // …then raised again, same id, with the whole window when it closed.
     let first = found
         .iter()
@@ -371,4 +374,314 @@ fn the_store_lists_newest_first_with_filters_and_pages() {
         )
         .unwrap();
     assert_eq!(series.len(), 5 * 144);
+}
+
+/// An event of `name` at `t` in account `acct` (environment `env`) by
+/// `principal` from `ip`; `n` instances for RunInstances.
+#[allow(clippy::too_many_arguments)]
+fn call(
+    id: u64,
+    t: i64,
+    acct: &str,
+    env: Environment,
+    name: &str,
+    principal: &str,
+    ip: &str,
+    n: usize,
+) -> EnrichedEvent {
+    let mut e = run_instances(id, t, acct, "us-east-1", n, "m5.large");
+    e.event.event_name = name.into();
+    e.event.user_identity.arn = principal.into();
+    e.event.source_ip_address = ip.into();
+    if name == "CreateVolume" {
+        e.event.request_parameters = r#"{"size":8,"volumeType":"gp3"}"#.into();
+        e.event.response_elements = String::new();
+    }
+    let mut a = (*e.account).clone();
+    a.environment = env;
+    e.account = Arc::new(a);
+    e
+}
+
+const ACCOUNTS: [&str; 4] = [
+    "111111111111",
+    "222222222222",
+    "333333333333",
+    "444444444444",
+];
+
+/// Two launches of one instance per 10 minutes in each account, by its
+/// own deploy role from its own address, for `days`; `extra(t, account
+/// index)` adds launches by someone else.
+fn fleet(
+    e: &mut Engine,
+    days: i64,
+    env: Environment,
+    out: &mut Vec<WindowResult>,
+    extra: impl Fn(i64, usize) -> Option<(&'static str, &'static str, usize)>,
+) {
+    let mut id = 1_000_000;
+    for w in 0..days * 144 {
+        let t0 = T0 + w * 10 * MIN;
+        for (k, acct) in ACCOUNTS.iter().enumerate() {
+            let own = format!("arn:aws:sts::{acct}:assumed-role/deploy/ci");
+            let ip = format!("10.0.{k}.1");
+            for j in 0..2 {
+                id += 1;
+                e.observe(
+                    &call(
+                        id,
+                        t0 + j * 4 * MIN + k as i64 * 1000,
+                        acct,
+                        env,
+                        "RunInstances",
+                        &own,
+                        &ip,
+                        1,
+                    ),
+                    out,
+                );
+            }
+            if let Some((role, ip, n)) = extra(t0, k) {
+                for j in 0..n {
+                    id += 1;
+                    let p = format!("arn:aws:sts::{acct}:assumed-role/{role}");
+                    e.observe(
+                        &call(
+                            id,
+                            t0 + 5 * MIN + j as i64 * 1000,
+                            acct,
+                            env,
+                            "RunInstances",
+                            &p,
+                            ip,
+                            1,
+                        ),
+                        out,
+                    );
+                }
+            }
+        }
+    }
+    e.flush(out);
+}
+
+#[test]
+fn accounts_rising_together_under_one_role_are_raised_as_coordinated() {
+    let rise = T0 + 2 * 86_400_000 + 14 * 3_600_000;
+    let shared = |t: i64, _k: usize| {
+        (t >= rise && t < rise + 30 * MIN).then_some((
+            "OrganizationAccountAccessRole/ops",
+            "198.51.100.50",
+            5,
+        ))
+    };
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    fleet(&mut e, 3, Environment::Production, &mut out, shared);
+    let found = anomalies(&out);
+    let coordinated: std::collections::BTreeSet<&str> = found
+        .iter()
+        .filter(|a| a.kind == AnomalyKind::Coordinated)
+        .map(|a| a.account_id.as_str())
+        .collect();
+    // No account alone is alarming…
+    assert!(
+        !found.iter().any(|a| a.kind == AnomalyKind::Spike),
+        "{found:#?}"
+    );
+    // …together they are, each of them.
+    assert_eq!(coordinated.len(), ACCOUNTS.len(), "{found:#?}");
+    for a in found.iter().filter(|a| a.kind == AnomalyKind::Coordinated) {
+        let ws = a.window_start.timestamp_millis();
+        assert!((rise..rise + 30 * MIN).contains(&ws), "{a:?}");
+        assert!(a.id.ends_with(":coordinated"));
+    }
+    assert!(e.stats().coordinated >= 4);
+
+    // The same rise by each account's own people from their own
+    // addresses is not coordination.
+    let own = |t: i64, k: usize| {
+        (t >= rise && t < rise + 30 * MIN).then_some((
+            ["a/1", "b/2", "c/3", "d/4"][k],
+            [
+                "198.51.100.1",
+                "198.51.100.2",
+                "198.51.100.3",
+                "198.51.100.4",
+            ][k],
+            5,
+        ))
+    };
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    fleet(&mut e, 3, Environment::Production, &mut out, own);
+    assert!(
+        !anomalies(&out)
+            .iter()
+            .any(|a| a.kind == AnomalyKind::Coordinated),
+        "{:#?}",
+        anomalies(&out)
+    );
+}
+
+#[test]
+fn a_weekly_job_seen_once_is_not_raised_again_and_the_stats_say_why() {
+    // Mondays at 07:00, 30 launches by the batch role; T0 is a Monday.
+    let batch = |t: i64, k: usize| {
+        let day = (t - T0) / 86_400_000;
+        let in_day = (t - T0) % 86_400_000;
+        (k == 0 && day % 7 == 0 && (7 * 3_600_000..7 * 3_600_000 + 10 * MIN).contains(&in_day))
+            .then_some(("batch/weekly", "10.9.9.9", 30))
+    };
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    fleet(&mut e, 15, Environment::Production, &mut out, batch);
+    let ec2: Vec<_> = anomalies(&out)
+        .into_iter()
+        .filter(|a| a.detector == "ec2-run-instances" && a.account_id == ACCOUNTS[0])
+        .collect();
+    assert!(ec2.is_empty(), "{ec2:#?}");
+    assert!(e.stats().suppressed_weekly >= 2, "{:?}", e.stats());
+
+    // The same launch on a Wednesday is raised.
+    let wednesday = |t: i64, k: usize| {
+        let day = (t - T0) / 86_400_000;
+        let in_day = (t - T0) % 86_400_000;
+        (k == 0 && day == 9 && (7 * 3_600_000..7 * 3_600_000 + 10 * MIN).contains(&in_day))
+            .then_some(("batch/weekly", "10.9.9.9", 30))
+    };
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    fleet(&mut e, 10, Environment::Production, &mut out, wednesday);
+    assert!(
+        anomalies(&out)
+            .iter()
+            .any(|a| a.detector == "ec2-run-instances" && a.account_id == ACCOUNTS[0])
+    );
+}
+
+#[test]
+fn swings_normal_in_development_are_suppressed_not_in_production() {
+    // Twenty launches in a window where two are usual: clear in
+    // production, within what a development account does.
+    let swing = T0 + 2 * 86_400_000 + 11 * 3_600_000;
+    let extra = |t: i64, k: usize| (k == 1 && t == swing).then_some(("dev/alice", "10.1.1.1", 18));
+    let run = |env: Environment| {
+        let mut cfg = EngineConfig::default();
+        cfg.early_raise = false;
+        let mut e = Engine::new(default_detectors(), cfg);
+        let mut out = Vec::new();
+        fleet(&mut e, 3, env, &mut out, extra);
+        let raised = anomalies(&out)
+            .iter()
+            .any(|a| a.account_id == ACCOUNTS[1] && a.window_start.timestamp_millis() == swing);
+        (raised, e.stats().suppressed_environment)
+    };
+    assert_eq!(run(Environment::Production), (true, 0));
+    let (raised, suppressed) = run(Environment::Development);
+    assert!(!raised);
+    assert!(suppressed >= 1);
+}
+
+#[test]
+fn one_ordinary_call_in_a_new_region_is_context_not_an_alert() {
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    fleet(&mut e, 3, Environment::Production, &mut out, |_, _| None);
+    let t = T0 + 3 * 86_400_000 + 5 * MIN;
+    let own = format!("arn:aws:sts::{}:assumed-role/deploy/ci", ACCOUNTS[0]);
+    let mut v = call(
+        9,
+        t,
+        ACCOUNTS[0],
+        Environment::Production,
+        "CreateVolume",
+        &own,
+        "10.0.0.1",
+        1,
+    );
+    v.event.aws_region = "eu-central-1".into();
+    e.observe(&v, &mut out);
+    // Time moves on in the account's usual region.
+    for k in 0..40 {
+        e.observe(
+            &call(
+                100 + k,
+                t + k as i64 * MIN,
+                ACCOUNTS[0],
+                Environment::Production,
+                "RunInstances",
+                &own,
+                "10.0.0.1",
+                1,
+            ),
+            &mut out,
+        );
+    }
+    e.flush(&mut out);
+    assert!(
+        !anomalies(&out).iter().any(|a| a.region == "eu-central-1"),
+        "{:#?}",
+        anomalies(&out)
+    );
+    assert_eq!(e.stats().suppressed_new_region, 1);
+}
+
+#[test]
+fn failed_calls_name_the_service_that_refused_them() {
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    let burst = T0 + 2 * 86_400_000 + 15 * 3_600_000;
+    let mut id = 5_000_000;
+    for w in 0..3 * 144 {
+        let t0 = T0 + w * 10 * MIN;
+        // A little background refusal noise in S3.
+        if w % 6 == 0 {
+            id += 1;
+            let mut d = call(
+                id,
+                t0,
+                ACCOUNTS[0],
+                Environment::Production,
+                "GetObject",
+                "arn:aws:sts::111111111111:assumed-role/app/x",
+                "10.0.0.1",
+                1,
+            );
+            d.event.event_source = "s3.amazonaws.com".into();
+            d.event.error_code = "AccessDenied".into();
+            e.observe(&d, &mut out);
+        }
+        let n = if t0 == burst { 200 } else { 1 };
+        for j in 0..n {
+            id += 1;
+            let mut f = call(
+                id,
+                t0 + j as i64 * 500,
+                ACCOUNTS[0],
+                Environment::Production,
+                "RunInstances",
+                "arn:aws:iam::111111111111:user/leaked",
+                "203.0.113.7",
+                1,
+            );
+            if n > 1 {
+                f.event.error_code = "Client.UnauthorizedOperation".into();
+            }
+            e.observe(&f, &mut out);
+        }
+    }
+    e.flush(&mut out);
+    let failed: Vec<_> = anomalies(&out)
+        .into_iter()
+        .filter(|a| a.detector == "failed-calls")
+        .collect();
+    assert!(!failed.is_empty());
+    assert!(failed.iter().all(|a| a.service == "ec2"), "{failed:#?}");
+    assert!(
+        failed
+            .iter()
+            .all(|a| a.window_start.timestamp_millis() == burst)
+    );
 }
