@@ -568,8 +568,10 @@ fn swings_normal_in_development_are_suppressed_not_in_production() {
     let swing = T0 + 2 * 86_400_000 + 11 * 3_600_000;
     let extra = |t: i64, k: usize| (k == 1 && t == swing).then_some(("dev/alice", "10.1.1.1", 18));
     let run = |env: Environment| {
-        let mut cfg = EngineConfig::default();
-        cfg.early_raise = false;
+        let cfg = EngineConfig {
+            early_raise: false,
+            ..Default::default()
+        };
         let mut e = Engine::new(default_detectors(), cfg);
         let mut out = Vec::new();
         fleet(&mut e, 3, env, &mut out, extra);
