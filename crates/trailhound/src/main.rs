@@ -68,19 +68,27 @@ enum Command {
     Generate {
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 14)]
-        days: u32,
-        #[arg(long, default_value_t = 12)]
-        accounts: u32,
+        /// Days of events [default: 14; hard profile: 10–14 from the seed].
+        #[arg(long)]
+        days: Option<u32>,
+        /// Active accounts [default: 12; hard profile: 12–30 from the seed].
+        #[arg(long)]
+        accounts: Option<u32>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Unrelated events per account per hour.
+        /// Unrelated events per account per hour (default profile only).
         #[arg(long, default_value_t = 40)]
         noise: u32,
         /// Minutes of events per file (one file per account × region per
-        /// period): 60 for few large files, 5 for CloudTrail's own layout.
+        /// period): 60 for few large files, 5 for CloudTrail's own layout
+        /// (default profile only; the hard profile always writes 5).
         #[arg(long, default_value_t = 60)]
         file_minutes: u32,
+        /// `default`: the project's original organizations; `hard`:
+        /// organizations whose structure, rhythms, jobs, traps and incidents
+        /// (nine kinds) are drawn from the seed, for held-out evaluation.
+        #[arg(long, default_value = "default")]
+        profile: trailhound_generate::Profile,
     },
     /// Scores anomalies (JSON Lines from `trailhound detect`) against a
     /// generated organization's labels: recall within two intervals and
@@ -198,13 +206,16 @@ fn main() -> anyhow::Result<()> {
             seed,
             noise,
             file_minutes,
+            profile,
         } => {
+            let hard = profile == trailhound_generate::Profile::Hard;
             let config = trailhound_generate::GenerateConfig {
-                days,
-                accounts,
+                days: days.unwrap_or(if hard { 0 } else { 14 }),
+                accounts: accounts.unwrap_or(if hard { 0 } else { 12 }),
                 seed,
                 noise_per_account_hour: noise,
                 file_minutes,
+                profile,
                 ..Default::default()
             };
             let started = std::time::Instant::now();
