@@ -473,7 +473,7 @@ pub(crate) fn build(cfg: &GenerateConfig) -> HardOrg {
             Env::Sandbox => 0.7,
         } * lognormal(&mut rng, 0.3);
         // Functions.
-        let nf = rng.random_range(4..=12);
+        let nf = rng.random_range(4..=10);
         let mut funcs: Vec<Func> = Vec::new();
         let mut fnames = std::collections::BTreeSet::new();
         for k in 0..nf {
@@ -493,15 +493,15 @@ pub(crate) fn build(cfg: &GenerateConfig) -> HardOrg {
             };
             let (rhythm, rate) = if k == 0 {
                 // The steadily busy one.
-                (Rhythm::Steady, rng.random_range(0.3..0.8))
+                (Rhythm::Steady, rng.random_range(0.2..0.5))
             } else {
                 match rng.random_range(0..100) {
-                    0..=29 => (Rhythm::Steady, rng.random_range(0.04..0.3) * busy),
-                    30..=64 => (Rhythm::Business, rng.random_range(0.1..0.8) * busy),
+                    0..=29 => (Rhythm::Steady, rng.random_range(0.02..0.15) * busy),
+                    30..=64 => (Rhythm::Business, rng.random_range(0.05..0.4) * busy),
                     65..=84 => (Rhythm::Bursty, rng.random_range(0.005..0.03)),
                     _ => (
-                        Rhythm::Scheduled(*pick(&mut rng, &[5i64, 10, 15, 30, 60]) * MIN_MS),
-                        f64::from(rng.random_range(1..4)),
+                        Rhythm::Scheduled(*pick(&mut rng, &[10i64, 15, 30, 60]) * MIN_MS),
+                        f64::from(rng.random_range(1..3)),
                     ),
                 }
             };
@@ -521,10 +521,10 @@ pub(crate) fn build(cfg: &GenerateConfig) -> HardOrg {
             let mut bursts = Vec::new();
             if rhythm == Rhythm::Bursty {
                 for d in 0..i64::from(days) {
-                    for _ in 0..rng.random_range(1..6) {
+                    for _ in 0..rng.random_range(1..5) {
                         let s = start + d * DAY_MS + rng.random_range(0..DAY_MS);
                         let len = rng.random_range(2..12) * MIN_MS;
-                        bursts.push((s, len, rng.random_range(15..120)));
+                        bursts.push((s, len, rng.random_range(10..80)));
                     }
                 }
             }
@@ -662,15 +662,24 @@ fn plan_incidents(org: &mut HardOrg, rng: &mut ChaCha8Rng) {
     let first = org.start + WARMUP_DAYS * DAY_MS;
     let last = org.start + i64::from(org.days) * DAY_MS - 2 * HOUR_MS;
     let n_days = (i64::from(org.days) - WARMUP_DAYS).max(1);
+    // Kinds already planned per account: a kind is never repeated in one
+    // account (a second cryptomining burst would not be in a new region),
+    // and accounts without incidents are preferred while there are some.
+    let mut kinds_of: Vec<Vec<IncidentKind>> = vec![Vec::new(); org.accounts.len()];
     for kind in kinds {
-        for _attempt in 0..200 {
+        for attempt in 0..300 {
             if let Some((inc, effects)) = try_plan(org, rng, kind, first, last, n_days)
-                && effects
-                    .iter()
-                    .all(|(a, s, e, _)| free(&busy, *a, *s, *e) && *s >= first && *e <= last)
+                && effects.iter().all(|(a, s, e, _)| {
+                    free(&busy, *a, *s, *e)
+                        && *s >= first
+                        && *e <= last
+                        && !kinds_of[*a].contains(&kind)
+                        && (attempt >= 100 || kinds_of[*a].is_empty())
+                })
             {
                 for (a, s, e, eff) in effects {
                     busy[a].push((s, e));
+                    kinds_of[a].push(kind);
                     org.effects[a].push(eff);
                 }
                 org.incidents.push(inc);
@@ -2238,4 +2247,350 @@ pub(crate) fn generate(
         serde_json::to_string_pretty(&labels).map_err(|e| GenerateError::io(&labels_path, e))?;
     std::fs::write(&labels_path, text).map_err(|e| GenerateError::io(&labels_path, e))?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::io::Read;
+
+    use super::*;
+    use crate::{Profile, read_labels};
+
+    fn cfg(seed: u64, days: u32, accounts: u32) -> GenerateConfig {
+        GenerateConfig {
+            seed,
+            days,
+            accounts,
+            profile: Profile::Hard,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn organizations_come_from_the_seed_and_plan_every_kind_after_the_warm_up() {
+        let mut all_kinds = BTreeSet::new();
+        let mut shapes = BTreeSet::new();
+        for seed in [1, 2, 3, 101] {
+            let org = build(&cfg(seed, 0, 0));
+            let n = org.accounts.len();
+            assert!((12..=30).contains(&n), "seed {seed}: {n} accounts");
+            assert!(
+                (10..=14).contains(&org.days),
+                "seed {seed}: {} days",
+                org.days
+            );
+            shapes.insert((n, org.days, org.start, org.accounts[1].a.id.clone()));
+            for h in &org.accounts {
+                let env = h.a.tags.get("Environment").expect("an Environment tag");
+                assert!(!env.is_empty());
+                assert!((4..=10).contains(&h.funcs.len()));
+                assert_eq!(h.funcs[h.busy_func].rhythm, Rhythm::Steady);
+            }
+            let envs: BTreeSet<_> = org
+                .accounts
+                .iter()
+                .map(|h| format!("{:?}", h.a.env))
+                .collect();
+            for e in ["Production", "Development", "Sandbox"] {
+                assert!(envs.contains(e), "seed {seed}: no {e} account");
+            }
+            let kinds: BTreeSet<_> = org.incidents.iter().map(|i| i.kind).collect();
+            assert_eq!(kinds.len(), KINDS.len(), "seed {seed}: kinds {kinds:?}");
+            all_kinds.extend(kinds);
+            let end = org.start + i64::from(org.days) * DAY_MS;
+            for inc in &org.incidents {
+                let (s, e) = (inc.start.timestamp_millis(), inc.end.timestamp_millis());
+                assert!(
+                    s >= org.start + WARMUP_DAYS * DAY_MS,
+                    "{} starts in the warm-up",
+                    inc.id
+                );
+                assert!(s < e && e <= end, "{} ends after the data", inc.id);
+                assert!(inc.service.is_some());
+                if inc.kind == IncidentKind::CoordinatedLaunch {
+                    let accts: BTreeSet<_> = inc.targets.iter().map(|t| &t.account_id).collect();
+                    assert_eq!(accts.len(), 5);
+                    assert!(e - s <= 90 * MIN_MS);
+                }
+            }
+            // A second incident of a kind is never in the same account.
+            let mut seen = BTreeSet::new();
+            for inc in &org.incidents {
+                for t in inc.targets() {
+                    assert!(
+                        seen.insert((inc.kind, t.account_id)),
+                        "{} repeats a kind in an account",
+                        inc.id
+                    );
+                }
+            }
+            assert!(org.benign.iter().any(|b| b.kind == "first_region_call"));
+        }
+        assert_eq!(all_kinds.len(), KINDS.len());
+        assert_eq!(shapes.len(), 4, "every seed is a different organization");
+    }
+
+    /// Every record of every file: (path relative to the trail, records).
+    fn read_trail(dir: &Path) -> Vec<(String, Vec<Value>)> {
+        fn walk(d: &Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(d).expect("read dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut paths = Vec::new();
+        walk(dir, &mut paths);
+        paths.sort();
+        paths
+            .into_iter()
+            .map(|p| {
+                let mut text = String::new();
+                flate2::read::GzDecoder::new(std::fs::File::open(&p).expect("open"))
+                    .read_to_string(&mut text)
+                    .expect("gunzip");
+                let v: Value = serde_json::from_str(&text).expect("json");
+                let recs = v["Records"].as_array().cloned().unwrap_or_default();
+                (
+                    p.strip_prefix(dir).expect("prefix").display().to_string(),
+                    recs,
+                )
+            })
+            .collect()
+    }
+
+    fn ms_of(v: &Value) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(v["eventTime"].as_str().unwrap_or(""))
+            .expect("eventTime")
+            .timestamp_millis()
+    }
+
+    #[test]
+    fn hard_trails_are_deterministic_laid_out_like_cloudtrail_and_match_their_labels() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let b = tempfile::tempdir().expect("tempdir");
+        let config = cfg(7, 9, 8);
+        let sa = crate::generate(&config, a.path()).expect("generate");
+        let sb = crate::generate(&config, b.path()).expect("generate");
+        assert_eq!(sa, sb);
+        let ta = read_trail(&a.path().join("trail"));
+        let names_b: Vec<String> = read_trail(&b.path().join("trail"))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            ta.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+            names_b
+        );
+        for (name, _) in ta.iter().take(50) {
+            let x = std::fs::read(a.path().join("trail").join(name)).expect("read");
+            let y = std::fs::read(b.path().join("trail").join(name)).expect("read");
+            assert!(x == y, "{name} differs between two runs of one seed");
+        }
+        assert_eq!(
+            std::fs::read(a.path().join("labels.json")).expect("labels"),
+            std::fs::read(b.path().join("labels.json")).expect("labels")
+        );
+        let labels = read_labels(&a.path().join("labels.json")).expect("labels");
+        assert_eq!(labels.profile.as_deref(), Some("hard"));
+        let org: Value =
+            serde_json::from_str(&std::fs::read_to_string(a.path().join("org.json")).expect("org"))
+                .expect("org json");
+        let org_id = org["organization_id"].as_str().expect("org id").to_string();
+        for acct in org["accounts"].as_array().expect("accounts") {
+            assert!(
+                acct["tags"]["Environment"]
+                    .as_str()
+                    .is_some_and(|e| !e.is_empty())
+            );
+        }
+
+        // Layout: AWSLogs/<org>/<account>/CloudTrail/<region>/Y/M/D/<account>_CloudTrail_<region>_<delivery>Z_<16>.json.gz,
+        // one file per account × region × 5 minutes, delivered after the period ends.
+        let mut periods = BTreeSet::new();
+        let mut events: Vec<Value> = Vec::new();
+        for (name, recs) in &ta {
+            let parts: Vec<&str> = name.split('/').collect();
+            assert_eq!(parts.len(), 9, "{name}");
+            assert_eq!(
+                (parts[0], parts[1], parts[3]),
+                ("AWSLogs", org_id.as_str(), "CloudTrail"),
+                "{name}"
+            );
+            let (account, region) = (parts[2], parts[4]);
+            let file = parts[8];
+            assert!(
+                file.starts_with(&format!("{account}_CloudTrail_{region}_"))
+                    && file.ends_with(".json.gz"),
+                "{name}"
+            );
+            let stamp = &file[format!("{account}_CloudTrail_{region}_").len()..][..14];
+            let delivered = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%MZ")
+                .expect("delivery stamp")
+                .and_utc()
+                .timestamp_millis();
+            assert!(!recs.is_empty());
+            let period = ms_of(&recs[0]).div_euclid(STEP);
+            for r in recs {
+                assert_eq!(
+                    ms_of(r).div_euclid(STEP),
+                    period,
+                    "{name}: one 5-minute period per file"
+                );
+                assert_eq!(r["recipientAccountId"], account);
+                assert_eq!(r["awsRegion"], region);
+            }
+            assert!(
+                delivered > (period + 1) * STEP,
+                "{name}: delivered after the period ends"
+            );
+            assert!(
+                periods.insert((account.to_string(), region.to_string(), period)),
+                "{name}: a second file for one period"
+            );
+            events.extend(recs.iter().cloned());
+        }
+        let noise = events
+            .iter()
+            .filter(|e| {
+                !matches!(
+                    e["eventName"].as_str(),
+                    Some("Invoke" | "RunInstances" | "CreateVolume")
+                )
+            })
+            .count();
+        let share = noise as f64 / events.len() as f64;
+        assert!((0.7..0.9).contains(&share), "noise share {share}");
+        let failed = |code: &str| {
+            events.iter().filter(|e| e["errorCode"] == code).count() as f64 / events.len() as f64
+        };
+        assert!(failed("AccessDenied") > 0.002 && failed("AccessDenied") < 0.03);
+        assert!(failed("ThrottlingException") > 0.0005 && failed("ThrottlingException") < 0.01);
+
+        // Labels agree with the events.
+        let invokes = |acct: &str, function: &str, s: i64, e: i64| {
+            events
+                .iter()
+                .filter(|v| {
+                    v["eventName"] == "Invoke"
+                        && v["recipientAccountId"] == acct
+                        && v["requestParameters"]["functionName"]
+                            .as_str()
+                            .is_some_and(|f| f.ends_with(&format!(":function:{function}")))
+                        && (s..e).contains(&ms_of(v))
+                })
+                .count()
+        };
+        let mut checked = BTreeMap::new();
+        for inc in &labels.incidents {
+            let (s, e) = (inc.start.timestamp_millis(), inc.end.timestamp_millis());
+            let acct = inc.account_id.as_str();
+            match inc.kind {
+                IncidentKind::LambdaStopped => {
+                    let f = &inc.entity[0].1;
+                    assert_eq!(
+                        invokes(acct, f, s, e),
+                        0,
+                        "{}: the stopped function is silent",
+                        inc.id
+                    );
+                    for hour in 1..=6 {
+                        let n = invokes(acct, f, s - hour * HOUR_MS, s - (hour - 1) * HOUR_MS);
+                        assert!(
+                            n >= 3,
+                            "{}: only {n} invokes in hour -{hour} before the stop",
+                            inc.id
+                        );
+                    }
+                    // The account's other functions go on in the gap.
+                    let others = events
+                        .iter()
+                        .filter(|v| {
+                            v["eventName"] == "Invoke"
+                                && v["recipientAccountId"] == acct
+                                && v["awsRegion"] == inc.region.as_str()
+                                && (s..e).contains(&ms_of(v))
+                        })
+                        .count();
+                    assert!(others > 0, "{}: other functions go on", inc.id);
+                }
+                IncidentKind::InvokeStorm => {
+                    let f = &inc.entity[0].1;
+                    let during = invokes(acct, f, s, e) as f64 / (e - s) as f64;
+                    let before = invokes(acct, f, s - 7 * DAY_MS, s - HOUR_MS) as f64
+                        / (7 * DAY_MS - HOUR_MS) as f64;
+                    assert!(
+                        during > 8.0 * before,
+                        "{}: storm rate {during} vs {before}",
+                        inc.id
+                    );
+                }
+                IncidentKind::Cryptomining => {
+                    let before = events
+                        .iter()
+                        .filter(|v| {
+                            v["recipientAccountId"] == acct
+                                && v["awsRegion"] == inc.region.as_str()
+                                && ms_of(v) < s - 60_000
+                        })
+                        .count();
+                    assert_eq!(before, 0, "{}: the region was never used before", inc.id);
+                }
+                IncidentKind::FailedRunInstances => {
+                    let n = events
+                        .iter()
+                        .filter(|v| {
+                            v["eventName"] == "RunInstances"
+                                && v["errorCode"] == "Client.UnauthorizedOperation"
+                                && v["sourceIPAddress"] == inc.source_ip.as_deref().unwrap_or("")
+                                && (s..e).contains(&ms_of(v))
+                        })
+                        .count();
+                    assert!(n >= 150, "{}: {n} failing calls", inc.id);
+                }
+                IncidentKind::CoordinatedLaunch => {
+                    let who = &inc.entity[0].1;
+                    for t in &inc.targets {
+                        let n = events
+                            .iter()
+                            .filter(|v| {
+                                v["eventName"] == "RunInstances"
+                                    && v["recipientAccountId"] == t.account_id.as_str()
+                                    && v["userIdentity"]["arn"]
+                                        .as_str()
+                                        .is_some_and(|a| a.ends_with(who.as_str()))
+                                    && v["sourceIPAddress"]
+                                        == inc.source_ip.as_deref().unwrap_or("")
+                            })
+                            .count();
+                        assert!(n > 0, "{}: no launches in {}", inc.id, t.account_id);
+                    }
+                }
+                IncidentKind::SecretsHarvest | IncidentKind::IamPersistence => {
+                    let ip = inc.source_ip.as_deref().unwrap_or("");
+                    let n = events
+                        .iter()
+                        .filter(|v| {
+                            v["sourceIPAddress"] == ip
+                                && v["recipientAccountId"] == acct
+                                && (s..e).contains(&ms_of(v))
+                        })
+                        .count();
+                    assert!(n >= 12, "{}: {n} calls from its IP", inc.id);
+                    let earlier = events
+                        .iter()
+                        .filter(|v| v["sourceIPAddress"] == ip && ms_of(v) < s - 1000)
+                        .count();
+                    assert_eq!(earlier, 0, "{}: the IP is new", inc.id);
+                }
+                _ => {}
+            }
+            *checked.entry(inc.kind).or_insert(0) += 1;
+        }
+        assert!(checked.len() >= 6, "incidents checked: {checked:?}");
+    }
 }

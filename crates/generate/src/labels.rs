@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::GenerateError;
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentKind {
     /// GPU instances launched by a new principal from a new IP in a region

@@ -500,7 +500,13 @@ mod tests {
                 source_ip: None,
                 user_agent: None,
                 instance_type: None,
+                service: None,
+                entity: Vec::new(),
+                targets: Vec::new(),
             }],
+            profile: None,
+            accounts: None,
+            benign: Vec::new(),
         }
     }
 
@@ -511,6 +517,7 @@ mod tests {
             region: region.into(),
             window_start: t(start),
             window_end: t(start + 10),
+            ..Default::default()
         }
     }
 
@@ -559,5 +566,261 @@ mod tests {
         l.incidents.clear();
         let s = score(&l, &[]);
         assert_eq!((s.recall, s.precision), (1.0, 1.0));
+    }
+
+    fn inc(
+        id: &str,
+        kind: IncidentKind,
+        detector: &str,
+        service: &str,
+        account: &str,
+        start: i64,
+        end: i64,
+    ) -> Incident {
+        Incident {
+            id: id.into(),
+            kind,
+            detector: detector.into(),
+            account_id: account.into(),
+            region: "eu-west-1".into(),
+            start: t(start),
+            end: t(end),
+            description: String::new(),
+            principal_arn: None,
+            source_ip: None,
+            user_agent: None,
+            instance_type: None,
+            service: Some(service.into()),
+            entity: Vec::new(),
+            targets: Vec::new(),
+        }
+    }
+
+    /// An anomaly of `account` in eu-west-1 over [start, start + 10) minutes.
+    fn an(detector: &str, service: &str, account: &str, start: i64) -> ReportedAnomaly {
+        ReportedAnomaly {
+            detector: detector.into(),
+            service: service.into(),
+            kind: "spike".into(),
+            account_id: account.into(),
+            region: "eu-west-1".into(),
+            window_start: t(start),
+            window_end: t(start + 10),
+            entity: vec![
+                ("recipientAccountId".into(), account.into()),
+                ("awsRegion".into(), "eu-west-1".into()),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn with_function(mut a: ReportedAnomaly, f: &str) -> ReportedAnomaly {
+        a.entity.push((
+            "requestParameters.functionName".into(),
+            format!("arn:aws:lambda:eu-west-1:{}:function:{f}", a.account_id),
+        ));
+        a
+    }
+
+    fn hard_labels() -> Labels {
+        let mut storm = inc(
+            "storm",
+            IncidentKind::InvokeStorm,
+            "lambda-invoke",
+            "lambda",
+            "A",
+            0,
+            40,
+        );
+        storm.entity = vec![("function".into(), "orders-handler".into())];
+        let mut stop = inc(
+            "stop",
+            IncidentKind::LambdaStopped,
+            "lambda-invoke",
+            "lambda",
+            "A",
+            120,
+            480,
+        );
+        stop.entity = vec![("function".into(), "ledger-sync".into())];
+        let mut coord = inc(
+            "coord",
+            IncidentKind::CoordinatedLaunch,
+            "ec2-run-instances",
+            "ec2",
+            "B1",
+            0,
+            60,
+        );
+        coord.targets = ["B1", "B2", "B3", "B4", "B5"]
+            .iter()
+            .map(|a| crate::labels::Target {
+                account_id: a.to_string(),
+                region: "eu-west-1".into(),
+            })
+            .collect();
+        coord.entity = vec![(
+            "principal".into(),
+            "OrganizationAccountAccessRole/ops-1".into(),
+        )];
+        let failed = inc(
+            "failed",
+            IncidentKind::FailedRunInstances,
+            "failed-calls",
+            "ec2",
+            "C",
+            0,
+            20,
+        );
+        Labels {
+            seed: 1,
+            start: t(-7 * 1440),
+            end: t(3 * 1440),
+            interval_seconds: 600,
+            incidents: vec![storm, stop, coord, failed],
+            profile: Some("hard".into()),
+            accounts: Some(20),
+            benign: vec![crate::labels::Benign {
+                kind: "weekly_batch".into(),
+                account_id: "D".into(),
+                region: "eu-west-1".into(),
+                start: t(300),
+                end: t(305),
+                description: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn evaluation_matches_by_service_entity_and_accounts_and_counts_false_alarms() {
+        let labels = hard_labels();
+        let mut storm_hit =
+            with_function(an("lambda-function", "lambda", "A", 10), "orders-handler");
+        storm_hit.observed_until = Some(t(13));
+        let other_function =
+            with_function(an("lambda-function", "lambda", "A", 10), "images-resizer");
+        // Coarse (account × region) anomaly: matches, does not name the function.
+        let stop_hit = an("lambda-invoke", "lambda", "A", 200);
+        let mut c1 = an("cross-account", "", "B1", 0);
+        c1.kind = "coordinated".into();
+        c1.observed_until = Some(t(5));
+        let mut c2 = an("cross-account", "", "B2", 10);
+        c2.kind = "coordinated".into();
+        c2.observed_until = Some(t(12));
+        let mut c3 = an("ec2-run-instances", "ec2", "B3", 20);
+        c3.observed_until = Some(t(30));
+        // Epoch observed_until (old output) falls back to the window end.
+        c3.observed_until = Some(DateTime::<Utc>::default());
+        let late_failed = an("failed-calls", "ec2", "C", 60);
+        let weekly = an("ec2-run-instances", "ec2", "D", 300);
+        let weekly_next = an("ec2-run-instances", "ec2", "D", 310);
+        let stray = an("ebs-create-volume", "ebs", "E", 900);
+        let all = vec![
+            storm_hit.clone(),
+            other_function.clone(),
+            stop_hit,
+            c1.clone(),
+            c2.clone(),
+            c3.clone(),
+            late_failed,
+            weekly,
+            weekly_next,
+            stray,
+        ];
+        let e = evaluate(&labels, &all, None);
+        let k = |name: &str| {
+            e.by_kind
+                .iter()
+                .find(|k| k.kind == name)
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!((k("invoke_storm").found, k("invoke_storm").named), (1, 1));
+        assert_eq!(
+            (k("lambda_stopped").found, k("lambda_stopped").named),
+            (1, 0)
+        );
+        assert_eq!(k("coordinated_launch").found, 1);
+        assert_eq!(
+            (
+                k("failed_run_instances").found,
+                k("failed_run_instances").missed.clone()
+            ),
+            (0, vec!["failed".to_string()])
+        );
+        assert_eq!((e.found, e.incidents), (3, 4));
+        assert!((e.recall - 0.75).abs() < 1e-12);
+        // storm_hit, stop_hit, c1, c2, c3 are true; the other function, the
+        // late failed-call window, the weekly batch (two windows) and the
+        // stray one are not.
+        assert_eq!((e.true_anomalies, e.anomalies), (5, 10));
+        assert!((e.precision - 0.5).abs() < 1e-12);
+        // Four false alarms (the weekly batch's two windows are one).
+        assert_eq!(e.false_alarms, 4);
+        assert_eq!(e.false_alarms_by_cause.get("weekly_batch"), Some(&1));
+        assert_eq!(e.false_alarms_by_cause.get("unexplained"), Some(&3));
+        // 10 days × 20 accounts = 200 account-days: 4 alarms = 2 per day per 100.
+        assert!((e.account_days - 200.0).abs() < 1e-9);
+        assert!((e.false_alarms_per_day_per_100_accounts - 2.0).abs() < 1e-9);
+        // Delays: storm 13 min (observed_until); stop 90 min (window end
+        // 210 - start 120); coordinated 30 min (c3, the third account,
+        // window end). Median 30 min, p90 90 min.
+        let mut d: Vec<f64> = e.by_kind.iter().flat_map(|k| k.delays_s.clone()).collect();
+        d.sort_by(f64::total_cmp);
+        assert_eq!(d, vec![780.0, 1800.0, 5400.0]);
+        assert_eq!(
+            (e.delay_median_s, e.delay_p90_s),
+            (Some(1800.0), Some(5400.0))
+        );
+
+        // Two of five coordinated accounts are not enough, but their
+        // anomalies are still true positives.
+        let e = evaluate(&labels, &[c1, c2], None);
+        let coord = e
+            .by_kind
+            .iter()
+            .find(|k| k.kind == "coordinated_launch")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(coord.found, 0);
+        assert_eq!((e.true_anomalies, e.anomalies, e.false_alarms), (2, 2, 0));
+
+        // Only the other function's anomaly: the storm is missed.
+        let e = evaluate(&labels, &[other_function], None);
+        assert_eq!((e.found, e.true_anomalies), (0, 0));
+        let e1 = evaluate(&labels, &[storm_hit], None);
+        let both = Evaluation::combine(&[e.clone(), e1]);
+        assert_eq!(
+            (
+                both.found,
+                both.incidents,
+                both.anomalies,
+                both.true_anomalies,
+                both.false_alarms
+            ),
+            (1, 8, 2, 1, 1)
+        );
+        assert!((both.account_days - 400.0).abs() < 1e-9);
+        assert_eq!(both.delay_median_s, Some(780.0));
+    }
+
+    #[test]
+    fn accounts_come_from_the_caller_when_labels_do_not_say_and_full_anomalies_parse() {
+        let e = evaluate(
+            &labels(),
+            &[a("ec2-run-instances", "us-east-1", 0)],
+            Some(50),
+        );
+        // 20000 minutes ≈ 13.9 days × 50 accounts.
+        assert!((e.account_days - 20_000.0 / 1440.0 * 50.0).abs() < 1e-9);
+        assert_eq!(e.false_alarms, 1);
+        let line = r#"{"id":"x","detector":"ec2-run-instances","service":"ec2","kind":"spike","account_id":"111122223333","account_name":"n","environment":"sandbox","ou_path":[],"region":"ap-southeast-1","entity":[["recipientAccountId","111122223333"],["awsRegion","ap-southeast-1"]],"window_start":"2026-01-08T12:00:00Z","window_end":"2026-01-08T12:10:00Z","observed_until":"2026-01-08T12:03:00Z","actual":40.0,"expected":0.1,"features":[],"grade":1.0,"confidence":1.0,"score":3.0,"event_count":4,"top_contributors":[{"dimension":"principal","value":"p","count":4,"share":1.0,"baseline_count":0,"is_new":true}],"detected_at":"2026-01-08T12:03:01Z"}"#;
+        let parsed: ReportedAnomaly = serde_json::from_str(line).expect("an anomaly line parses");
+        assert_eq!(parsed.observed(), t(3));
+        let s = score(&labels(), &[parsed]);
+        assert_eq!(
+            (s.detected, s.eval.found, s.eval.delay_median_s),
+            (1, 1, Some(180.0))
+        );
     }
 }
