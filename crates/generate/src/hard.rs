@@ -521,10 +521,10 @@ pub(crate) fn build(cfg: &GenerateConfig) -> HardOrg {
             let mut bursts = Vec::new();
             if rhythm == Rhythm::Bursty {
                 for d in 0..i64::from(days) {
-                    for _ in 0..rng.random_range(1..5) {
+                    for _ in 0..rng.random_range(3..9) {
                         let s = start + d * DAY_MS + rng.random_range(0..DAY_MS);
                         let len = rng.random_range(2..12) * MIN_MS;
-                        bursts.push((s, len, rng.random_range(10..80)));
+                        bursts.push((s, len, rng.random_range(8..50)));
                     }
                 }
             }
@@ -800,7 +800,7 @@ fn try_plan(
             let candidates: Vec<usize> = (1..h.funcs.len())
                 .filter(|k| {
                     matches!(h.funcs[*k].rhythm, Rhythm::Steady | Rhythm::Business)
-                        && h.funcs[*k].rate >= 0.08
+                        && h.funcs[*k].rate >= 0.1
                 })
                 .collect();
             let fi = if candidates.is_empty() {

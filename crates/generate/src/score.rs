@@ -189,6 +189,17 @@ fn same_entity(a: &ReportedAnomaly, inc: &Incident) -> bool {
     if !of_kind {
         return false;
     }
+    // Hard-profile labels: a drop incident is found by a drop (or an
+    // anomaly of no stated kind), the others by anything but a drop.
+    if inc.service.is_some() && !a.kind.is_empty() {
+        let drop = matches!(
+            inc.kind,
+            IncidentKind::LambdaStopped | IncidentKind::DropToZero
+        );
+        if drop != (a.kind == "drop") {
+            return false;
+        }
+    }
     let place = inc.targets().iter().any(|t| {
         t.account_id == a.account_id
             && (t.region == a.region || a.region.is_empty() || a.region == "global")
@@ -700,7 +711,8 @@ mod tests {
         let other_function =
             with_function(an("lambda-function", "lambda", "A", 10), "images-resizer");
         // Coarse (account × region) anomaly: matches, does not name the function.
-        let stop_hit = an("lambda-invoke", "lambda", "A", 200);
+        let mut stop_hit = an("lambda-invoke", "lambda", "A", 200);
+        stop_hit.kind = "drop".into();
         let mut c1 = an("cross-account", "", "B1", 0);
         c1.kind = "coordinated".into();
         c1.observed_until = Some(t(5));
@@ -784,6 +796,11 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(coord.found, 0);
         assert_eq!((e.true_anomalies, e.anomalies, e.false_alarms), (2, 2, 0));
+
+        // A spike in the stopped function's account and time is no find.
+        let spike_in_gap = an("lambda-invoke", "lambda", "A", 300);
+        let e = evaluate(&labels, &[spike_in_gap], None);
+        assert_eq!((e.found, e.true_anomalies, e.false_alarms), (0, 0, 1));
 
         // Only the other function's anomaly: the storm is missed.
         let e = evaluate(&labels, &[other_function], None);
