@@ -16,6 +16,7 @@
 //! threads, each from its own seeded stream.
 
 mod events;
+pub mod hard;
 mod labels;
 mod org;
 pub mod score;
@@ -28,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-pub use labels::{Incident, IncidentKind, Labels, read_labels};
+pub use labels::{Benign, Incident, IncidentKind, Labels, Target, read_labels};
 
 use events::{CORP_UAS, NOISE, Who, corp_ip, record};
 use org::{Account, Env, REGIONS, pick};
@@ -46,6 +47,32 @@ pub struct GenerateConfig {
     /// each period): 60 (the default) gives few large files; CloudTrail
     /// itself delivers about every 5 minutes, many small files.
     pub file_minutes: u32,
+    /// Which kind of organization: the default one (the fields above as
+    /// given) or `Hard` (see the `hard` module: structure from the seed,
+    /// 5-minute files; `days`/`accounts` of 0 let the seed choose,
+    /// `start`, `noise_per_account_hour` and `file_minutes` are ignored).
+    pub profile: Profile,
+}
+
+/// The generator's profiles.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// The project's original organizations (byte-identical per seed).
+    #[default]
+    Default,
+    /// Organizations unlike the default one, for held-out evaluation.
+    Hard,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "default" => Ok(Profile::Default),
+            "hard" => Ok(Profile::Hard),
+            other => Err(format!("unknown profile {other:?} (default, hard)")),
+        }
+    }
 }
 
 impl Default for GenerateConfig {
@@ -61,6 +88,7 @@ impl Default for GenerateConfig {
             noise_per_account_hour: 40,
             incidents: true,
             file_minutes: 60,
+            profile: Profile::Default,
         }
     }
 }
@@ -195,6 +223,8 @@ fn plan_incidents(cfg: &GenerateConfig, accounts: &[Account], rng: &mut ChaCha8R
                     Env::Staging,
                 ],
                 IncidentKind::DropToZero | IncidentKind::NightRise => &[Env::Production],
+                // The hard profile's kinds.
+                _ => continue,
             };
             let candidates = || {
                 prefer.iter().flat_map(|e| {
@@ -312,6 +342,7 @@ fn plan_incidents(cfg: &GenerateConfig, accounts: &[Account], rng: &mut ChaCha8R
                             "night-time invocations rise several times over, still below the daytime peak",
                         )
                     }
+                    _ => continue,
                 };
             plans.push(Plan {
                 incident: Incident {
@@ -337,6 +368,9 @@ fn plan_incidents(cfg: &GenerateConfig, accounts: &[Account], rng: &mut ChaCha8R
                     source_ip: ip,
                     user_agent: ua,
                     instance_type: itype,
+                    service: None,
+                    entity: Vec::new(),
+                    targets: Vec::new(),
                 },
                 account: ai,
                 lambda_factor: factor,
@@ -783,8 +817,9 @@ fn incident_events(p: &Plan, a: &Account, rng: &mut ChaCha8Rng, sink: &mut Sink)
                 sink.push(rx, t, v);
             }
         }
-        // Shaped through the baseline rates.
-        IncidentKind::DropToZero | IncidentKind::NightRise => {}
+        // Shaped through the baseline rates; the others are the hard
+        // profile's.
+        _ => {}
     }
 }
 
@@ -874,6 +909,9 @@ fn write_account(
 /// Writes a whole organization under `out_dir`: `trail/`, `org.json` and
 /// `labels.json`.
 pub fn generate(config: &GenerateConfig, out_dir: &Path) -> Result<GenerateSummary, GenerateError> {
+    if config.profile == Profile::Hard {
+        return hard::generate(config, out_dir);
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let (org_id, accounts) = org::build(&mut rng, config.accounts);
     let plans = plan_incidents(config, &accounts, &mut rng);
@@ -939,6 +977,9 @@ pub fn generate(config: &GenerateConfig, out_dir: &Path) -> Result<GenerateSumma
         end: config.start + Duration::days(i64::from(config.days)),
         interval_seconds: 600,
         incidents: plans.into_iter().map(|p| p.incident).collect(),
+        profile: None,
+        accounts: None,
+        benign: Vec::new(),
     };
     let labels_path = out_dir.join("labels.json");
     let text =

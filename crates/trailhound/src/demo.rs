@@ -207,6 +207,18 @@ pub async fn run(
             region: a.region.clone(),
             window_start: a.window_start,
             window_end: a.window_end,
+            service: a.service.clone(),
+            kind: a.kind.as_str().into(),
+            entity: a.entity.clone(),
+            observed_until: Some(a.observed_until),
+            top_contributors: a
+                .top_contributors
+                .iter()
+                .map(|c| trailhound_generate::score::ReportedContributor {
+                    dimension: c.dimension.clone(),
+                    value: c.value.clone(),
+                })
+                .collect(),
         })
         .collect();
     let score = trailhound_generate::score::score(&labels, &reported);
