@@ -51,6 +51,7 @@ pub struct Summary {
     pub suppressed_environment: u64,
     pub suppressed_weekly: u64,
     pub suppressed_new_region: u64,
+    pub suppressed_bursts: u64,
     pub seconds: f64,
     pub events_per_second: f64,
 }
@@ -252,6 +253,7 @@ pub fn replay(
     summary.suppressed_environment = stats.suppressed_environment;
     summary.suppressed_weekly = stats.suppressed_weekly;
     summary.suppressed_new_region = stats.suppressed_new_region;
+    summary.suppressed_bursts = stats.suppressed_bursts;
     summary.entities = engine.entity_count() as u64;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.events_per_second = summary.events_read as f64 / summary.seconds.max(1e-9);
@@ -395,11 +397,12 @@ pub fn run(
     );
     if summary.anomalies > 0 || summary.suppressed_environment + summary.suppressed_weekly > 0 {
         eprintln!(
-            "{} raised early (printed again, same id, when their window closed), {} coordinated across accounts; not raised: {} within a development or sandbox account's swings, {} repeating the same weekday a week before, {} first uses of a region with nothing notable",
+            "{} raised early (printed again, same id, when their window closed), {} coordinated across accounts; not raised: {} within a development or sandbox account's swings, {} repeating the same weekday a week before, {} bursts no larger than the entity's bursts on other days, {} first uses of a region with nothing notable",
             summary.early,
             summary.coordinated,
             summary.suppressed_environment,
             summary.suppressed_weekly,
+            summary.suppressed_bursts,
             summary.suppressed_new_region
         );
     }

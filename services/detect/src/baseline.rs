@@ -47,7 +47,18 @@ pub struct Baseline {
     /// (day, slot, values), for the last [`HISTORY_DAYS`] days.
     #[serde(default)]
     raw_anomalous: Vec<(i32, u16, Vec<f32>)>,
+    /// Share of recent windows (about three days) with events: an entity
+    /// below [`INTERMITTENT`] is idle between bursts.
+    #[serde(default)]
+    active_share: f64,
+    /// Per day of the last week, each feature's largest excess of a window
+    /// over its expectation (real values): (day, excesses).
+    #[serde(default)]
+    daily_max: Vec<(i32, Vec<f32>)>,
 }
+
+const ACTIVE_ALPHA: f64 = 1.0 / 432.0;
+const PEAK_DAYS: i64 = 7;
 
 /// Expected value and noise scale of one feature in one window.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,6 +69,12 @@ pub struct Expectation {
     /// two weeks ago, 0 when that is not known: a weekly job. A spike must
     /// also clear this.
     pub weekly: f64,
+    /// The excess over expected the entity's bursts reached on at least
+    /// two of the last seven days (the one day's, with one day known; 0
+    /// with none): bursts at any hour, of a size seen day after day, are
+    /// the entity's habit (a function fired by a queue), and a spike must
+    /// clear them too.
+    pub usual_peak: f64,
 }
 
 const LEVEL_ALPHA: f64 = 0.1;
@@ -96,7 +113,67 @@ impl Baseline {
             square_values: vec![0.0; features],
             square_windows: 0.0,
             raw_anomalous: Vec::new(),
+            active_share: 1.0,
+            daily_max: Vec::new(),
         }
+    }
+
+    /// The second largest of the last week's daily maximal excesses of
+    /// feature `f` (before `day`); the largest with one day known.
+    fn usual_peak(&self, f: usize, day: i64) -> f64 {
+        let mut tops: Vec<f32> = self
+            .daily_max
+            .iter()
+            .filter(|(d, _)| i64::from(*d) < day && day - i64::from(*d) <= PEAK_DAYS)
+            .filter_map(|(_, v)| v.get(f).copied())
+            .collect();
+        tops.sort_by(|a, b| b.total_cmp(a));
+        f64::from(
+            tops.get(1)
+                .or(tops.first())
+                .copied()
+                .unwrap_or(0.0)
+                .max(0.0),
+        )
+    }
+
+    /// Notes a window's real excess over `expected` (before any clipping)
+    /// for the daily maxima, and whether it had events.
+    pub fn note_window(
+        &mut self,
+        window_start_ms: i64,
+        values: &[f64],
+        expected: &[Expectation],
+        events: u64,
+    ) {
+        let active = if events > 0 { 1.0 } else { 0.0 };
+        self.active_share += ACTIVE_ALPHA * (active - self.active_share);
+        if events == 0 {
+            return;
+        }
+        let (_, day) = self.slot_of(window_start_ms);
+        let Ok(day) = i32::try_from(day) else { return };
+        let excess = values
+            .iter()
+            .zip(expected)
+            .map(|(v, e)| (v - e.expected) as f32);
+        match self.daily_max.iter_mut().find(|(d, _)| *d == day) {
+            Some((_, m)) => {
+                for (m, x) in m.iter_mut().zip(excess) {
+                    *m = m.max(x);
+                }
+            }
+            None => {
+                self.daily_max
+                    .retain(|(d, _)| i64::from(day) - i64::from(*d) <= PEAK_DAYS);
+                self.daily_max.push((day, excess.collect()));
+            }
+        }
+    }
+
+    /// Share of recent windows with events.
+    pub fn active_share(&self) -> f64 {
+        self.active_share
     }
 
     pub fn windows(&self) -> u64 {
@@ -240,6 +317,7 @@ impl Baseline {
                 expected,
                 scale,
                 weekly,
+                usual_peak: self.usual_peak(f, day),
             });
         }
     }
@@ -319,6 +397,7 @@ impl Baseline {
             }
             t += interval;
         }
+        self.active_share *= (1.0 - ACTIVE_ALPHA).powi(windows.min(i64::from(i32::MAX)) as i32);
         let decay = (1.0 - LEVEL_ALPHA).powi(windows.min(i64::from(i32::MAX)) as i32);
         for l in &mut self.level {
             *l *= decay;

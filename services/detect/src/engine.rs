@@ -92,6 +92,11 @@ pub struct EngineConfig {
     pub min_relative_excess: f64,
     /// Expected level below which a fall to zero is not a drop.
     pub drop_min_expected: f64,
+    /// A steadily active entity (events in most windows) silent for
+    /// consecutive windows whose expected events add up to this is a
+    /// drop: a function of 2 calls per window after an hour, one of 12
+    /// after ten minutes (Poisson: e^-12 by chance).
+    pub drop_min_total: f64,
     /// History an entity needs before spikes and drops are judged: a day,
     /// so that the daily rhythm has been seen once (a first morning is not
     /// an attack).
@@ -171,6 +176,7 @@ impl Default for EngineConfig {
             min_excess: 3.0,
             min_relative_excess: 0.5,
             drop_min_expected: 5.0,
+            drop_min_total: 12.0,
             min_history_hours: 24,
             new_after_hours: 24,
             contributors_per_dimension: 3,
@@ -355,6 +361,10 @@ struct EntityState {
     /// Start of the last window with events: the longest idle are evicted
     /// first.
     last_active_ms: i64,
+    /// Expected primary-feature total of the current run of silent
+    /// windows (0 when the last window had events).
+    #[serde(default)]
+    silent_expected: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -415,6 +425,8 @@ pub struct EngineStats {
     pub suppressed_weekly: u64,
     #[serde(default)]
     pub suppressed_new_region: u64,
+    #[serde(default)]
+    pub suppressed_bursts: u64,
     /// Anomalies raised while their window was open.
     #[serde(default)]
     pub early_raised: u64,
@@ -1057,6 +1069,7 @@ impl Engine {
                     seen: HashMap::default(),
                     account,
                     last_active_ms: start,
+                    silent_expected: 0.0,
                 },
             );
         }
@@ -1118,6 +1131,7 @@ impl Engine {
                     Some(Suppression::Environment) => self.stats.suppressed_environment += 1,
                     Some(Suppression::Weekly) => self.stats.suppressed_weekly += 1,
                     Some(Suppression::NewRegion) => self.stats.suppressed_new_region += 1,
+                    Some(Suppression::Bursts) => self.stats.suppressed_bursts += 1,
                     None => {}
                 }
                 rising.extend(rises);
@@ -1236,6 +1250,8 @@ struct Judging {
     first_use: FirstUse,
     /// Threshold factor of the entity's environment.
     sensitivity: f64,
+    /// Expected total of the silent run including this window.
+    silent_total: f64,
     /// Whether the forest's grade can matter (see `evaluate_before`).
     needed: bool,
 }
@@ -1281,6 +1297,15 @@ fn evaluate_before(
         FirstUse::No
     };
     let sensitivity = sensitivity(cfg, &ent.account);
+    let silent_total = if agg.events == 0 {
+        ent.silent_expected + exp.first().map_or(0.0, |e| e.expected.max(0.0))
+    } else {
+        0.0
+    };
+    let silence = Silence {
+        crossed: silent_total >= cfg.drop_min_total && ent.silent_expected < cfg.drop_min_total,
+        active_share: ent.baseline.active_share(),
+    };
     // The forest's grade can only turn a window anomalous (or suppressed,
     // which must be told apart from quiet) that would be so at the highest
     // grade: for every other window (nearly all) its verdict cannot
@@ -1301,8 +1326,12 @@ fn evaluate_before(
             ent.active_streak,
             first_use,
             sensitivity,
+            silence,
         ),
-        Verdict::Raise(..) | Verdict::Suppressed(Suppression::Environment | Suppression::Weekly)
+        Verdict::Raise(..)
+            | Verdict::Suppressed(
+                Suppression::Environment | Suppression::Weekly | Suppression::Bursts
+            )
     );
     Judging {
         values,
@@ -1312,6 +1341,7 @@ fn evaluate_before(
         history,
         first_use,
         sensitivity,
+        silent_total,
         needed,
     }
 }
@@ -1420,8 +1450,13 @@ fn evaluate_after(
         history,
         first_use,
         sensitivity,
+        silent_total,
         needed,
     } = judging;
+    let silence = Silence {
+        crossed: silent_total >= cfg.drop_min_total && ent.silent_expected < cfg.drop_min_total,
+        active_share: ent.baseline.active_share(),
+    };
     let w = Window {
         values: &values,
         exp: &exp,
@@ -1437,7 +1472,9 @@ fn evaluate_after(
         ent.active_streak,
         first_use,
         sensitivity,
+        silence,
     );
+    ent.silent_expected = silent_total;
     let (grade, kind, suppressed) = match verdict {
         Verdict::Raise(g, k) => (g, k, None),
         Verdict::Suppressed(why) => (0.0, AnomalyKind::Spike, Some(why)),
@@ -1549,6 +1586,7 @@ fn evaluate_after(
     } else {
         values.clone()
     };
+    ent.baseline.note_window(start, &values, &exp, agg.events);
     ent.baseline
         .record_events(start, &recorded, agg.events, &exp, anomaly.is_some());
     ent.active_streak = if agg.events > 0 {
@@ -1640,7 +1678,10 @@ fn early_anomaly(
             let k = sensitivity(cfg, account);
             let spiking = w.spiking(cfg, k);
             let zmax = spiking.iter().map(|(_, z)| *z).reduce(f64::max)?;
-            if zmax < k * cfg.strong_z || w.repeats_last_week(cfg, &spiking) {
+            if zmax < k * cfg.strong_z
+                || w.repeats_last_week(cfg, &spiking)
+                || w.within_usual_bursts(&spiking)
+            {
                 return None;
             }
             let grade = ((zmax / k - cfg.spike_z) / (2.0 * cfg.spike_z) + 0.3).clamp(0.05, 1.0);
@@ -1697,6 +1738,7 @@ fn early_anomaly(
                     expected: 0.0,
                     scale: 1.0,
                     weekly: 0.0,
+                    usual_peak: 0.0,
                 };
                 agg.values.len()
             ];
@@ -1774,6 +1816,8 @@ enum Suppression {
     Weekly,
     /// A first use of a region with nothing notable about it.
     NewRegion,
+    /// A burst no larger than the entity's bursts on other days.
+    Bursts,
 }
 
 /// What judging one window of one entity decided.
@@ -1822,6 +1866,19 @@ impl Window<'_> {
             .collect()
     }
 
+    /// Whether every spiking feature stays within the excess the entity's
+    /// bursts reached on other days (see `Expectation::usual_peak`).
+    fn within_usual_bursts(&self, spiking: &[(usize, f64)]) -> bool {
+        !spiking.is_empty()
+            && spiking.iter().all(|(i, _)| {
+                let Some(e) = self.exp.get(*i) else {
+                    return false;
+                };
+                let x = self.values.get(*i).copied().unwrap_or(0.0);
+                e.usual_peak > 0.0 && x - e.expected < 1.5 * e.usual_peak
+            })
+    }
+
     /// Whether every spiking feature stays within what the same weekday's
     /// slot had a week or two before: a weekly job seen once.
     fn repeats_last_week(&self, cfg: &EngineConfig, spiking: &[(usize, f64)]) -> bool {
@@ -1847,6 +1904,7 @@ fn judge(
     active_streak: u32,
     first_use: FirstUse,
     sensitivity: f64,
+    silence: Silence,
 ) -> Verdict {
     match first_use {
         FirstUse::Significant => {
@@ -1876,6 +1934,9 @@ fn judge(
         if w.repeats_last_week(cfg, &spiking) {
             return Verdict::Suppressed(Suppression::Weekly);
         }
+        if w.within_usual_bursts(&spiking) {
+            return Verdict::Suppressed(Suppression::Bursts);
+        }
         return Verdict::Raise(forest_grade.max(magnitude(zmax / k)), AnomalyKind::Spike);
     }
     if k > 1.0
@@ -1895,7 +1956,21 @@ fn judge(
     {
         return Verdict::Raise(forest_grade.max(magnitude(zp)), AnomalyKind::Drop);
     }
+    // Or a steady entity silent for long enough that chance cannot
+    // explain it: raised once, when the silence crosses the line.
+    if silence.crossed && silence.active_share >= 0.75 {
+        return Verdict::Raise(0.6, AnomalyKind::Drop);
+    }
     Verdict::Quiet
+}
+
+/// A run of silent windows as judged for a drop.
+#[derive(Clone, Copy, Debug, Default)]
+struct Silence {
+    /// This window took the run's expected total past `drop_min_total`.
+    crossed: bool,
+    /// The entity's share of recent windows with events.
+    active_share: f64,
 }
 
 /// Who an anomaly is about: an entity, or one about to be (an early raise

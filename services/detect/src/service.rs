@@ -983,6 +983,7 @@ impl Detect {
             ("suppressed_environment", s.suppressed_environment as f64),
             ("suppressed_weekly", s.suppressed_weekly as f64),
             ("suppressed_new_region", s.suppressed_new_region as f64),
+            ("suppressed_bursts", s.suppressed_bursts as f64),
             ("early_raised", s.early_raised as f64),
             ("coordinated", s.coordinated as f64),
             (
