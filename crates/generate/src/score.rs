@@ -183,8 +183,15 @@ fn identifiers(inc: &Incident) -> Vec<String> {
 /// Whether the anomaly is of the incident's kind of activity, account and
 /// region, and entity (time aside).
 fn same_entity(a: &ReportedAnomaly, inc: &Incident) -> bool {
+    // Any detector of the incident's service finds it (a storm of one
+    // function is the per-account and the per-function detector's alike);
+    // labels without a service name it by their detector's prefix.
+    let service = inc
+        .service
+        .as_deref()
+        .or_else(|| inc.detector.split('-').next());
     let of_kind = a.detector == inc.detector
-        || inc.service.as_deref().is_some_and(|s| s == a.service)
+        || service.is_some_and(|s| s == a.service)
         || (inc.kind == IncidentKind::CoordinatedLaunch && a.kind == "coordinated");
     if !of_kind {
         return false;
