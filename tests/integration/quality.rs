@@ -60,3 +60,79 @@ fn detect_finds_the_injected_incidents_on_generated_organizations() {
     assert!(recall >= 0.9, "recall {recall:.3} < 0.9\n{report}");
     assert!(precision >= 0.8, "precision {precision:.3} < 0.8\n{report}");
 }
+
+/// Held-out organizations of the hard profile (`--profile hard`), never
+/// used for tuning (seeds 1–3 are the tuning set).
+const HARD_HELD_OUT: [u64; 5] = [101, 102, 103, 104, 105];
+
+/// Issue 12's bar on held-out hard organizations, with default
+/// configuration: recall ≥ 0.9 with every kind found at least 2 times in 3,
+/// precision ≥ 0.8, median delay ≤ 3 minutes. The baseline detectors do not
+/// meet it yet (README, "Harder organizations, held out"), hence ignored
+/// until they do: `cargo test -p trailhound --test integration
+/// quality::hard -- --ignored`.
+#[test]
+#[ignore = "issue 12: the detectors are not tuned for the hard profile yet; ~5 minutes"]
+fn hard_profile_held_out_organizations_meet_the_bar() {
+    use trailhound_generate::score::{Evaluation, score_with_accounts};
+    let mut evals = Vec::new();
+    for seed in HARD_HELD_OUT {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = trailhound_generate::GenerateConfig {
+            seed,
+            days: 0,
+            accounts: 0,
+            profile: trailhound_generate::Profile::Hard,
+            ..Default::default()
+        };
+        trailhound_generate::generate(&cfg, dir.path()).expect("generate");
+        let labels =
+            trailhound_generate::read_labels(&dir.path().join("labels.json")).expect("labels");
+        let out = Command::new(trailhound_bin())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["detect", "--org"])
+            .arg(dir.path().join("org.json"))
+            .arg("--input")
+            .arg(dir.path().join("trail"))
+            .output()
+            .expect("run trailhound detect");
+        assert!(
+            out.status.success(),
+            "trailhound detect failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let anomalies: Vec<ReportedAnomaly> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an anomaly per line"))
+            .collect();
+        evals.push(score_with_accounts(&labels, &anomalies, None).eval);
+    }
+    let all = Evaluation::combine(&evals);
+    let report = serde_json::to_string_pretty(&all).unwrap_or_default();
+    eprintln!("{report}");
+    assert!(
+        all.incidents >= 45,
+        "five organizations, nine kinds each: {report}"
+    );
+    for k in &all.by_kind {
+        assert!(
+            3 * k.found >= 2 * k.total,
+            "{}: {}/{} found\n{report}",
+            k.kind,
+            k.found,
+            k.total
+        );
+    }
+    assert!(all.recall >= 0.9, "recall {:.3}\n{report}", all.recall);
+    assert!(
+        all.precision >= 0.8,
+        "precision {:.3}\n{report}",
+        all.precision
+    );
+    assert!(
+        all.delay_median_s.is_some_and(|d| d <= 180.0),
+        "median delay {:?} s\n{report}",
+        all.delay_median_s
+    );
+}

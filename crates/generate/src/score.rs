@@ -128,7 +128,7 @@ pub fn merge(anomalies: &[ReportedAnomaly], interval: Duration) -> Vec<ReportedI
         )
     };
     let mut sorted: Vec<&ReportedAnomaly> = anomalies.iter().collect();
-    sorted.sort_by(|a, b| (key(a), a.window_start).cmp(&(key(b), b.window_start)));
+    sorted.sort_by_key(|a| (key(a), a.window_start));
     let mut out: Vec<ReportedIncident> = Vec::new();
     for a in sorted {
         let (detector, account_id, region, entity) = key(a);

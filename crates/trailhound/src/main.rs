@@ -265,7 +265,19 @@ fn main() -> anyhow::Result<()> {
                 let s = trailhound_generate::score::score_with_accounts(&lab, &reported, accounts);
                 scores.push((l.clone(), lab, s));
             }
-            let evals: Vec<_> = scores.iter().map(|(_, _, s)| s.eval.clone()).collect();
+            // Incident ids repeat across organizations: name the seed.
+            let evals: Vec<_> = scores
+                .iter()
+                .map(|(_, lab, s)| {
+                    let mut e = s.eval.clone();
+                    for k in &mut e.by_kind {
+                        for id in &mut k.missed {
+                            *id = format!("s{}:{id}", lab.seed);
+                        }
+                    }
+                    e
+                })
+                .collect();
             let all = trailhound_generate::score::Evaluation::combine(&evals);
             let mut out = std::io::stdout().lock();
             if json {
