@@ -105,9 +105,12 @@ pub struct EngineConfig {
     /// drop: a function of 2 calls per window after an hour, one of 12
     /// after ten minutes (Poisson: e^-12 by chance).
     pub drop_min_total: f64,
-    /// History an entity needs before spikes and drops are judged: a day,
-    /// so that the daily rhythm has been seen once (a first morning is not
-    /// an attack).
+    /// History an entity needs before spikes and drops are judged: three
+    /// days, so that the daily rhythm has been seen more than once and a
+    /// weekday is not judged by a weekend (on the hard profile's tuning
+    /// seeds two thirds of the false alarms were in the first three days).
+    /// Backfill (`[ingest] backfill`) gives a new deployment that history
+    /// at once.
     pub min_history_hours: u64,
     /// How long an account must have been seen before a new region, a new
     /// principal or a new IP counts as new, in hours.
@@ -187,7 +190,7 @@ impl Default for EngineConfig {
             drop_min_total: 12.0,
             sustained_z: 0.0,
             sustained_ratio: 2.5,
-            min_history_hours: 24,
+            min_history_hours: 72,
             new_after_hours: 24,
             contributors_per_dimension: 3,
             max_seen_values: 50_000,
@@ -1302,11 +1305,17 @@ fn evaluate_before(
     let res = cfg.forest_resolution.max(1e-6);
     let rounded: Vec<f64> = z.iter().map(|v| (v / res).round() * res).collect();
     let history = ent.baseline.windows();
-    let first_use = if new_region(cfg, hist, &ent.region, start, interval, history) {
-        first_use(cfg, spec, hist, agg, start, &values)
-    } else {
-        FirstUse::No
-    };
+    let first_use = first_seen(
+        cfg,
+        spec,
+        hist,
+        &ent.region,
+        agg,
+        start,
+        interval,
+        history,
+        &values,
+    );
     let sensitivity = sensitivity(cfg, &ent.account);
     let silent_total = if agg.events == 0 {
         ent.silent_expected + exp.first().map_or(0.0, |e| e.expected.max(0.0))
@@ -1369,6 +1378,56 @@ fn sensitivity(cfg: &EngineConfig, account: &AccountMetadata) -> f64 {
         cfg.quiet_factor.max(1.0)
     } else {
         1.0
+    }
+}
+
+/// How an entity's first window looks: a first use of a region (raised
+/// when significant, else counted), or activity of an account × region
+/// detector too young to have a rhythm, in an account watched long enough
+/// (IAM changes or secret reads where there were next to none), raised
+/// when it is both large and by a principal or from an address new to the
+/// account.
+#[allow(clippy::too_many_arguments)]
+fn first_seen(
+    cfg: &EngineConfig,
+    spec: &DetectorSpec,
+    hist: Option<&AccountHistory>,
+    region: &str,
+    agg: &WindowAgg,
+    start: i64,
+    interval: i64,
+    history: u64,
+    values: &[f64],
+) -> FirstUse {
+    if new_region(cfg, hist, region, start, interval, history) {
+        return first_use(cfg, spec, hist, agg, start, values);
+    }
+    let horizon = cfg.new_after_hours as i64 * 3_600_000;
+    let Some(h) = hist else {
+        return FirstUse::No;
+    };
+    // Young entities too: one IAM change yesterday gives no rhythm to
+    // judge today's burst by.
+    if (history * interval.max(1) as u64) >= cfg.min_history_hours * 3_600_000
+        || agg.events == 0
+        || spec.category_fields.len() > 2
+        || start - h.first_seen_ms < horizon
+        || values.first().copied().unwrap_or(0.0) < 2.0 * cfg.new_region_min
+    {
+        return FirstUse::No;
+    }
+    let newcomer = agg.contributors.iter().any(|(dim, v, _)| {
+        dim <= 1
+            && h.values[usize::from(dim)]
+                .get(v.as_str())
+                .is_some_and(|first| {
+                    *first >= start - horizon && *first - h.first_seen_ms >= horizon
+                })
+    });
+    if newcomer {
+        FirstUse::Activity
+    } else {
+        FirstUse::No
     }
 }
 
@@ -1734,11 +1793,50 @@ fn early_anomaly(
     let mut a = match ent {
         Some(ent) => {
             let history = ent.baseline.windows();
-            if (history * interval.max(1) as u64) < cfg.min_history_hours * 3_600_000 {
-                return None;
-            }
             let mut exp = Vec::with_capacity(agg.values.len());
             ent.baseline.expect(window, &mut exp);
+            if (history * interval.max(1) as u64) < cfg.min_history_hours * 3_600_000 {
+                // Too young for a rhythm: only a large burst by someone new.
+                let young = first_seen(
+                    cfg,
+                    spec,
+                    hist,
+                    &ent.region,
+                    agg,
+                    window,
+                    interval,
+                    history,
+                    &agg.values,
+                );
+                if young != FirstUse::Activity {
+                    return None;
+                }
+                let total = agg.values.first().copied().unwrap_or(0.0);
+                let subject = Subject {
+                    entity: &ent.entity,
+                    account_id: &ent.account_id,
+                    region: &ent.region,
+                    account,
+                    seen: Some(&ent.seen),
+                };
+                let mut a = build_anomaly(
+                    cfg,
+                    spec,
+                    &subject,
+                    hist,
+                    agg,
+                    window,
+                    interval,
+                    &agg.values,
+                    &exp,
+                    (0.5 + 0.1 * (1.0 + total).log2()).min(1.0),
+                    watched(hist),
+                    0.0,
+                    AnomalyKind::Spike,
+                );
+                a.observed_until = ts(t.clamp(window, window + interval));
+                return Some(a);
+            }
             let z: Vec<f64> = agg
                 .values
                 .iter()
@@ -1804,11 +1902,21 @@ fn early_anomaly(
                     .unwrap_or_default()
             };
             let region = field("awsRegion");
-            if !new_region(cfg, hist, region, window, interval, 0)
-                || first_use(cfg, spec, hist, agg, window, &agg.values) != FirstUse::Significant
-            {
-                return None;
-            }
+            let kind = match first_seen(
+                cfg,
+                spec,
+                hist,
+                region,
+                agg,
+                window,
+                interval,
+                0,
+                &agg.values,
+            ) {
+                FirstUse::Significant => AnomalyKind::NewRegion,
+                FirstUse::Activity => AnomalyKind::Spike,
+                _ => return None,
+            };
             let account_id = match field("recipientAccountId") {
                 "" => account.account_id.as_str(),
                 id => id,
@@ -1840,10 +1948,14 @@ fn early_anomaly(
                 interval,
                 &agg.values,
                 &exp,
-                (0.6 + 0.1 * (1.0 + total).log2()).min(1.0),
+                if kind == AnomalyKind::NewRegion {
+                    (0.6 + 0.1 * (1.0 + total).log2()).min(1.0)
+                } else {
+                    (0.5 + 0.1 * (1.0 + total).log2()).min(1.0)
+                },
                 watched(hist),
                 0.0,
-                AnomalyKind::NewRegion,
+                kind,
             )
         }
     };
@@ -1918,6 +2030,9 @@ enum FirstUse {
     Significant,
     /// One ordinary call: context for later anomalies, not an alert.
     Insignificant,
+    /// Not a new region, but the detector's first activity in the account
+    /// and region: large, and by someone new.
+    Activity,
 }
 
 /// One window's figures as judged.
@@ -1997,6 +2112,13 @@ fn judge(
             );
         }
         FirstUse::Insignificant => return Verdict::Suppressed(Suppression::NewRegion),
+        FirstUse::Activity => {
+            let total: f64 = w.values.first().copied().unwrap_or(0.0);
+            return Verdict::Raise(
+                (0.5 + 0.1 * (1.0 + total).log2()).min(1.0),
+                AnomalyKind::Spike,
+            );
+        }
         FirstUse::No => {}
     }
     if (history * interval_ms.max(1) as u64) < cfg.min_history_hours * 3_600_000 {

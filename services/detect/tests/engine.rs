@@ -468,7 +468,7 @@ fn fleet(
 
 #[test]
 fn accounts_rising_together_under_one_role_are_raised_as_coordinated() {
-    let rise = T0 + 2 * 86_400_000 + 14 * 3_600_000;
+    let rise = T0 + 3 * 86_400_000 + 14 * 3_600_000;
     let shared = |t: i64, _k: usize| {
         (t >= rise && t < rise + 30 * MIN).then_some((
             "OrganizationAccountAccessRole/ops",
@@ -478,7 +478,7 @@ fn accounts_rising_together_under_one_role_are_raised_as_coordinated() {
     };
     let mut e = Engine::new(default_detectors(), EngineConfig::default());
     let mut out = Vec::new();
-    fleet(&mut e, 3, Environment::Production, &mut out, shared);
+    fleet(&mut e, 4, Environment::Production, &mut out, shared);
     let found = anomalies(&out);
     let coordinated: std::collections::BTreeSet<&str> = found
         .iter()
@@ -515,7 +515,7 @@ fn accounts_rising_together_under_one_role_are_raised_as_coordinated() {
     };
     let mut e = Engine::new(default_detectors(), EngineConfig::default());
     let mut out = Vec::new();
-    fleet(&mut e, 3, Environment::Production, &mut out, own);
+    fleet(&mut e, 4, Environment::Production, &mut out, own);
     assert!(
         !anomalies(&out)
             .iter()
@@ -565,7 +565,7 @@ fn a_weekly_job_seen_once_is_not_raised_again_and_the_stats_say_why() {
 fn swings_normal_in_development_are_suppressed_not_in_production() {
     // Twenty launches in a window where two are usual: clear in
     // production, within what a development account does.
-    let swing = T0 + 2 * 86_400_000 + 11 * 3_600_000;
+    let swing = T0 + 3 * 86_400_000 + 11 * 3_600_000;
     let extra = |t: i64, k: usize| (k == 1 && t == swing).then_some(("dev/alice", "10.1.1.1", 18));
     let run = |env: Environment| {
         let cfg = EngineConfig {
@@ -574,7 +574,7 @@ fn swings_normal_in_development_are_suppressed_not_in_production() {
         };
         let mut e = Engine::new(default_detectors(), cfg);
         let mut out = Vec::new();
-        fleet(&mut e, 3, env, &mut out, extra);
+        fleet(&mut e, 4, env, &mut out, extra);
         let raised = anomalies(&out)
             .iter()
             .any(|a| a.account_id == ACCOUNTS[1] && a.window_start.timestamp_millis() == swing);
@@ -634,9 +634,9 @@ fn one_ordinary_call_in_a_new_region_is_context_not_an_alert() {
 fn failed_calls_name_the_service_that_refused_them() {
     let mut e = Engine::new(default_detectors(), EngineConfig::default());
     let mut out = Vec::new();
-    let burst = T0 + 2 * 86_400_000 + 15 * 3_600_000;
+    let burst = T0 + 3 * 86_400_000 + 15 * 3_600_000;
     let mut id = 5_000_000;
-    for w in 0..3 * 144 {
+    for w in 0..4 * 144 {
         let t0 = T0 + w * 10 * MIN;
         // A little background refusal noise in S3.
         if w % 6 == 0 {
@@ -686,4 +686,104 @@ fn failed_calls_name_the_service_that_refused_them() {
             .iter()
             .all(|a| a.window_start.timestamp_millis() == burst)
     );
+}
+
+#[test]
+fn a_large_burst_by_a_newcomer_on_a_young_entity_is_raised_early() {
+    // Three days of launches; one IAM change on day 4 (the IAM entity is a
+    // day old), then 24 on day 5 by a role never seen, from a new address.
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    fleet(&mut e, 3, Environment::Production, &mut out, |_, _| None);
+    let acct = ACCOUNTS[0];
+    let own = format!("arn:aws:sts::{acct}:assumed-role/deploy/ci");
+    let iam = |id: u64, t: i64, who: &str, ip: &str| {
+        let mut c = call(
+            id,
+            t,
+            acct,
+            Environment::Production,
+            "CreateUser",
+            who,
+            ip,
+            1,
+        );
+        c.event.event_source = "iam.amazonaws.com".into();
+        c.event.request_parameters = r#"{"userName":"x"}"#.into();
+        c
+    };
+    let day4 = T0 + 3 * 86_400_000 + 3_600_000;
+    e.observe(&iam(1, day4, &own, "10.0.0.1"), &mut out);
+    let burst = T0 + 4 * 86_400_000 + 8 * 3_600_000;
+    let intruder = format!("arn:aws:sts::{acct}:assumed-role/app-runner/x");
+    let mut id = 9_000_000;
+    for w in 0..20 {
+        let t0 = day4 + 10 * MIN + w * 90 * MIN;
+        id += 1;
+        e.observe(
+            &call(
+                id,
+                t0,
+                acct,
+                Environment::Production,
+                "RunInstances",
+                &own,
+                "10.0.0.1",
+                1,
+            ),
+            &mut out,
+        );
+    }
+    for k in 0..24 {
+        id += 1;
+        e.observe(
+            &iam(id, burst + k * 10_000, &intruder, "198.51.100.66"),
+            &mut out,
+        );
+    }
+    e.flush(&mut out);
+    assert_eq!(e.stats().late_events, 0);
+    let raised: Vec<_> = anomalies(&out)
+        .into_iter()
+        .filter(|a| a.detector == "iam-changes")
+        .collect();
+    assert!(!raised.is_empty(), "{:#?}", anomalies(&out));
+    // Raised within the first minutes of the burst, not at the window's end.
+    assert!(raised[0].observed_until.timestamp_millis() < burst + 5 * MIN);
+    assert!(
+        raised
+            .iter()
+            .all(|a| a.window_start.timestamp_millis() >= burst - 10 * MIN)
+    );
+
+    // The same burst by the usual deploy role from its usual address is
+    // not judged until the entity has a rhythm.
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    fleet(&mut e, 3, Environment::Production, &mut out, |_, _| None);
+    e.observe(&iam(1, day4, &own, "10.0.0.1"), &mut out);
+    for w in 0..20 {
+        let t0 = day4 + 10 * MIN + w * 90 * MIN;
+        e.observe(
+            &call(
+                500 + w as u64,
+                t0,
+                acct,
+                Environment::Production,
+                "RunInstances",
+                &own,
+                "10.0.0.1",
+                1,
+            ),
+            &mut out,
+        );
+    }
+    for k in 0..24 {
+        e.observe(
+            &iam(100 + k, burst + k as i64 * 10_000, &own, "10.0.0.1"),
+            &mut out,
+        );
+    }
+    e.flush(&mut out);
+    assert!(!anomalies(&out).iter().any(|a| a.detector == "iam-changes"));
 }

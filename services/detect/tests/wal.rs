@@ -57,14 +57,15 @@ fn invoke(id: u64, t: i64, acct: &Arc<AccountMetadata>, principal: &str) -> Enri
     }
 }
 
-/// Three days of invokes in two accounts (a daily rhythm, and a burst on
-/// the third afternoon), as batches of about 500 events in time order.
+/// Four days of invokes in two accounts (a daily rhythm, and a burst on
+/// the fourth afternoon, once three days of rhythm are known), as batches
+/// of about 500 events in time order.
 fn batches() -> Vec<Vec<EnrichedEvent>> {
     let accounts = [account("111122223333"), account("444455556666")];
-    let burst = T0 + 2 * 86_400_000 + 14 * 3_600_000;
+    let burst = T0 + 3 * 86_400_000 + 14 * 3_600_000;
     let mut events = Vec::new();
     let mut id = 0;
-    for m in 0..3 * 1440 {
+    for m in 0..4 * 1440 {
         let t = T0 + m * MIN;
         let hour = (m % 1440) / 60;
         for (i, acct) in accounts.iter().enumerate() {
