@@ -532,10 +532,20 @@ async fn detectors_are_created_updated_started_stopped_and_deleted_idempotently(
     let specs = default_detectors();
 
     let ids = d.sync_all(&specs).await.unwrap();
-    assert_eq!(ids.len(), 3);
+    assert_eq!(ids.len(), specs.len());
     {
         let p = plugin.lock().unwrap();
-        assert_eq!(p.detectors.len(), 3);
+        assert_eq!(p.detectors.len(), specs.len());
+        // Three entity fields: keyed by the whole entity, one keyword.
+        let (function, _, _) = p
+            .detectors
+            .values()
+            .find(|(b, _, _)| b["name"] == "lambda-function")
+            .unwrap();
+        assert_eq!(
+            function["category_field"],
+            json!(["th.keys.lambda-function"])
+        );
         assert!(p.detectors.values().all(|(_, running, _)| *running));
         let (ec2, _, _) = p
             .detectors
@@ -591,7 +601,7 @@ async fn detectors_are_created_updated_started_stopped_and_deleted_idempotently(
     );
     {
         let p = plugin.lock().unwrap();
-        assert_eq!(p.detectors.len(), 3);
+        assert_eq!(p.detectors.len(), specs.len());
         assert_eq!(
             p.detectors[&id].0["detection_interval"]["period"]["interval"],
             5
