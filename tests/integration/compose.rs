@@ -25,7 +25,7 @@ use trailhound_proto::insights::v1::insights_service_client::InsightsServiceClie
 use trailhound_proto::notify::v1::notify_service_client::NotifyServiceClient;
 use trailhound_proto::notify::v1::{DeliveryStatus, ListDeliveriesRequest};
 
-use crate::harness::{free_port, generated_org, trail_records, trailhound_bin};
+use crate::harness::{generated_org, trail_records, trailhound_bin};
 
 const SERVICES: [&str; 6] = ["ingest", "enrich", "detect", "insights", "notify", "health"];
 const TAG: &str = "compose-test";
@@ -276,7 +276,19 @@ async fn the_compose_stack_catches_a_burst_and_a_killed_detect_loses_nothing() {
     );
     let org_json = org_dir.join("org.json");
 
-    let ports: Vec<(&str, u16)> = SERVICES.iter().map(|s| (*s, free_port())).collect();
+    // Distinct ports: each listener is held until all are chosen (one
+    // bound and dropped at a time can hand the same port out twice, and
+    // Docker then refuses the second service).
+    let held: Vec<std::net::TcpListener> = SERVICES
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    let ports: Vec<(&str, u16)> = SERVICES
+        .iter()
+        .zip(&held)
+        .map(|(s, l)| (*s, l.local_addr().map(|a| a.port()).unwrap_or(0)))
+        .collect();
+    drop(held);
     let port = |name: &str| {
         ports
             .iter()
