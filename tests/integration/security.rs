@@ -249,6 +249,29 @@ burst = 6
             ok && out.contains(&format!("trailhound.{name}.v1")),
             "{name}:\n{out}"
         );
+        // The container health check: `trailhound probe` with the same
+        // configuration speaks mTLS; without it, it cannot connect.
+        let probe = |with_config: bool| {
+            let mut c = std::process::Command::new(trailhound_bin());
+            if with_config {
+                c.args(["--config", config.to_str().unwrap()]);
+            }
+            c.args(["probe", "--service", name, &a])
+                .env("RUST_BACKTRACE", "0")
+                .output()
+                .unwrap()
+        };
+        let out = probe(true);
+        assert!(
+            out.status.success(),
+            "{name}: probe over mTLS: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !probe(false).status.success(),
+            "{name}: plaintext probe answered"
+        );
     }
 
     // Tokens: each broken one is UNAUTHENTICATED.

@@ -142,7 +142,7 @@ fn main() -> anyhow::Result<()> {
         return tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(probe::run(args));
+            .block_on(probe::run(args, cli.common.config.as_deref()));
     }
     let deadline = cli.common.shutdown_deadline;
     trailhound_runtime::shutdown::set_deadline(deadline);

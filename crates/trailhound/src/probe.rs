@@ -1,7 +1,10 @@
 //! `trailhound probe [--service NAME] ADDR`: one `grpc.health.v1` Check,
 //! exit 0 when SERVING and 1 otherwise. The images have no shell, curl or
 //! grpc_health_probe, so Docker, compose and ECS health checks run the
-//! binary itself; Kubernetes uses its native gRPC probe instead.
+//! binary itself; Kubernetes uses its native gRPC probe instead. With
+//! `[tls]` in the configuration the probe speaks TLS (presenting the
+//! process's certificate where the server requires one), as every other
+//! client of the process does.
 
 use std::time::Duration;
 
@@ -37,13 +40,16 @@ fn service_name(name: &str) -> String {
     .to_string()
 }
 
-/// The endpoint URI for `addr`; TLS is refused by name until the servers
-/// serve it.
-fn endpoint_uri(addr: &str) -> anyhow::Result<String> {
-    if addr.starts_with("https://") {
-        anyhow::bail!(
-            "{addr}: trailhound serves plaintext gRPC (terminate TLS in front of it and probe the service itself)"
-        );
+/// The endpoint URI for `addr`. Whether the connection is TLS is the
+/// configuration's `[tls]`, not the scheme: `https://` needs it.
+fn endpoint_uri(addr: &str, tls: bool) -> anyhow::Result<String> {
+    if let Some(rest) = addr.strip_prefix("https://") {
+        if !tls {
+            anyhow::bail!(
+                "{addr}: https needs [tls] in the configuration (ca, and cert and key where the server requires a client certificate)"
+            );
+        }
+        return Ok(format!("http://{rest}"));
     }
     if addr.starts_with("http://") {
         return Ok(addr.to_string());
@@ -54,9 +60,14 @@ fn endpoint_uri(addr: &str) -> anyhow::Result<String> {
     Ok(format!("http://{addr}"))
 }
 
-/// Checks once; `Ok` only when the answer is SERVING.
-pub async fn run(args: &ProbeArgs) -> anyhow::Result<()> {
-    let uri = endpoint_uri(&args.addr)?;
+/// Checks once; `Ok` only when the answer is SERVING. `config` is the
+/// process's configuration file, for its `[tls]`.
+pub async fn run(args: &ProbeArgs, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let tls_cfg: trailhound_runtime::tls::TlsConfig =
+        trailhound_runtime::load_section(config, "tls")?;
+    let tls = trailhound_runtime::tls::Tls::load(&tls_cfg)?;
+    let security = trailhound_runtime::ClientSecurity { tls, token: None };
+    let uri = endpoint_uri(&args.addr, security.tls.is_some())?;
     let service = args
         .service
         .as_deref()
@@ -68,12 +79,10 @@ pub async fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         format!("{} ({service})", args.addr)
     };
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(uri)?
+        let endpoint = tonic::transport::Endpoint::from_shared(uri)?
             .connect_timeout(args.timeout)
-            .timeout(args.timeout)
-            .connect()
-            .await
-            .map_err(|e| anyhow::anyhow!("{shown}: cannot connect: {e}"))?;
+            .timeout(args.timeout);
+        let channel = trailhound_runtime::client::channel(&endpoint, &security);
         let answer = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: service.clone(),
@@ -102,13 +111,18 @@ mod tests {
 
     #[test]
     fn addresses_and_names() {
-        assert_eq!(endpoint_uri("detect:50053").unwrap(), "http://detect:50053");
         assert_eq!(
-            endpoint_uri("http://127.0.0.1:1").unwrap(),
+            endpoint_uri("detect:50053", false).unwrap(),
+            "http://detect:50053"
+        );
+        assert_eq!(
+            endpoint_uri("http://127.0.0.1:1", false).unwrap(),
             "http://127.0.0.1:1"
         );
-        assert!(endpoint_uri("https://x:1").is_err());
-        assert!(endpoint_uri("ftp://x:1").is_err());
+        let e = endpoint_uri("https://x:1", false).unwrap_err().to_string();
+        assert!(e.contains("[tls]"), "{e}");
+        assert_eq!(endpoint_uri("https://x:1", true).unwrap(), "http://x:1");
+        assert!(endpoint_uri("ftp://x:1", false).is_err());
         assert_eq!(service_name("detect"), "trailhound.detect.v1.DetectService");
         assert_eq!(service_name("grpc.other.Thing"), "grpc.other.Thing");
     }
