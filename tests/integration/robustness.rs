@@ -377,7 +377,10 @@ async fn gzip_bombs_are_refused_at_the_budget_and_memory_stays_bounded() {
     assert!(!status.success(), "a file failed: {stderr}");
     assert!(stderr.contains("1 accepted"), "{stderr}");
     assert!(stderr.contains("bomb.json.gz"), "{stderr}");
-    assert!(push_peak < 512, "push peaked at {push_peak} MiB");
+    // Bounded by the 128 MiB document limit, not by the bomb: the
+    // document, its text and its records at once are about four times
+    // the limit (measured 480–519 MiB; 2.7–4.3 GB before the limit).
+    assert!(push_peak < 640, "push peaked at {push_peak} MiB");
 
     let peak = peak_mib(p.ingest.child.id());
     eprintln!("bombs: ingest peaked at {peak} MiB, push at {push_peak} MiB");

@@ -88,7 +88,15 @@ pub async fn run(args: &ProbeArgs, config: Option<&std::path::Path>) -> anyhow::
                 service: service.clone(),
             })
             .await
-            .map_err(|s| anyhow::anyhow!("{shown}: {:?}: {}", s.code(), s.message()))?;
+            .map_err(|s| {
+                // The channel connects on the first call: a refused or
+                // unreachable server shows up here.
+                if s.code() == tonic::Code::Unavailable {
+                    anyhow::anyhow!("{shown}: cannot connect: {}", s.message())
+                } else {
+                    anyhow::anyhow!("{shown}: {:?}: {}", s.code(), s.message())
+                }
+            })?;
         Ok::<_, anyhow::Error>(answer.into_inner().status)
     };
     let status = tokio::time::timeout(args.timeout, check)
