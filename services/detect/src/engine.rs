@@ -312,6 +312,24 @@ pub struct WindowResult {
     pub extra: bool,
 }
 
+impl WindowResult {
+    /// An anomaly outside the series (see `extra`): its figures, no band.
+    fn extra(entity_key: String, window_start_ms: i64, a: Anomaly) -> Self {
+        Self {
+            detector: a.detector.clone(),
+            entity_key,
+            window_start_ms,
+            actual: a.features.iter().map(|f| f.actual).collect(),
+            expected: a.features.iter().map(|f| f.expected).collect(),
+            lower: Vec::new(),
+            upper: Vec::new(),
+            grade: a.grade,
+            anomaly: Some(a),
+            extra: true,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct WindowAgg {
     values: Vec<f64>,
@@ -846,18 +864,7 @@ impl Engine {
                     agg.early = true;
                     self.stats.early_raised += 1;
                     self.stats.anomalies += 1;
-                    out.push(WindowResult {
-                        detector: d.spec.name.clone(),
-                        entity_key: key,
-                        window_start_ms: window,
-                        actual: a.features.iter().map(|f| f.actual).collect(),
-                        expected: a.features.iter().map(|f| f.expected).collect(),
-                        lower: Vec::new(),
-                        upper: Vec::new(),
-                        grade: a.grade,
-                        anomaly: Some(a),
-                        extra: true,
-                    });
+                    out.push(WindowResult::extra(key, window, a));
                 }
             }
         }
@@ -1046,20 +1053,8 @@ impl Engine {
             let Some(account) = agg.account.clone() else {
                 continue;
             };
-            let entity: Vec<(String, String)> = d
-                .spec
-                .category_fields
-                .iter()
-                .zip(key.split('/'))
-                .map(|(f, v)| (f.to_string(), v.to_string()))
-                .collect();
-            let field_value = |name: &str| {
-                entity
-                    .iter()
-                    .find(|(f, _)| f == name)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
+            let entity = entity_of(&d.spec, key);
+            let field_value = |name: &str| entity_field(&entity, name).to_string();
             let forest = ThresholdedForest::new(DetectorConfig {
                 forest: ForestConfig {
                     num_trees: cfg.trees,
@@ -1094,12 +1089,7 @@ impl Engine {
                 },
             );
         }
-        let sums: Vec<bool> = d
-            .spec
-            .features
-            .iter()
-            .map(|f| f.aggregation == trailhound_core::Aggregation::Sum)
-            .collect();
+        let sums = sums_of(&d.spec);
         let spec = &d.spec;
         let accounts = &self.accounts;
         // The entities leave the map for the evaluation (so their forests
@@ -1216,18 +1206,7 @@ impl Engine {
                 a.grade = (0.4 + 0.1 * n as f64).min(1.0);
                 self.stats.coordinated += 1;
                 self.stats.anomalies += 1;
-                out.push(WindowResult {
-                    detector: a.detector.clone(),
-                    entity_key: r.entity_key.clone(),
-                    window_start_ms: r.window_start,
-                    actual: a.features.iter().map(|f| f.actual).collect(),
-                    expected: a.features.iter().map(|f| f.expected).collect(),
-                    lower: Vec::new(),
-                    upper: Vec::new(),
-                    grade: a.grade,
-                    anomaly: Some(a),
-                    extra: true,
-                });
+                out.push(WindowResult::extra(r.entity_key.clone(), r.window_start, a));
             }
         }
     }
@@ -1265,6 +1244,7 @@ struct Judging {
     sensitivity: f64,
     /// Expected total of the silent run including this window.
     silent_total: f64,
+    silence: Silence,
     sustained: Sustained,
     /// Whether the forest's grade can matter (see `evaluate_before`).
     needed: bool,
@@ -1367,6 +1347,7 @@ fn evaluate_before(
         first_use,
         sensitivity,
         silent_total,
+        silence,
         sustained,
         needed,
     }
@@ -1502,13 +1483,16 @@ fn principal_name(p: &str) -> &str {
     }
 }
 
+/// The heaviest of `values` (ties: the smallest value, for determinism).
+fn heaviest<'a>(
+    values: impl Iterator<Item = (&'a String, &'a (u64, f64))>,
+) -> Option<(&'a String, &'a (u64, f64))> {
+    values.max_by(|a, b| a.1.1.total_cmp(&b.1.1).then_with(|| b.0.cmp(a.0)))
+}
+
 /// The value of dimension `dim` behind at least 40% of the window's weight.
 fn dominant(agg: &WindowAgg, dim: u8, total: f64) -> Option<&str> {
-    agg.contributors
-        .0
-        .get(usize::from(dim))?
-        .iter()
-        .max_by(|a, b| a.1.1.total_cmp(&b.1.1).then_with(|| b.0.cmp(a.0)))
+    heaviest(agg.contributors.0.get(usize::from(dim))?.iter())
         .filter(|(_, (_, w))| *w >= 0.4 * total)
         .map(|(v, _)| v.as_str())
 }
@@ -1539,13 +1523,10 @@ fn evaluate_after(
         first_use,
         sensitivity,
         silent_total,
+        silence,
         sustained,
         needed,
     } = judging;
-    let silence = Silence {
-        crossed: silent_total >= cfg.drop_min_total && ent.silent_expected < cfg.drop_min_total,
-        active_share: ent.baseline.active_share(),
-    };
     let w = Window {
         values: &values,
         exp: &exp,
@@ -1629,18 +1610,13 @@ fn evaluate_after(
     let new_ip = (cfg.coordinated_min_accounts >= 2 && ent.account_id != FOLDED_ACCOUNT)
         .then(|| {
             let h = hist?;
-            agg.contributors
-                .0
-                .get(1)?
-                .iter()
-                .filter(|(ip, _)| {
-                    ip.parse::<std::net::IpAddr>().is_ok()
-                        && h.values[1].get(ip.as_str()).is_some_and(|first| {
-                            *first >= start - horizon && *first - h.first_seen_ms >= horizon
-                        })
-                })
-                .max_by(|a, b| a.1.1.total_cmp(&b.1.1).then_with(|| b.0.cmp(a.0)))
-                .map(|(ip, _)| ip.clone())
+            heaviest(agg.contributors.0.get(1)?.iter().filter(|(ip, _)| {
+                ip.parse::<std::net::IpAddr>().is_ok()
+                    && h.values[1].get(ip.as_str()).is_some_and(|first| {
+                        *first >= start - horizon && *first - h.first_seen_ms >= horizon
+                    })
+            }))
+            .map(|(ip, _)| ip.clone())
         })
         .flatten();
     let rising = (rises || new_ip.is_some())
@@ -1671,10 +1647,7 @@ fn evaluate_after(
                     .contributors
                     .0
                     .first()
-                    .and_then(|m| {
-                        m.iter()
-                            .max_by(|a, b| a.1.1.total_cmp(&b.1.1).then_with(|| b.0.cmp(a.0)))
-                    })
+                    .and_then(|m| heaviest(m.iter()))
                     .map(|(p, _)| role_name(principal_name(p)))
                     .unwrap_or("");
                 keys.push(format!("actor:{who}@{addr}"));
@@ -1766,6 +1739,48 @@ fn evaluate_after(
     (result, suppressed, rising)
 }
 
+/// Per feature, whether it is a sum (heavy-tailed: needs `strong_z`).
+fn sums_of(spec: &DetectorSpec) -> Vec<bool> {
+    spec.features
+        .iter()
+        .map(|f| f.aggregation == trailhound_core::Aggregation::Sum)
+        .collect()
+}
+
+/// The grade of an open window of an entity with a rhythm, if what has
+/// arrived already passes the strong residual (and is no weekly repeat
+/// or habitual burst).
+fn early_spike_grade(
+    cfg: &EngineConfig,
+    spec: &DetectorSpec,
+    account: &AccountMetadata,
+    values: &[f64],
+    exp: &[Expectation],
+) -> Option<f64> {
+    let z: Vec<f64> = values
+        .iter()
+        .zip(exp)
+        .map(|(x, e)| ((x - e.expected) / e.scale).clamp(-50.0, 50.0))
+        .collect();
+    let sums = sums_of(spec);
+    let w = Window {
+        values,
+        exp,
+        z: &z,
+        sums: &sums,
+    };
+    let k = sensitivity(cfg, account);
+    let spiking = w.spiking(cfg, k);
+    let zmax = spiking.iter().map(|(_, z)| *z).reduce(f64::max)?;
+    if zmax < k * cfg.strong_z
+        || w.repeats_last_week(cfg, &spiking)
+        || w.within_usual_bursts(&spiking)
+    {
+        return None;
+    }
+    Some(magnitude(cfg, zmax / k))
+}
+
 /// The anomaly an open window already is, if it is unmistakable: a strong
 /// residual on what has arrived so far (the rest of the window can only
 /// add to it, so its close raises it too), or a significant first use of a
@@ -1795,7 +1810,7 @@ fn early_anomaly(
             let history = ent.baseline.windows();
             let mut exp = Vec::with_capacity(agg.values.len());
             ent.baseline.expect(window, &mut exp);
-            if (history * interval.max(1) as u64) < cfg.min_history_hours * 3_600_000 {
+            let grade = if (history * interval.max(1) as u64) < cfg.min_history_hours * 3_600_000 {
                 // Too young for a rhythm: only a large burst by someone new.
                 let young = first_seen(
                     cfg,
@@ -1812,58 +1827,10 @@ fn early_anomaly(
                     return None;
                 }
                 let total = agg.values.first().copied().unwrap_or(0.0);
-                let subject = Subject {
-                    entity: &ent.entity,
-                    account_id: &ent.account_id,
-                    region: &ent.region,
-                    account,
-                    seen: Some(&ent.seen),
-                };
-                let mut a = build_anomaly(
-                    cfg,
-                    spec,
-                    &subject,
-                    hist,
-                    agg,
-                    window,
-                    interval,
-                    &agg.values,
-                    &exp,
-                    (0.5 + 0.1 * (1.0 + total).log2()).min(1.0),
-                    watched(hist),
-                    0.0,
-                    AnomalyKind::Spike,
-                );
-                a.observed_until = ts(t.clamp(window, window + interval));
-                return Some(a);
-            }
-            let z: Vec<f64> = agg
-                .values
-                .iter()
-                .zip(&exp)
-                .map(|(x, e)| ((x - e.expected) / e.scale).clamp(-50.0, 50.0))
-                .collect();
-            let sums: Vec<bool> = spec
-                .features
-                .iter()
-                .map(|f| f.aggregation == trailhound_core::Aggregation::Sum)
-                .collect();
-            let w = Window {
-                values: &agg.values,
-                exp: &exp,
-                z: &z,
-                sums: &sums,
+                first_seen_grade(AnomalyKind::Spike, total)
+            } else {
+                early_spike_grade(cfg, spec, account, &agg.values, &exp)?
             };
-            let k = sensitivity(cfg, account);
-            let spiking = w.spiking(cfg, k);
-            let zmax = spiking.iter().map(|(_, z)| *z).reduce(f64::max)?;
-            if zmax < k * cfg.strong_z
-                || w.repeats_last_week(cfg, &spiking)
-                || w.within_usual_bursts(&spiking)
-            {
-                return None;
-            }
-            let grade = ((zmax / k - cfg.spike_z) / (2.0 * cfg.spike_z) + 0.3).clamp(0.05, 1.0);
             let subject = Subject {
                 entity: &ent.entity,
                 account_id: &ent.account_id,
@@ -1888,19 +1855,8 @@ fn early_anomaly(
             )
         }
         None => {
-            let entity: Vec<(String, String)> = spec
-                .category_fields
-                .iter()
-                .zip(key.split('/'))
-                .map(|(f, v)| (f.to_string(), v.to_string()))
-                .collect();
-            let field = |name: &str| {
-                entity
-                    .iter()
-                    .find(|(f, _)| f == name)
-                    .map(|(_, v)| v.as_str())
-                    .unwrap_or_default()
-            };
+            let entity = entity_of(spec, key);
+            let field = |name: &str| entity_field(&entity, name);
             let region = field("awsRegion");
             let kind = match first_seen(
                 cfg,
@@ -1948,11 +1904,7 @@ fn early_anomaly(
                 interval,
                 &agg.values,
                 &exp,
-                if kind == AnomalyKind::NewRegion {
-                    (0.6 + 0.1 * (1.0 + total).log2()).min(1.0)
-                } else {
-                    (0.5 + 0.1 * (1.0 + total).log2()).min(1.0)
-                },
+                first_seen_grade(kind, total),
                 watched(hist),
                 0.0,
                 kind,
@@ -1998,6 +1950,22 @@ fn new_region(
         Some(first) => *first >= start - interval && *first - h.first_seen_ms >= horizon,
         None => false,
     }
+}
+
+/// A grade from a residual: 0.3 at `spike_z`, rising to 1 at 4.4 times it.
+fn magnitude(cfg: &EngineConfig, z: f64) -> f64 {
+    ((z.abs() - cfg.spike_z) / (2.0 * cfg.spike_z) + 0.3).clamp(0.05, 1.0)
+}
+
+/// The grade of a first window raised for its own sake, by its total: a
+/// first use of a region starts higher than a young entity's burst.
+fn first_seen_grade(kind: AnomalyKind, total: f64) -> f64 {
+    let base = if kind == AnomalyKind::NewRegion {
+        0.6
+    } else {
+        0.5
+    };
+    (base + 0.1 * (1.0 + total).log2()).min(1.0)
 }
 
 /// Why a window that stood out was not raised (counted in the stats).
@@ -2106,26 +2074,21 @@ fn judge(
     match first_use {
         FirstUse::Significant => {
             let total: f64 = w.values.first().copied().unwrap_or(0.0);
-            return Verdict::Raise(
-                (0.6 + 0.1 * (1.0 + total).log2()).min(1.0),
-                AnomalyKind::NewRegion,
-            );
+            let kind = AnomalyKind::NewRegion;
+            return Verdict::Raise(first_seen_grade(kind, total), kind);
         }
         FirstUse::Insignificant => return Verdict::Suppressed(Suppression::NewRegion),
         FirstUse::Activity => {
             let total: f64 = w.values.first().copied().unwrap_or(0.0);
-            return Verdict::Raise(
-                (0.5 + 0.1 * (1.0 + total).log2()).min(1.0),
-                AnomalyKind::Spike,
-            );
+            let kind = AnomalyKind::Spike;
+            return Verdict::Raise(first_seen_grade(kind, total), kind);
         }
         FirstUse::No => {}
     }
     if (history * interval_ms.max(1) as u64) < cfg.min_history_hours * 3_600_000 {
         return Verdict::Quiet;
     }
-    let magnitude =
-        |zz: f64| ((zz.abs() - cfg.spike_z) / (2.0 * cfg.spike_z) + 0.3).clamp(0.05, 1.0);
+    let magnitude = |zz: f64| magnitude(cfg, zz);
     // Spike: any feature far above expected, in noise units and in
     // absolute and relative terms. Sums of sizes (GiB, instances per call)
     // are heavy-tailed: one large but ordinary request must not pass for a
@@ -2363,6 +2326,24 @@ impl DetectorState {
             rising: Vec::new(),
         }
     }
+}
+
+/// The entity an entity key (category values joined by '/') stands for.
+fn entity_of(spec: &DetectorSpec, key: &str) -> Vec<(String, String)> {
+    spec.category_fields
+        .iter()
+        .zip(key.split('/'))
+        .map(|(f, v)| (f.to_string(), v.to_string()))
+        .collect()
+}
+
+/// One field's value in an entity, empty when it has none.
+fn entity_field<'a>(entity: &'a [(String, String)], name: &str) -> &'a str {
+    entity
+        .iter()
+        .find(|(f, _)| f == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default()
 }
 
 /// `key` (category values joined by '/') with the account and region
