@@ -75,6 +75,11 @@ pub struct Expectation {
     /// the entity's habit (a function fired by a queue), and a spike must
     /// clear them too.
     pub usual_peak: f64,
+    /// Variance over mean of the feature's events for counts and sums of
+    /// sizes (E[v²]/E[v]; 1 for a plain count): X/dispersion is roughly
+    /// Poisson, which is how a rise summed over hours is judged. 0 for
+    /// measurements, which are not counts.
+    pub dispersion: f64,
 }
 
 const LEVEL_ALPHA: f64 = 0.1;
@@ -293,6 +298,7 @@ impl Baseline {
             // Counts are roughly Poisson: noise grows with the square root of
             // the level. Sums (GiB) spread wider; the residual variance
             // learned from normal windows captures that.
+            let mut dispersion = 0.0;
             let floor = if self.counts {
                 // Compound Poisson: N ~ Poisson(λ) events of size v has
                 // variance λ·E[v²]; +1 keeps quiet entities from alarming on
@@ -307,6 +313,7 @@ impl Baseline {
                 } else {
                     u * u
                 };
+                dispersion = v2 / u;
                 ((expected.abs() / u + 1.0) * v2).sqrt()
             } else {
                 1e-3 * (expected.abs() + 1.0)
@@ -318,6 +325,7 @@ impl Baseline {
                 scale,
                 weekly,
                 usual_peak: self.usual_peak(f, day),
+                dispersion,
             });
         }
     }

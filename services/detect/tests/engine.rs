@@ -523,6 +523,64 @@ fn accounts_rising_together_under_one_role_are_raised_as_coordinated() {
         "{:#?}",
         anomalies(&out)
     );
+
+    // Nor is a CI role launching one test instance in each account from a
+    // runner's fresh address: new in every account, but nothing of note.
+    let ci = |t: i64, _k: usize| (t == rise).then_some(("ci-deployer/gha-1", "198.51.100.205", 1));
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    fleet(&mut e, 4, Environment::Production, &mut out, ci);
+    assert!(
+        !anomalies(&out)
+            .iter()
+            .any(|a| a.kind == AnomalyKind::Coordinated),
+        "{:#?}",
+        anomalies(&out)
+    );
+    // The same address launching a handful in each account is.
+    let intruder =
+        |t: i64, _k: usize| (t == rise).then_some(("ci-deployer/gha-1", "198.51.100.205", 5));
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    fleet(&mut e, 4, Environment::Production, &mut out, intruder);
+    assert!(
+        anomalies(&out)
+            .iter()
+            .any(|a| a.kind == AnomalyKind::Coordinated),
+        "{:#?}",
+        anomalies(&out)
+    );
+}
+
+#[test]
+fn a_rise_over_hours_no_window_shows_is_raised_when_sustained_rises_are_on() {
+    // Three hours at night in one account, three times its launches by
+    // its usual principal from its usual address: no window stands out.
+    let night = T0 + 5 * 86_400_000 + 2 * 3_600_000;
+    let rise = |t: i64, k: usize| {
+        (k == 0 && t >= night && t < night + 180 * MIN).then_some(("deploy/ci", "10.0.0.1", 4))
+    };
+    let run = |sustained_z: f64| {
+        let cfg = EngineConfig {
+            sustained_z,
+            ..Default::default()
+        };
+        let mut e = Engine::new(default_detectors(), cfg);
+        let mut out = Vec::new();
+        fleet(&mut e, 6, Environment::Production, &mut out, rise);
+        anomalies(&out)
+            .into_iter()
+            .filter(|a| a.detector == "ec2-run-instances")
+            .map(|a| (a.account_id.clone(), a.window_start.timestamp_millis()))
+            .collect::<Vec<_>>()
+    };
+    assert!(run(0.0).is_empty(), "{:?}", run(0.0));
+    let found = run(4.0);
+    assert!(!found.is_empty());
+    for (account, start) in &found {
+        assert_eq!(account, ACCOUNTS[0]);
+        assert!((night..night + 180 * MIN).contains(start), "{start}");
+    }
 }
 
 #[test]
