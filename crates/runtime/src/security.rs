@@ -574,6 +574,42 @@ pub struct AuditRecord {
     pub trace_id: Option<String>,
 }
 
+/// The metadata key a service narrows a read with, on behalf of the
+/// person it serves (health's dashboard reads insights and series with
+/// its own identity for a signed-in viewer): a JSON [`trailhound_core::Scope`].
+/// Honoured from service identities only, where it can only narrow (a
+/// service may read everything); others cannot widen their scope with it.
+pub const ON_BEHALF_SCOPE: &str = "trailhound-on-behalf-scope";
+
+/// Asks the server to filter `req`'s reads by `scope`, as if the person
+/// it is read for had called (see [`ON_BEHALF_SCOPE`]). Nothing is added
+/// for an unrestricted scope.
+pub fn on_behalf<T>(
+    req: &mut tonic::Request<T>,
+    scope: &trailhound_core::Scope,
+) -> Result<(), String> {
+    if scope.is_unrestricted() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(scope).map_err(|e| format!("scope: {e}"))?;
+    // Metadata is ASCII: non-ASCII (only inside JSON strings) as \u escapes.
+    let mut ascii = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            ascii.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                ascii.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    let value = tonic::metadata::MetadataValue::try_from(ascii.as_str())
+        .map_err(|e| format!("scope: {e}"))?;
+    req.metadata_mut().insert(ON_BEHALF_SCOPE, value);
+    Ok(())
+}
+
 /// The caller of a request, as the security layer identified it. Absent
 /// only for requests that bypass the layer (in-process tests): those are
 /// treated as unrestricted.
@@ -758,7 +794,7 @@ where
                         .await
                 }
             };
-            let principal = match principal {
+            let mut principal = match principal {
                 Ok(p) => p,
                 Err(e) => {
                     let code = match e {
@@ -773,6 +809,28 @@ where
                     return Ok(refuse(grpc, code, message, login));
                 }
             };
+            if principal.is_service()
+                && let Some(v) = req.headers().get(ON_BEHALF_SCOPE)
+            {
+                // A narrowed read for the person the service serves; one
+                // that cannot be read is refused, never widened to all.
+                match v
+                    .to_str()
+                    .ok()
+                    .and_then(|s| serde_json::from_str::<trailhound_core::Scope>(s).ok())
+                {
+                    Some(scope) => principal.scope = scope,
+                    None => {
+                        let message = format!("{ON_BEHALF_SCOPE}: not a scope (JSON)");
+                        security.audit(&record(
+                            Some(&principal),
+                            "invalid_argument".into(),
+                            Some(message.clone()),
+                        ));
+                        return Ok(refuse(grpc, tonic::Code::InvalidArgument, message, false));
+                    }
+                }
+            }
             crate::telemetry::record_caller(&principal);
             if let Err(message) = principal.check(requirement) {
                 security.denied.fetch_add(1, Ordering::Relaxed);
@@ -1065,5 +1123,73 @@ mod tests {
                 .check_service_identity("enrich")
                 .is_ok()
         );
+    }
+
+    /// A service may narrow its read to the scope of the person it reads
+    /// for; anyone else's header changes nothing, and a header that is no
+    /// scope is refused rather than read as "everything".
+    #[tokio::test]
+    async fn a_service_reads_on_behalf_of_a_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let security = Arc::new(
+            Security::from_parts(
+                &TlsConfig::default(),
+                AuthConfig::default(),
+                LimitsConfig::default(),
+                dir.path(),
+                false,
+            )
+            .unwrap(),
+        );
+        let seen = Arc::new(Mutex::new(None::<trailhound_core::Scope>));
+        let record = seen.clone();
+        let inner = tower::service_fn(move |req: http::Request<tonic::body::Body>| {
+            let record = record.clone();
+            async move {
+                if let Ok(mut s) = record.lock() {
+                    *s = req.extensions().get::<Principal>().map(|p| p.scope.clone());
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+            }
+        });
+        let mut svc = tower::Layer::layer(&SecurityLayer::new(security.clone()), inner);
+        let sandbox = trailhound_core::Scope::union([trailhound_core::ScopeRule {
+            ous: vec!["Root/Sändbox".into()],
+            ..Default::default()
+        }]);
+        let mut grpc_req = tonic::Request::new(());
+        on_behalf(&mut grpc_req, &sandbox).unwrap();
+        let header = grpc_req
+            .metadata()
+            .get(ON_BEHALF_SCOPE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let token = security.client_security().token.unwrap();
+        let list = "/trailhound.insights.v1.InsightsService/ListInsights";
+        let mut call = async |token: Option<&str>, scope: &str| {
+            let mut req = request(list, "127.0.0.1:5000", token);
+            req.headers_mut()
+                .insert(ON_BEHALF_SCOPE, http::HeaderValue::from_str(scope).unwrap());
+            let r = svc.ready().await.unwrap().call(req).await.unwrap();
+            let code = r
+                .headers()
+                .get("grpc-status")
+                .map_or("0".to_string(), |v| v.to_str().unwrap().to_string());
+            (code, seen.lock().unwrap().take())
+        };
+        // This process's own client (a service): narrowed, non-ASCII intact.
+        assert_eq!(
+            call(Some(token.expose()), &header).await,
+            ("0".into(), Some(sandbox.clone()))
+        );
+        // An anonymous caller's header is ignored.
+        assert_eq!(
+            call(None, &header).await,
+            ("0".into(), Some(trailhound_core::Scope::all()))
+        );
+        // Garbage from a service: refused, not read as everything.
+        assert_eq!(call(Some(token.expose()), "{").await.0, "3");
     }
 }
