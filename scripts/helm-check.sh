@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the Helm chart (deploy/helm/trailhound) without a cluster: helm
-# lint, helm template with the default values and with values-aws.yaml,
+# lint, helm template with the default values, with values-aws.yaml and
+# with values-tls.yaml (TLS, mTLS from cert-manager, OIDC and API tokens),
 # every rendered object validated against the Kubernetes JSON schemas
 # (kubernetes-validate, 1.33 and the newest it ships), and the policy test
 # over the rendered objects (scripts/helm-policy.py), whose checks are
@@ -17,6 +18,28 @@ trap 'rm -rf "$out"' EXIT
 "$helm" lint --strict --quiet "$chart" -f "$chart/values-aws.yaml"
 "$helm" template trailhound "$chart" --namespace trailhound > "$out/default.yaml"
 "$helm" template trailhound "$chart" --namespace trailhound -f "$chart/values-aws.yaml" > "$out/aws.yaml"
-"$python" scripts/helm-policy.py "$out/default.yaml" "$out/aws.yaml"
+"$helm" lint --strict --quiet "$chart" -f "$chart/values-aws.yaml" -f "$chart/values-tls.yaml"
+"$helm" template trailhound "$chart" --namespace trailhound \
+  -f "$chart/values-aws.yaml" -f "$chart/values-tls.yaml" > "$out/tls.yaml"
+# TLS from Secrets you make yourself (no cert-manager) lints too.
+"$helm" lint --strict --quiet "$chart" -f "$chart/values-tls.yaml" --set tls.certManager.enabled=false
+# values-tls.yaml names the dashboard's OIDC client Secret, made by hand.
+"$python" scripts/helm-policy.py --external-secret trailhound-oidc \
+  "$out/default.yaml" "$out/aws.yaml" "$out/tls.yaml"
 "$python" scripts/helm-policy.py --self-test "$out/default.yaml" >/dev/null
-echo "helm chart: lint, templates, schemas, policy and its self-test passed"
+"$python" scripts/helm-policy.py --external-secret trailhound-oidc --self-test "$out/tls.yaml" >/dev/null
+# What the chart refuses, with the fix named: auth without mTLS, and a
+# Certificate without an issuer.
+refused() {
+  local want="$1"; shift
+  local err
+  if err=$("$helm" template trailhound "$chart" "$@" 2>&1 >/dev/null); then
+    echo "helm chart: rendered $* although it should refuse it" >&2; exit 1
+  fi
+  grep -qF "$want" <<<"$err" || { echo "helm chart: $* refused without naming $want: $err" >&2; exit 1; }
+}
+refused "tls.enabled and tls.mtls" --set auth.mode=tokens
+refused "tls.enabled and tls.mtls" -f "$chart/values-tls.yaml" --set tls.mtls=false
+refused "issuerRef.name" -f "$chart/values-tls.yaml" --set tls.certManager.issuerRef.name=
+
+echo "helm chart: lint, templates (TLS and auth too), schemas, policy and its self-tests, refusals passed"

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Checks the objects the Helm chart renders (helm template output).
 
-  helm-policy.py RENDERED.yaml...        schema validation and policy
-  helm-policy.py --self-test RENDERED.yaml
+  helm-policy.py [--external-secret NAME]... RENDERED.yaml...
+                                         schema validation and policy
+  helm-policy.py [--external-secret NAME]... --self-test RENDERED.yaml
                                          each policy, shown to catch a
                                          broken copy of the objects
 
@@ -21,6 +22,12 @@ names is rendered too; each service is the right kind of workload, with a
 Service, a PodDisruptionBudget and a NetworkPolicy selecting it; and the
 NetworkPolicies allow exactly the pipeline's edges between the services;
 trailhound.toml in the ConfigMap is TOML with only trailhound's sections.
+With TLS (a [tls] section): every service mounts its own certificate where
+[tls] names it (a cert-manager Certificate whose first DNS name is the
+service's, when the chart renders them), is probed by `trailhound probe`
+(the kubelet's gRPC probe speaks no TLS), and reads a configuration that
+requires client certificates everywhere but health's dashboard; [auth]
+without client certificates is refused.
 """
 
 import copy
@@ -46,9 +53,10 @@ KINDS = {
 # Who may open connections to whom: the pipeline, and health to all.
 EDGES = {("ingest", "enrich"), ("enrich", "detect"), ("detect", "insights"), ("notify", "insights")}
 EDGES |= {("health", s) for s in SERVICES if s != "health"}
-CRD_GROUPS = {"monitoring.coreos.com"}
+CRD_GROUPS = {"monitoring.coreos.com", "cert-manager.io"}
 # The sections trailhound.toml may have.
-SECTIONS = {"aws", "opensearch", *SERVICES}
+SECTIONS = {"aws", "opensearch", "tls", "auth", "limits", *SERVICES}
+CONFIG_DIR = "/etc/trailhound/config/"
 
 
 def load(path):
@@ -75,7 +83,17 @@ def schema_problems(docs):
         group = doc["apiVersion"].split("/")[0]
         if group in CRD_GROUPS:
             spec = doc.get("spec", {})
-            if not spec.get("selector") or not spec.get("endpoints"):
+            if doc["kind"] == "Certificate":
+                dns = spec.get("dnsNames") or []
+                if not spec.get("secretName") or not spec.get("issuerRef", {}).get("name"):
+                    problems.append(f"{name(doc)}: a Certificate needs a secretName and an issuerRef")
+                if not dns or dns[0] not in SERVICES:
+                    problems.append(f"{name(doc)}: the first DNS name is not a service's name: {dns}")
+                if "127.0.0.1" not in (spec.get("ipAddresses") or []):
+                    problems.append(f"{name(doc)}: no 127.0.0.1, which its own probe connects to")
+                if "client auth" not in (spec.get("usages") or []):
+                    problems.append(f"{name(doc)}: not usable as a client certificate (mTLS)")
+            elif not spec.get("selector") or not spec.get("endpoints"):
                 problems.append(f"{name(doc)}: a ServiceMonitor needs a selector and endpoints")
             continue
         for version in VERSIONS:
@@ -95,9 +113,14 @@ def container_problems(where, c, pod, service):
     psc = pod.get("securityContext", {})
     port = PORTS[service]
     grpc_name = f"trailhound.{service}.v1.{service.capitalize()}Service"
+    exec_probe = ["/usr/local/bin/trailhound", "probe", "--service", service, f"127.0.0.1:{port}"]
     for probe in ("readinessProbe", "livenessProbe"):
         p = c.get(probe, {}).get("grpc")
-        if not p:
+        command = c.get(probe, {}).get("exec", {}).get("command")
+        if command is not None:
+            if command != exec_probe:
+                problems.append(f"{where}: {probe} runs {command}, not {exec_probe}")
+        elif not p:
             problems.append(f"{where}: no gRPC {probe}")
         elif p.get("port") != port or p.get("service") != grpc_name:
             problems.append(f"{where}: {probe} checks {p}, not port {port} service {grpc_name}")
@@ -189,8 +212,60 @@ def network_problems(policies):
     return problems
 
 
+def env_value(c, key):
+    return next((e.get("value") for e in c.get("env", []) if e.get("name") == key), None)
+
+
+def tls_problems(where, service, pod, configs, certificates):
+    """What [tls] and [auth] ask of one workload."""
+    problems = []
+    c = pod["containers"][0]
+    path = env_value(c, "TRAILHOUND_CONFIG") or ""
+    key = path[len(CONFIG_DIR):] if path.startswith(CONFIG_DIR) else None
+    config = configs.get(key)
+    if config is None:
+        return [f"{where}: TRAILHOUND_CONFIG {path!r} is no rendered configuration"]
+    tls, auth = config.get("tls"), config.get("auth", {})
+    if auth.get("mode", "none") != "none" and not (tls or {}).get("client_ca"):
+        problems.append(f"{where}: [auth] without client certificates ([tls] client_ca): "
+                        "the services could not tell each other apart")
+    if not tls:
+        return problems
+    if not tls.get("cert") or not tls.get("key"):
+        problems.append(f"{where}: [tls] without cert and key")
+        return problems
+    if tls.get("client_cert_optional") and service != "health":
+        problems.append(f"{where}: takes callers without a client certificate")
+    directory = tls["cert"].rsplit("/", 1)[0]
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    volume = volumes.get(mounts.get(directory), {})
+    secret = volume.get("secret", {}).get("secretName")
+    if not secret:
+        problems.append(f"{where}: nothing mounted at {directory}, where [tls] cert is")
+    elif certificates and certificates.get(secret) != service:
+        problems.append(f"{where}: mounts certificate {secret}, which is "
+                        f"{certificates.get(secret) or 'no Certificate'}'s, not {service}'s")
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        if "grpc" in c.get(probe, {}):
+            problems.append(f"{where}: a gRPC {probe} against a TLS port (the kubelet's speaks no TLS)")
+    return problems
+
+
 def policy_problems(docs, external_secrets=()):
     problems = []
+    certificates = {d["spec"].get("secretName"): (d["spec"].get("dnsNames") or [None])[0]
+                    for d in docs if d["kind"] == "Certificate"}
+    external_secrets = set(external_secrets) | set(certificates)
+    configs = {}
+    for d in docs:
+        if d["kind"] == "ConfigMap":
+            for k, v in (d.get("data") or {}).items():
+                if k.endswith(".toml"):
+                    try:
+                        configs[k] = tomllib.loads(v)
+                    except tomllib.TOMLDecodeError:
+                        pass  # reported below
     rendered = {}
     for d in docs:
         rendered.setdefault(d["kind"], set()).add(d["metadata"]["name"])
@@ -216,6 +291,7 @@ def policy_problems(docs, external_secrets=()):
         for c in pod.get("containers", []):
             problems += container_problems(f"{where} container {c['name']}", c, pod, service)
         problems += reference_problems(where, pod, rendered, external_secrets)
+        problems += tls_problems(where, service, pod, configs, certificates)
         if w["kind"] == "StatefulSet":
             if w["spec"].get("replicas") != 1:
                 problems.append(f"{where}: an embedded store needs exactly one replica")
@@ -236,16 +312,16 @@ def policy_problems(docs, external_secrets=()):
         problems.append(f"no workload for {missing}")
     problems += network_problems(by_kind("NetworkPolicy"))
     for cm in by_kind("ConfigMap"):
-        text = cm.get("data", {}).get("trailhound.toml")
-        if text is None:
-            continue
-        try:
-            unknown = set(tomllib.loads(text)) - SECTIONS
-        except tomllib.TOMLDecodeError as e:
-            problems.append(f"{name(cm)}: trailhound.toml is not TOML: {e}")
-            continue
-        if unknown:
-            problems.append(f"{name(cm)}: trailhound.toml has unknown sections {sorted(unknown)}")
+        for key, text in (cm.get("data") or {}).items():
+            if not key.endswith(".toml"):
+                continue
+            try:
+                unknown = set(tomllib.loads(text)) - SECTIONS
+            except tomllib.TOMLDecodeError as e:
+                problems.append(f"{name(cm)}: {key} is not TOML: {e}")
+                continue
+            if unknown:
+                problems.append(f"{name(cm)}: {key} has unknown sections {sorted(unknown)}")
     return problems
 
 
@@ -264,7 +340,25 @@ def _break(docs, what):
     if what == "no readiness probe":
         del c["readinessProbe"]
     elif what == "liveness probe on another service":
-        c["livenessProbe"]["grpc"]["service"] = "trailhound.ingest.v1.IngestService"
+        if "exec" in c["livenessProbe"]:
+            c["livenessProbe"]["exec"]["command"][3] = "ingest"
+        else:
+            c["livenessProbe"]["grpc"]["service"] = "trailhound.ingest.v1.IngestService"
+    elif what == "a gRPC probe against TLS":
+        c["readinessProbe"] = {"grpc": {"port": 50053, "service": "trailhound.detect.v1.DetectService"}}
+    elif what == "another service's certificate":
+        for v in w["spec"]["template"]["spec"]["volumes"]:
+            if v["name"] == "tls":
+                v["secret"]["secretName"] = v["secret"]["secretName"].replace("detect", "ingest")
+    elif what == "auth without client certificates":
+        for d in docs:
+            if d["kind"] == "ConfigMap" and "trailhound.toml" in d["data"]:
+                d["data"]["trailhound.toml"] = d["data"]["trailhound.toml"].replace("client_ca", "# client_ca")
+    elif what == "a Certificate that is no service's":
+        for d in docs:
+            if d["kind"] == "Certificate":
+                d["spec"]["dnsNames"][0] = "example.com"
+                break
     elif what == "writable root filesystem":
         c["securityContext"]["readOnlyRootFilesystem"] = False
     elif what == "no memory limit":
@@ -299,17 +393,24 @@ BREAKAGES = [
     "no memory limit", "a capability added", "a missing Secret", "two replicas of a store",
     "no PodDisruptionBudget", "an edge outside the pipeline", "broken TOML", "an unknown field",
 ]
+# More, for objects rendered with TLS and auth.
+TLS_BREAKAGES = [
+    "a gRPC probe against TLS", "another service's certificate", "auth without client certificates",
+    "a Certificate that is no service's",
+]
 
 
-def self_test(path):
+def self_test(path, external=()):
     docs = load(path)
-    clean = policy_problems(docs) + schema_problems(docs)
+    clean = policy_problems(docs, external) + schema_problems(docs)
     if clean:
         raise SystemExit("self-test: the unbroken objects fail:\n  " + "\n  ".join(clean))
     missed = []
-    for what in BREAKAGES:
+    tls = any(d["kind"] == "Certificate" for d in docs)
+    for what in BREAKAGES + (TLS_BREAKAGES if tls else []):
         broken = _break(docs, what)
-        found = policy_problems(broken) + (schema_problems(broken) if what == "an unknown field" else [])
+        schema = what in ("an unknown field", "a Certificate that is no service's")
+        found = policy_problems(broken, external) + (schema_problems(broken) if schema else [])
         if not found:
             missed.append(what)
         else:
@@ -319,14 +420,20 @@ def self_test(path):
 
 
 def main(argv):
+    # Secrets the values name but the chart leaves to you (an OIDC client
+    # secret, notify.existingSecret): --external-secret NAME, repeatable.
+    external = []
+    while argv[:1] == ["--external-secret"]:
+        external.append(argv[1])
+        argv = argv[2:]
     if argv[:1] == ["--self-test"]:
         for path in argv[1:]:
-            self_test(path)
+            self_test(path, external)
         return
     failed = False
     for path in argv:
         docs = load(path)
-        problems = schema_problems(docs) + policy_problems(docs)
+        problems = schema_problems(docs) + policy_problems(docs, external)
         for p in problems:
             print(f"{path}: {p}", file=sys.stderr)
         failed |= bool(problems)

@@ -3,7 +3,9 @@
 //! generated trail pushed to ingest's published port, the burst followed
 //! to detect, insights and notify, health watching all five; then detect
 //! killed with SIGKILL and restarted while more is pushed, and not one
-//! acknowledged event lost.
+//! acknowledged event lost. Every hop is mTLS, certificates from the
+//! stack's one-shot `certs` service; the test reaches the published ports
+//! with the `client` certificate, and plaintext is refused.
 //!
 //! Needs a Docker engine and docker-compose (or `docker compose`), so it
 //! is ignored by a plain `cargo test`; scripts/test runs it where an
@@ -24,6 +26,8 @@ use trailhound_proto::insights::v1::ListInsightsRequest;
 use trailhound_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use trailhound_proto::notify::v1::notify_service_client::NotifyServiceClient;
 use trailhound_proto::notify::v1::{DeliveryStatus, ListDeliveriesRequest};
+
+use trailhound_runtime::{ClientSecurity, TracedChannel};
 
 use crate::harness::{generated_org, trail_records, trailhound_bin};
 
@@ -134,10 +138,42 @@ impl Drop for Stack {
     }
 }
 
-async fn push(port: u16, records: &[String]) -> u64 {
-    let mut client = IngestServiceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connect ingest");
+/// A TLS channel to a published port, with the `client` certificate.
+fn channel(security: &ClientSecurity, port: u16) -> TracedChannel {
+    trailhound_runtime::client::connect_with(
+        &format!("https://127.0.0.1:{port}"),
+        Duration::from_secs(60),
+        security,
+    )
+    .expect("a channel")
+}
+
+/// The stack's certificates, copied out of a service's read-only mount,
+/// as a tool's credentials: the CA and the `client` certificate.
+fn client_security(stack: &Stack, dir: &Path) -> ClientSecurity {
+    let id = stack.container("ingest");
+    let out = output(
+        Command::new("docker")
+            .args(["cp", &format!("{id}:/etc/trailhound/certs")])
+            .arg(dir),
+    );
+    assert!(
+        out.status.success(),
+        "docker cp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    trailhound_runtime::args::ClientArgs {
+        ca: Some(dir.join("ca.pem")),
+        cert: Some(dir.join("client.pem")),
+        key: Some(dir.join("client-key.pem")),
+        token: None,
+    }
+    .security()
+    .expect("the stack's certificates load")
+}
+
+async fn push(security: &ClientSecurity, port: u16, records: &[String]) -> u64 {
+    let mut client = IngestServiceClient::new(channel(security, port));
     let mut accepted = 0;
     for chunk in records.chunks(2000) {
         let batch: Vec<PushEventsRequest> = chunk
@@ -158,20 +194,16 @@ async fn push(port: u16, records: &[String]) -> u64 {
     accepted
 }
 
-async fn detect_stats(port: u16) -> ServiceStats {
-    DetectServiceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connect detect")
+async fn detect_stats(security: &ClientSecurity, port: u16) -> ServiceStats {
+    DetectServiceClient::new(channel(security, port))
         .stats(StatsRequest {})
         .await
         .expect("detect stats")
         .into_inner()
 }
 
-async fn ingest_stats(port: u16) -> ServiceStats {
-    IngestServiceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connect ingest")
+async fn ingest_stats(security: &ClientSecurity, port: u16) -> ServiceStats {
+    IngestServiceClient::new(channel(security, port))
         .stats(StatsRequest {})
         .await
         .expect("ingest stats")
@@ -179,10 +211,13 @@ async fn ingest_stats(port: u16) -> ServiceStats {
 }
 
 /// Polls until health reports every watched service SERVING.
-async fn wait_all_serving(port: u16, stack: &Stack, limit: Duration) -> hpb::SystemHealth {
-    let mut client = HealthServiceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connect health");
+async fn wait_all_serving(
+    security: &ClientSecurity,
+    port: u16,
+    stack: &Stack,
+    limit: Duration,
+) -> hpb::SystemHealth {
+    let mut client = HealthServiceClient::new(channel(security, port));
     let started = Instant::now();
     loop {
         let h = client
@@ -317,6 +352,52 @@ async fn the_compose_stack_catches_a_burst_and_a_killed_detect_loses_nothing() {
         .wait_healthy(&SERVICES, Duration::from_secs(120))
         .await;
     let up = started.elapsed();
+    let certs = dir.path().join("certs");
+    let tls = client_security(&stack, &certs);
+
+    // Plaintext is refused on every published port; over mTLS each
+    // answers, and none runs insecurely.
+    for s in SERVICES {
+        let plain =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", port(s)))
+                .unwrap()
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(3))
+                .connect_lazy();
+        let refused = tonic_health::pb::health_client::HealthClient::new(plain)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await;
+        assert!(refused.is_err(), "{s} answered plaintext: {refused:?}");
+    }
+    let d = detect_stats(&tls, port("detect")).await;
+    assert!(
+        d.insecure.is_empty(),
+        "detect runs insecurely: {}",
+        d.insecure
+    );
+    // The FROM scratch images carry the public roots an OIDC issuer's
+    // JWKS is verified with over https (SSL_CERT_FILE names the bundle
+    // the platform verifier reads).
+    let env = stack.inspect("detect", "{{.Config.Env}}");
+    assert!(
+        env.contains("SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"),
+        "{env}"
+    );
+    let bundle = output(Command::new("docker").args([
+        "cp",
+        &format!(
+            "{}:/etc/ssl/certs/ca-certificates.crt",
+            stack.container("detect")
+        ),
+        "-",
+    ]));
+    let roots = String::from_utf8_lossy(&bundle.stdout)
+        .matches("BEGIN CERTIFICATE")
+        .count();
+    assert!(
+        roots > 100,
+        "the image's CA bundle holds {roots} certificates"
+    );
 
     // What the file promises about every container.
     for s in SERVICES {
@@ -331,13 +412,11 @@ async fn the_compose_stack_catches_a_burst_and_a_killed_detect_loses_nothing() {
     }
 
     // The trail up to the burst and a little past it.
-    let accepted = push(port("ingest"), first).await;
+    let accepted = push(&tls, port("ingest"), first).await;
     assert_eq!(accepted, first.len() as u64, "{}", stack.logs());
 
     // detect found the burst...
-    let mut detect = DetectServiceClient::connect(format!("http://127.0.0.1:{}", port("detect")))
-        .await
-        .unwrap();
+    let mut detect = DetectServiceClient::new(channel(&tls, port("detect")));
     let anomalies = detect
         .list_anomalies(ListAnomaliesRequest {
             account_id: burst.account_id.clone(),
@@ -362,10 +441,7 @@ async fn the_compose_stack_catches_a_burst_and_a_killed_detect_loses_nothing() {
         .clone();
 
     // ...insights explained it (over detect's insights endpoint)...
-    let mut insights =
-        InsightsServiceClient::connect(format!("http://127.0.0.1:{}", port("insights")))
-            .await
-            .unwrap();
+    let mut insights = InsightsServiceClient::new(channel(&tls, port("insights")));
     let deadline = Instant::now() + Duration::from_secs(30);
     let insight = loop {
         let listed = insights
@@ -397,9 +473,7 @@ async fn the_compose_stack_catches_a_burst_and_a_killed_detect_loses_nothing() {
     );
 
     // ...and notify, following insights, delivered it.
-    let mut notify = NotifyServiceClient::connect(format!("http://127.0.0.1:{}", port("notify")))
-        .await
-        .unwrap();
+    let mut notify = NotifyServiceClient::new(channel(&tls, port("notify")));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let deliveries = notify
@@ -427,18 +501,19 @@ async fn the_compose_stack_catches_a_burst_and_a_killed_detect_loses_nothing() {
     }
 
     // health watches all five across the network.
-    wait_all_serving(port("health"), &stack, Duration::from_secs(60)).await;
+    wait_all_serving(&tls, port("health"), &stack, Duration::from_secs(60)).await;
 
     // detect killed hard: what it acknowledged since its last checkpoint
     // is only in its write-ahead log, on its named volume.
-    let before = detect_stats(port("detect")).await.events_in;
+    let before = detect_stats(&tls, port("detect")).await.events_in;
     assert_eq!(before, first.len() as u64, "{}", stack.logs());
     stack.run(&["kill", "-s", "SIGKILL", "detect"]);
     // The rest goes in while detect is down: ingest holds and retries.
     let pusher = {
         let rest = rest.to_vec();
         let p = port("ingest");
-        tokio::spawn(async move { push(p, &rest).await })
+        let tls = tls.clone();
+        tokio::spawn(async move { push(&tls, p, &rest).await })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
@@ -457,9 +532,9 @@ async fn the_compose_stack_catches_a_burst_and_a_killed_detect_loses_nothing() {
     detect.flush(FlushRequest {}).await.unwrap();
 
     let total = records.len() as u64;
-    let i = ingest_stats(port("ingest")).await;
+    let i = ingest_stats(&tls, port("ingest")).await;
     assert_eq!(i.events_out, total, "ingest handed on every event");
-    let d = detect_stats(port("detect")).await;
+    let d = detect_stats(&tls, port("detect")).await;
     assert!(
         d.gauges.get("replayed_entries").copied().unwrap_or(0.0) > 0.0,
         "detect's restart replayed its log: {d:#?}"
@@ -470,7 +545,7 @@ async fn the_compose_stack_catches_a_burst_and_a_killed_detect_loses_nothing() {
         "detect counted every acknowledged event exactly once across the kill\n{}",
         stack.logs()
     );
-    wait_all_serving(port("health"), &stack, Duration::from_secs(60)).await;
+    wait_all_serving(&tls, port("health"), &stack, Duration::from_secs(60)).await;
 
     // The measured limits held.
     for s in SERVICES {

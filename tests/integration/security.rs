@@ -672,6 +672,61 @@ async fn non_loopback_without_tls_and_auth_is_refused_unless_insecure() {
     );
 }
 
+/// A service run as its own process with `[auth]` but without mTLS could
+/// not prove who it is to the others (nor they to it): refused at
+/// start-up, naming what is missing and the fix. With [tls] complete it
+/// starts (the pipeline test above runs three such processes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_service_with_auth_but_without_mtls_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs_dir = dir.path().join("certs");
+    certs(&certs_dir);
+    let config = dir.path().join("trailhound.toml");
+    let run = |tls: &str| {
+        std::fs::write(&config, format!("{tls}\n[auth]\nmode = \"tokens\"\n")).unwrap();
+        Command::new(trailhound_bin())
+            .args(["--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "enrich",
+                "--enrich-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run("");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for needle in [
+        "[auth]",
+        "enrich",
+        "cert, key, ca, client_ca",
+        "trailhound certs",
+        "trailhound up",
+    ] {
+        assert!(err.contains(needle), "{needle} not named: {err}");
+    }
+    // Server TLS without client certificates is not enough either.
+    let out = run(&format!(
+        "[tls]\ncert = \"{d}/enrich.pem\"\nkey = \"{d}/enrich-key.pem\"\nca = \"{d}/ca.pem\"",
+        d = certs_dir.display()
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("client_ca"), "{err}");
+    // The same configuration under `trailhound up` is fine: its services
+    // share one process and its token.
+    let ports = ports();
+    std::fs::write(&config, "[auth]\nmode = \"tokens\"\n").unwrap();
+    let mut cmd: Vec<String> = vec!["--config".into(), config.display().to_string()];
+    cmd.extend(up_args(&ports));
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let mut up = Service::start("up", &dir.path().join("up-data"), &cmd);
+    crate::harness::wait_ready(&mut up, ports[2]).await;
+}
+
 /// A viewer scoped to `Root/Sandbox` sees only sandbox data, wherever it
 /// reads: ListAnomalies, WatchAnomalies, GetAnomaly, ListInsights, Ask,
 /// ListAccounts, GetAccount and the dashboard; an admin sees the rest.

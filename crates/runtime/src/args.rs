@@ -46,6 +46,13 @@ pub struct CommonArgs {
     /// (refused otherwise); warns every minute and shows in health.
     #[arg(long, env = "TRAILHOUND_INSECURE", global = true)]
     pub insecure: bool,
+    /// This process's certificate chain (PEM), over `[tls] cert`: one
+    /// configuration file for every service, each with its own certificate.
+    #[arg(long, env = "TRAILHOUND_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM), over `[tls] key`.
+    #[arg(long, env = "TRAILHOUND_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// How a command-line client reaches a trailhound service: TLS (verifying
@@ -89,6 +96,20 @@ impl ClientArgs {
 }
 
 impl CommonArgs {
+    /// The `[tls]` section with `--tls-cert` / `--tls-key` over its `cert`
+    /// and `key`.
+    pub fn tls_config(&self) -> Result<crate::tls::TlsConfig, crate::config::ConfigError> {
+        let mut tls: crate::tls::TlsConfig =
+            crate::config::load_section(self.config.as_deref(), "tls")?;
+        if let Some(c) = &self.tls_cert {
+            tls.cert = Some(c.clone());
+        }
+        if let Some(k) = &self.tls_key {
+            tls.key = Some(k.clone());
+        }
+        Ok(tls)
+    }
+
     /// Telemetry for `service_name`, logging at `info` unless `--log` says
     /// otherwise.
     pub fn telemetry(&self, service_name: &str) -> TelemetryOptions {

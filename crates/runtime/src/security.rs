@@ -222,6 +222,21 @@ impl Security {
         Self::from_parts(&tls_cfg, auth, limits, data_dir, insecure)
     }
 
+    /// [`Security::from_file`] for a process started with `common`: its
+    /// `--tls-cert` / `--tls-key` over the file's `[tls]`.
+    pub fn from_args(common: &crate::CommonArgs) -> Result<Self, SecurityError> {
+        let config = common.config.as_deref();
+        let auth: AuthConfig = crate::config::load_section(config, "auth")?;
+        let limits: LimitsConfig = crate::config::load_section(config, "limits")?;
+        Self::from_parts(
+            &common.tls_config()?,
+            auth,
+            limits,
+            &common.data_dir,
+            common.insecure,
+        )
+    }
+
     /// The same from sections already read.
     pub fn from_parts(
         tls_cfg: &TlsConfig,
@@ -251,10 +266,47 @@ impl Security {
     /// internal service token.
     pub fn client_security(&self) -> crate::client::ClientSecurity {
         let has_identity = self.tls.as_ref().is_some_and(|t| t.serves_tls());
+        // Sent with auth off too: in-process hops then spend the service
+        // budget rather than the anonymous one of their loopback address.
         crate::client::ClientSecurity {
             tls: self.tls.clone(),
-            token: (!has_identity && self.auth.is_enabled()).then(|| self.internal_token.clone()),
+            token: (!has_identity).then(|| self.internal_token.clone()),
         }
+    }
+
+    /// Refuses `[auth]` in a service run as its own process without mTLS.
+    ///
+    /// Services prove who they are to each other only with client
+    /// certificates (a process's internal token is known to that process
+    /// alone), so without them every hop between separate processes would
+    /// be refused at run time. Failing at start-up names the fix instead.
+    pub fn check_service_identity(&self, service: &str) -> Result<(), SecurityError> {
+        if !self.auth.is_enabled() {
+            return Ok(());
+        }
+        let missing: Vec<&str> = match &self.tls {
+            None => vec!["cert", "key", "ca", "client_ca"],
+            Some(t) => {
+                let c = t.config();
+                [
+                    ("cert", c.cert.is_some()),
+                    ("key", c.key.is_some()),
+                    ("ca", c.ca.is_some()),
+                    ("client_ca", c.client_ca.is_some()),
+                ]
+                .into_iter()
+                .filter(|(_, set)| !set)
+                .map(|(k, _)| k)
+                .collect()
+            }
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(SecurityError::Config(format!(
+            "[auth] is on but {service} runs as its own process without mTLS ([tls] {} not set): services prove who they are to each other only with client certificates, so its calls to the other services, and theirs to it, would be refused. Set [tls] cert, key, ca and client_ca for every service (`trailhound certs --out certs` writes a development CA and a certificate per service; see the README's Security section), or run all six in one process with `trailhound up`",
+            missing.join(", ")
+        )))
     }
 
     /// Where the audit log is, when auth is on.
@@ -522,6 +574,42 @@ pub struct AuditRecord {
     pub trace_id: Option<String>,
 }
 
+/// The metadata key a service narrows a read with, on behalf of the
+/// person it serves (health's dashboard reads insights and series with
+/// its own identity for a signed-in viewer): a JSON [`trailhound_core::Scope`].
+/// Honoured from service identities only, where it can only narrow (a
+/// service may read everything); others cannot widen their scope with it.
+pub const ON_BEHALF_SCOPE: &str = "trailhound-on-behalf-scope";
+
+/// Asks the server to filter `req`'s reads by `scope`, as if the person
+/// it is read for had called (see [`ON_BEHALF_SCOPE`]). Nothing is added
+/// for an unrestricted scope.
+pub fn on_behalf<T>(
+    req: &mut tonic::Request<T>,
+    scope: &trailhound_core::Scope,
+) -> Result<(), String> {
+    if scope.is_unrestricted() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(scope).map_err(|e| format!("scope: {e}"))?;
+    // Metadata is ASCII: non-ASCII (only inside JSON strings) as \u escapes.
+    let mut ascii = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            ascii.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                ascii.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    let value = tonic::metadata::MetadataValue::try_from(ascii.as_str())
+        .map_err(|e| format!("scope: {e}"))?;
+    req.metadata_mut().insert(ON_BEHALF_SCOPE, value);
+    Ok(())
+}
+
 /// The caller of a request, as the security layer identified it. Absent
 /// only for requests that bypass the layer (in-process tests): those are
 /// treated as unrestricted.
@@ -706,7 +794,7 @@ where
                         .await
                 }
             };
-            let principal = match principal {
+            let mut principal = match principal {
                 Ok(p) => p,
                 Err(e) => {
                     let code = match e {
@@ -721,6 +809,28 @@ where
                     return Ok(refuse(grpc, code, message, login));
                 }
             };
+            if principal.is_service()
+                && let Some(v) = req.headers().get(ON_BEHALF_SCOPE)
+            {
+                // A narrowed read for the person the service serves; one
+                // that cannot be read is refused, never widened to all.
+                match v
+                    .to_str()
+                    .ok()
+                    .and_then(|s| serde_json::from_str::<trailhound_core::Scope>(s).ok())
+                {
+                    Some(scope) => principal.scope = scope,
+                    None => {
+                        let message = format!("{ON_BEHALF_SCOPE}: not a scope (JSON)");
+                        security.audit(&record(
+                            Some(&principal),
+                            "invalid_argument".into(),
+                            Some(message.clone()),
+                        ));
+                        return Ok(refuse(grpc, tonic::Code::InvalidArgument, message, false));
+                    }
+                }
+            }
             crate::telemetry::record_caller(&principal);
             if let Err(message) = principal.check(requirement) {
                 security.denied.fetch_add(1, Ordering::Relaxed);
@@ -732,16 +842,18 @@ where
                 ));
                 return Ok(refuse(grpc, tonic::Code::PermissionDenied, message, false));
             }
-            // Limits: per caller, not per connection. Anonymous callers
-            // (auth off, loopback) are the operator on the machine.
-            let limited = principal.kind != PrincipalKind::Anonymous;
-            let who = format!("{:?}:{}", principal.kind, principal.subject);
+            // Limits: per caller, not per connection.
+            let (who, service_budget) = limit_key(
+                &principal,
+                requirement,
+                peer.as_ref().and_then(|p| p.remote),
+            );
             let mut permit = None;
-            if limited {
+            {
                 let method = path.rsplit('/').next().unwrap_or_default();
-                let result = security.take(&who, principal.is_service()).and_then(|_| {
+                let result = security.take(&who, service_budget).and_then(|_| {
                     if method.starts_with("Watch") || method == "PushEvents" {
-                        permit = Some(security.open_stream(&who, principal.is_service())?);
+                        permit = Some(security.open_stream(&who, service_budget)?);
                     }
                     Ok(())
                 });
@@ -788,6 +900,38 @@ where
             ))
         })
     }
+}
+
+/// Whose budget a request spends, and whether it is a service's.
+///
+/// Identified callers are limited by who they are. Anonymous callers (auth
+/// off) are told apart by their IP address, so one client hammering a port
+/// cannot starve the others; the pipeline's hops (the methods that need a
+/// service identity when auth is on) get the service budget under a key of
+/// their own, because with auth off a service calling from that address
+/// cannot be told from a person.
+fn limit_key(
+    principal: &Principal,
+    requirement: Requirement,
+    remote: Option<SocketAddr>,
+) -> (String, bool) {
+    if principal.kind != PrincipalKind::Anonymous {
+        return (
+            format!("{:?}:{}", principal.kind, principal.subject),
+            principal.is_service(),
+        );
+    }
+    let address = remote.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+    let pipeline = matches!(
+        requirement,
+        Requirement::Service | Requirement::ServiceOrAdmin
+    );
+    let key = if pipeline {
+        format!("anonymous-pipeline:{address}")
+    } else {
+        format!("anonymous:{address}")
+    };
+    (key, pipeline)
 }
 
 /// A response body that writes its call's audit record when it ends (a
@@ -860,3 +1004,192 @@ impl http_body::Body for AuditBody {
 
 /// The `Secret` type, re-exported for client flags.
 pub type Token = Secret;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Service, ServiceExt};
+
+    fn request(path: &str, from: &str, token: Option<&str>) -> http::Request<tonic::body::Body> {
+        let mut req = http::Request::builder()
+            .uri(format!("http://x{path}"))
+            .header(http::header::CONTENT_TYPE, "application/grpc");
+        if let Some(t) = token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let mut req = req.body(tonic::body::Body::empty()).unwrap();
+        req.extensions_mut().insert(PeerInfo {
+            remote: Some(from.parse().unwrap()),
+            certificate_names: Arc::from(Vec::<String>::new()),
+        });
+        req
+    }
+
+    /// With auth off, callers are anonymous: they are limited by their
+    /// address, one hammering client is refused while another is served,
+    /// and the pipeline's hops have a budget of their own.
+    #[tokio::test]
+    async fn anonymous_callers_are_limited_by_their_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = LimitsConfig {
+            requests_per_second: 0.001,
+            burst: 3,
+            service_requests_per_second: 0.001,
+            service_burst: 5,
+            ..Default::default()
+        };
+        let security = Arc::new(
+            Security::from_parts(
+                &TlsConfig::default(),
+                AuthConfig::default(),
+                limits,
+                dir.path(),
+                false,
+            )
+            .unwrap(),
+        );
+        let ok = tower::service_fn(|_req: http::Request<tonic::body::Body>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+        });
+        let mut svc = tower::Layer::layer(&SecurityLayer::new(security.clone()), ok);
+        // The gRPC code the layer answered with ("0": it let the call in).
+        let mut code = async |path: &str, from: &str, token: Option<&str>| {
+            let r = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(request(path, from, token))
+                .await
+                .unwrap();
+            r.headers()
+                .get("grpc-status")
+                .map_or("0".to_string(), |v| v.to_str().unwrap().to_string())
+        };
+        let list = "/trailhound.detect.v1.DetectService/ListAnomalies";
+        for _ in 0..3 {
+            assert_eq!(code(list, "10.0.0.1:4000", None).await, "0");
+        }
+        // Another connection from the same address shares the budget.
+        assert_eq!(code(list, "10.0.0.1:4001", None).await, "8");
+        // Another address is served.
+        assert_eq!(code(list, "10.0.0.2:4000", None).await, "0");
+        // The pipeline's hops from the hammering address still go through,
+        // on the service budget.
+        let process = "/trailhound.enrich.v1.EnrichService/Process";
+        for _ in 0..5 {
+            assert_eq!(code(process, "10.0.0.1:4002", None).await, "0");
+        }
+        assert_eq!(code(process, "10.0.0.1:4002", None).await, "8");
+        // This process's own clients present its token and spend the
+        // service budget, not their loopback address's.
+        let token = security.client_security().token.unwrap();
+        for _ in 0..5 {
+            let t = Some(token.expose());
+            assert_eq!(code(list, "127.0.0.1:5000", t).await, "0");
+        }
+        assert_eq!(code(list, "127.0.0.1:5001", None).await, "0");
+        assert_eq!(security.rate_limited(), 2);
+    }
+
+    /// A service run as its own process with `[auth]` but without mTLS
+    /// cannot prove who it is to the others: refused at start-up, naming
+    /// what is missing and the fix.
+    #[test]
+    fn auth_without_mtls_is_refused_for_a_standalone_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = AuthConfig {
+            mode: crate::auth::AuthMode::Tokens,
+            ..Default::default()
+        };
+        let build = |tls: &TlsConfig, auth: AuthConfig| {
+            Security::from_parts(tls, auth, LimitsConfig::default(), dir.path(), false).unwrap()
+        };
+        let plain = build(&TlsConfig::default(), auth.clone());
+        let e = plain
+            .check_service_identity("enrich")
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "enrich",
+            "cert, key, ca, client_ca",
+            "trailhound certs",
+            "trailhound up",
+        ] {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        // Auth off needs nothing.
+        assert!(
+            build(&TlsConfig::default(), AuthConfig::default())
+                .check_service_identity("enrich")
+                .is_ok()
+        );
+    }
+
+    /// A service may narrow its read to the scope of the person it reads
+    /// for; anyone else's header changes nothing, and a header that is no
+    /// scope is refused rather than read as "everything".
+    #[tokio::test]
+    async fn a_service_reads_on_behalf_of_a_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let security = Arc::new(
+            Security::from_parts(
+                &TlsConfig::default(),
+                AuthConfig::default(),
+                LimitsConfig::default(),
+                dir.path(),
+                false,
+            )
+            .unwrap(),
+        );
+        let seen = Arc::new(Mutex::new(None::<trailhound_core::Scope>));
+        let record = seen.clone();
+        let inner = tower::service_fn(move |req: http::Request<tonic::body::Body>| {
+            let record = record.clone();
+            async move {
+                if let Ok(mut s) = record.lock() {
+                    *s = req.extensions().get::<Principal>().map(|p| p.scope.clone());
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+            }
+        });
+        let mut svc = tower::Layer::layer(&SecurityLayer::new(security.clone()), inner);
+        let sandbox = trailhound_core::Scope::union([trailhound_core::ScopeRule {
+            ous: vec!["Root/Sändbox".into()],
+            ..Default::default()
+        }]);
+        let mut grpc_req = tonic::Request::new(());
+        on_behalf(&mut grpc_req, &sandbox).unwrap();
+        let header = grpc_req
+            .metadata()
+            .get(ON_BEHALF_SCOPE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let token = security.client_security().token.unwrap();
+        let list = "/trailhound.insights.v1.InsightsService/ListInsights";
+        let mut call = async |token: Option<&str>, scope: &str| {
+            let mut req = request(list, "127.0.0.1:5000", token);
+            req.headers_mut()
+                .insert(ON_BEHALF_SCOPE, http::HeaderValue::from_str(scope).unwrap());
+            let r = svc.ready().await.unwrap().call(req).await.unwrap();
+            let code = r
+                .headers()
+                .get("grpc-status")
+                .map_or("0".to_string(), |v| v.to_str().unwrap().to_string());
+            (code, seen.lock().unwrap().take())
+        };
+        // This process's own client (a service): narrowed, non-ASCII intact.
+        assert_eq!(
+            call(Some(token.expose()), &header).await,
+            ("0".into(), Some(sandbox.clone()))
+        );
+        // An anonymous caller's header is ignored.
+        assert_eq!(
+            call(None, &header).await,
+            ("0".into(), Some(trailhound_core::Scope::all()))
+        );
+        // Garbage from a service: refused, not read as everything.
+        assert_eq!(call(Some(token.expose()), "{").await.0, "3");
+    }
+}

@@ -275,6 +275,11 @@ impl Tls {
         self.current().client.clone()
     }
 
+    /// The `[tls]` section this was loaded from.
+    pub fn config(&self) -> &TlsConfig {
+        &self.config
+    }
+
     /// Whether listeners serve TLS.
     pub fn serves_tls(&self) -> bool {
         self.config.cert.is_some()

@@ -24,6 +24,11 @@ pub struct CertsArgs {
     /// Validity in days.
     #[arg(long, default_value_t = 365)]
     pub days: u32,
+    /// Leave DIR as it is when it already holds ca.pem: for a one-shot
+    /// container that runs on every `docker-compose up`, so restarts keep
+    /// the PKI the running services trust.
+    #[arg(long)]
+    pub if_missing: bool,
 }
 
 /// The certificates written besides the CA: the six services and `client`
@@ -51,6 +56,10 @@ fn write(path: &Path, contents: &str, private: bool) -> anyhow::Result<()> {
 }
 
 pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
+    if args.if_missing && args.out.join("ca.pem").exists() {
+        eprintln!("{} already holds a CA: left as it is", args.out.display());
+        return Ok(());
+    }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("failed to create {}: {e}", args.out.display()))?;
     let now = chrono::Utc::now();

@@ -263,8 +263,14 @@ pub async fn run(
             started.elapsed().as_secs_f64()
         );
         println!("  dashboard   http://{}/", addr("health"));
+        // As the configuration serves them: -plaintext only without TLS.
+        let security = trailhound_runtime::security::installed();
+        let flags = trailhound_insights::config::grpcurl_flags(
+            security.tls.as_ref().map(|t| t.config()),
+            security.auth.is_enabled(),
+        );
         println!(
-            "  anomalies   grpcurl -plaintext {} trailhound.detect.v1.DetectService/ListAnomalies",
+            "  anomalies   grpcurl {flags} {} trailhound.detect.v1.DetectService/ListAnomalies",
             addr("detect")
         );
         println!(

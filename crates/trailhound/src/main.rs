@@ -142,7 +142,7 @@ fn main() -> anyhow::Result<()> {
         return tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(probe::run(args, cli.common.config.as_deref()));
+            .block_on(probe::run(args, &cli.common));
     }
     let deadline = cli.common.shutdown_deadline;
     trailhound_runtime::shutdown::set_deadline(deadline);
@@ -200,7 +200,7 @@ fn main() -> anyhow::Result<()> {
             None => {
                 let done = rt.block_on(async {
                     trailhound_runtime::shutdown_on_signal(shutdown.clone());
-                    install_security(&common, &shutdown)?;
+                    install_security(&common, &shutdown, Some("detect"))?;
                     let run = trailhound_detect::run(&common, &detect, shutdown.clone());
                     trailhound_runtime::within_deadline(shutdown, deadline, run).await
                 });
@@ -324,7 +324,15 @@ fn main() -> anyhow::Result<()> {
         command => {
             let done = rt.block_on(async move {
                 trailhound_runtime::shutdown_on_signal(shutdown.clone());
-                install_security(&common, &shutdown)?;
+                let standalone = match &command {
+                    Command::Ingest(_) => Some("ingest"),
+                    Command::Enrich(_) => Some("enrich"),
+                    Command::Insights(_) => Some("insights"),
+                    Command::Notify(_) => Some("notify"),
+                    Command::Health(_) => Some("health"),
+                    _ => None,
+                };
+                install_security(&common, &shutdown, standalone)?;
                 let stop = shutdown.clone();
                 let run = async move {
                     match command {
@@ -352,13 +360,17 @@ const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Loads `[tls]`, `[auth]` and `[limits]` and makes them the process's:
 /// every server it starts and every client it opens use them; certificate
-/// files are watched for rotation.
-fn install_security(common: &CommonArgs, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let security = trailhound_runtime::Security::from_file(
-        common.config.as_deref(),
-        &common.data_dir,
-        common.insecure,
-    )?;
+/// files are watched for rotation. `standalone` names the service when it
+/// runs as its own process: with `[auth]` it then needs mTLS.
+fn install_security(
+    common: &CommonArgs,
+    shutdown: &CancellationToken,
+    standalone: Option<&str>,
+) -> anyhow::Result<()> {
+    let security = trailhound_runtime::Security::from_args(common)?;
+    if let Some(service) = standalone {
+        security.check_service_identity(service)?;
+    }
     if let Some(tls) = &security.tls {
         tls.watch(shutdown.clone());
     }

@@ -60,11 +60,10 @@ fn endpoint_uri(addr: &str, tls: bool) -> anyhow::Result<String> {
     Ok(format!("http://{addr}"))
 }
 
-/// Checks once; `Ok` only when the answer is SERVING. `config` is the
-/// process's configuration file, for its `[tls]`.
-pub async fn run(args: &ProbeArgs, config: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let tls_cfg: trailhound_runtime::tls::TlsConfig =
-        trailhound_runtime::load_section(config, "tls")?;
+/// Checks once; `Ok` only when the answer is SERVING. `common` holds the
+/// process's configuration, for its `[tls]` (and `--tls-cert`/`--tls-key`).
+pub async fn run(args: &ProbeArgs, common: &trailhound_runtime::CommonArgs) -> anyhow::Result<()> {
+    let tls_cfg = common.tls_config()?;
     let tls = trailhound_runtime::tls::Tls::load(&tls_cfg)?;
     let security = trailhound_runtime::ClientSecurity { tls, token: None };
     let uri = endpoint_uri(&args.addr, security.tls.is_some())?;

@@ -417,7 +417,18 @@ impl DetectService for DetectGrpc {
             parts.push(v);
         }
         let key = parts.join("/");
-        if !self.account_visible(&scope, &r.account_id).await? {
+        // A series not keyed by account (per region, say) sums every
+        // account's activity: only the whole organization's to see.
+        let per_account = spec
+            .category_fields
+            .iter()
+            .any(|f| f.as_str() == "recipientAccountId");
+        let visible = if per_account {
+            self.account_visible(&scope, &r.account_id).await?
+        } else {
+            scope.is_unrestricted()
+        };
+        if !visible {
             // What an entity without data answers.
             return Ok(Response::new(pb::GetUsageSeriesResponse {
                 detector: r.detector,

@@ -462,7 +462,9 @@ impl Detect {
         Ok(outcome)
     }
 
-    /// ListAnomalies from the active backend.
+    /// ListAnomalies from the active backend. With OpenSearch a scoped
+    /// caller's page is filled from as many reads as it takes (at most
+    /// [`MAX_SCOPED_READS`]).
     pub async fn list_any(
         &self,
         filter: &AnomalyFilter,
@@ -483,15 +485,44 @@ impl Detect {
             end_ms: filter.end_ms,
             min_grade: filter.min_grade,
         };
-        let (mut page, next) = os.list(&q, page_size, token).await.map_err(backend_error)?;
+        if filter.scope.is_unrestricted() {
+            return os.list(&q, page_size, token).await.map_err(backend_error);
+        }
         // The cluster's query knows no scopes: out-of-scope anomalies are
-        // dropped from the page here.
-        page.retain(|a| {
-            filter
-                .scope
-                .allows(&a.account_id, &a.ou_path, a.environment)
-        });
-        Ok((page, next))
+        // dropped here, and further pages read until this one is full, so
+        // a scoped caller's page is as full as anyone's (a short page
+        // would hint at what was dropped). Bounded: after MAX_SCOPED_READS
+        // reads the page goes back short, with a token to go on from.
+        let mut page: Vec<Anomaly> = Vec::new();
+        let mut cursor = token.map(str::to_string);
+        for _ in 0..MAX_SCOPED_READS {
+            let (batch, next) = os
+                .list(&q, page_size, cursor.as_deref())
+                .await
+                .map_err(backend_error)?;
+            let read_to = batch.last().map(os_token);
+            for a in batch {
+                if !filter
+                    .scope
+                    .allows(&a.account_id, &a.ou_path, a.environment)
+                {
+                    continue;
+                }
+                page.push(a);
+                if page.len() == page_size {
+                    // Full: the next page starts after its last anomaly
+                    // (which is where the cluster would go on, if more).
+                    let after = page.last().map(os_token);
+                    let more = next.is_some() || after != read_to;
+                    return Ok((page, after.filter(|_| more)));
+                }
+            }
+            match next {
+                Some(n) => cursor = Some(n),
+                None => return Ok((page, None)),
+            }
+        }
+        Ok((page, cursor))
     }
 
     fn os_entity(
@@ -1126,4 +1157,13 @@ impl Detect {
         self.save(&mut e)?;
         Ok(spec)
     }
+}
+
+/// Reads of the cluster one scoped ListAnomalies page may take.
+pub const MAX_SCOPED_READS: usize = 20;
+
+/// The page token that goes on after `a` (the OpenSearch backend's
+/// `search_after` key: window start, then id).
+fn os_token(a: &Anomaly) -> String {
+    format!("{}|{}", a.window_start.timestamp_millis(), a.id)
 }

@@ -190,3 +190,111 @@ async fn detectors_managed_over_grpc_survive_a_restart() {
     assert_eq!(gone.code(), Code::NotFound);
     srv.shut().await;
 }
+
+/// An invocation of function `f` in `account`, enriched as a sandbox
+/// account under Root/Sandbox.
+fn invocation(id: u64, account: &str, t: i64) -> trailhound_core::EnrichedEvent {
+    use trailhound_core::account::{AccountMetadata, Environment};
+    let mut meta = AccountMetadata::external(account);
+    meta.known = true;
+    meta.environment = Environment::Sandbox;
+    meta.ou_path = vec!["Root".into(), "Sandbox".into()];
+    trailhound_core::EnrichedEvent {
+        event: trailhound_core::Event {
+            event_id: format!("e-{id}"),
+            event_time_ms: t,
+            event_source: "lambda.amazonaws.com".into(),
+            event_name: "Invoke".into(),
+            aws_region: "us-east-1".into(),
+            recipient_account_id: account.into(),
+            user_identity: trailhound_core::UserIdentity {
+                kind: "AssumedRole".into(),
+                arn: format!("arn:aws:sts::{account}:assumed-role/app/x"),
+                ..Default::default()
+            },
+            source_ip_address: "lambda.amazonaws.com".into(),
+            user_agent: "aws-sdk-go".into(),
+            event_category: "Data".into(),
+            event_type: "AwsApiCall".into(),
+            event_version: "1.08".into(),
+            error_code: String::new(),
+            error_message: String::new(),
+            read_only: Some(false),
+            management_event: Some(false),
+            request_parameters: r#"{"functionName":"f"}"#.into(),
+            response_elements: String::new(),
+            raw: String::new(),
+        },
+        account: std::sync::Arc::new(meta),
+    }
+}
+
+/// GetUsageSeries for a scoped caller: an account's series only when the
+/// scope allows the account, and a series summed over every account (a
+/// detector keyed by region alone) never — it reads like an entity
+/// without data, as for an account outside the scope.
+#[tokio::test]
+async fn usage_series_are_read_within_the_callers_scope() {
+    use trailhound_proto::detect::v1::detect_service_server::DetectService;
+    use trailhound_runtime::auth::{Principal, PrincipalKind, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let detect = trailhound_detect::build(
+        &trailhound_detect::DetectConfig::default(),
+        dir.path(),
+        None,
+    )
+    .unwrap();
+    let mut by_region = detect.detector("lambda-invoke").unwrap();
+    by_region.name = "lambda-invoke-by-region".into();
+    by_region.category_fields = vec!["awsRegion".parse().unwrap()];
+    detect.create_detector(by_region).unwrap();
+    const T0: i64 = 1_767_571_200_000; // 2026-01-05T00:00:00Z
+    let events = (0..6)
+        .map(|i| {
+            let account = if i % 2 == 0 {
+                "111122223333"
+            } else {
+                "444455556666"
+            };
+            invocation(i, account, T0 + i as i64 * 60_000)
+        })
+        .collect();
+    detect.accept(events).await.unwrap();
+    detect.flush().unwrap();
+    let grpc = trailhound_detect::grpc::DetectGrpc::new(detect);
+    let points = async |scope: trailhound_core::Scope, detector: &str| {
+        let mut req = tonic::Request::new(pb::GetUsageSeriesRequest {
+            detector: detector.into(),
+            account_id: "111122223333".into(),
+            region: "us-east-1".into(),
+            end_time: Some(trailhound_proto::prost_types::Timestamp {
+                seconds: T0 / 1000 + 3600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        });
+        req.extensions_mut().insert(Principal {
+            subject: "u".into(),
+            name: None,
+            kind: PrincipalKind::User,
+            role: Some(Role::Viewer),
+            scope,
+        });
+        let r = grpc.get_usage_series(req).await.unwrap().into_inner();
+        r.points.iter().map(|p| p.actual).sum::<f64>()
+    };
+    let accounts = |a: &str| {
+        trailhound_core::Scope::union([trailhound_core::ScopeRule {
+            accounts: vec![a.to_string()],
+            ..Default::default()
+        }])
+    };
+    let all = trailhound_core::Scope::all();
+    assert_eq!(points(all.clone(), "lambda-invoke").await, 3.0);
+    assert_eq!(points(all, "lambda-invoke-by-region").await, 6.0);
+    let own = accounts("111122223333");
+    assert_eq!(points(own.clone(), "lambda-invoke").await, 3.0);
+    // Every account's invocations summed: not for a scoped caller.
+    assert_eq!(points(own, "lambda-invoke-by-region").await, 0.0);
+    assert_eq!(points(accounts("444455556666"), "lambda-invoke").await, 0.0);
+}

@@ -148,3 +148,128 @@ async fn an_unreachable_cluster_is_retryable_and_named() {
         other => panic!("expected a backend error, got {other:?}"),
     }
 }
+
+fn stored_anomaly(n: i64, account: &str, ou: &str) -> trailhound_core::Anomaly {
+    let start = chrono::DateTime::from_timestamp_millis(T0 + n * 10 * MIN).unwrap();
+    let mut meta = AccountMetadata::external(account);
+    meta.known = true;
+    meta.ou_path = vec!["Root".into(), ou.into()];
+    trailhound_core::Anomaly {
+        id: format!("lambda-invoke:{account}:us-east-1:{n}"),
+        detector: "lambda-invoke".into(),
+        service: "lambda".into(),
+        kind: trailhound_core::AnomalyKind::Spike,
+        account_id: account.into(),
+        account_name: format!("acct-{account}"),
+        environment: Environment::Sandbox,
+        ou_path: meta.ou_path.clone(),
+        region: "us-east-1".into(),
+        entity: vec![
+            ("recipientAccountId".into(), account.into()),
+            ("awsRegion".into(), "us-east-1".into()),
+        ],
+        window_start: start,
+        window_end: start + chrono::Duration::minutes(10),
+        observed_until: start + chrono::Duration::minutes(10),
+        actual: 50.0,
+        expected: 2.0,
+        features: Vec::new(),
+        grade: 0.9,
+        confidence: 0.9,
+        score: 3.0,
+        event_count: 50,
+        top_contributors: Vec::new(),
+        detected_at: start,
+        account: meta,
+    }
+}
+
+/// ListAnomalies from OpenSearch for a scoped caller: the cluster's query
+/// knows no scopes, so out-of-scope anomalies are dropped after reading —
+/// and further pages read until the caller's page is full. Paging through
+/// gives exactly the in-scope anomalies, newest first, each once, and
+/// never one of another OU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_listing_from_opensearch_keeps_reading_until_its_page_is_full() {
+    let server = trailhound_testkit::Osmem::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let detect = trailhound_detect::build(&config(server.url()), dir.path(), None).unwrap();
+    // The first events create the indices.
+    detect.accept(vec![invoke(1, T0)]).await.unwrap();
+    // Newest first: 3 sandbox anomalies, then 7 of another OU, then 3
+    // more sandbox ones: a page of 3 from the cluster holds none of the
+    // sandbox's for two reads in a row.
+    let mut all = Vec::new();
+    for n in 0..13 {
+        let (account, ou) = if (3..10).contains(&n) {
+            ("999988887777", "Workloads")
+        } else {
+            ("111122223333", "Sandbox")
+        };
+        all.push(stored_anomaly(100 - n, account, ou));
+    }
+    let mut body = String::new();
+    for a in &all {
+        let mut doc = serde_json::to_value(a).unwrap();
+        doc["window_start_ms"] = serde_json::json!(a.window_start.timestamp_millis());
+        body.push_str(
+            &serde_json::json!({"index": {"_index": "trailhound-anomalies", "_id": a.id}})
+                .to_string(),
+        );
+        body.push('\n');
+        body.push_str(&doc.to_string());
+        body.push('\n');
+    }
+    let client = trailhound_opensearch::Client::new(
+        &OpenSearchConfig {
+            urls: vec![server.url().to_string()],
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
+    client
+        .send(
+            opensearch_method_post(),
+            "_bulk?refresh=wait_for",
+            Some(body.into_bytes()),
+            true,
+            "bulk",
+        )
+        .await
+        .unwrap();
+    reqwest_refresh(server.url()).await;
+    let (everything, _) = detect
+        .list_any(&AnomalyFilter::default(), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(everything.len(), 13);
+
+    let filter = AnomalyFilter {
+        scope: trailhound_core::Scope::union([trailhound_core::ScopeRule {
+            ous: vec!["Root/Sandbox".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let mut token: Option<String> = None;
+    let mut pages = Vec::new();
+    loop {
+        let (page, next) = detect.list_any(&filter, 3, token.as_deref()).await.unwrap();
+        pages.push(page.iter().map(|a| a.id.clone()).collect::<Vec<_>>());
+        match next {
+            Some(n) => token = Some(n),
+            None => break,
+        }
+        assert!(pages.len() < 10, "paging does not end: {pages:?}");
+    }
+    let want: Vec<String> = all
+        .iter()
+        .filter(|a| a.account_id == "111122223333")
+        .map(|a| a.id.clone())
+        .collect();
+    // Full pages, though a whole read of the cluster held none in scope.
+    assert_eq!(pages[0].len(), 3, "{pages:?}");
+    assert_eq!(pages[1].len(), 3, "{pages:?}");
+    assert_eq!(pages.concat(), want, "{pages:?}");
+}

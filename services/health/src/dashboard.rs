@@ -157,7 +157,7 @@ async fn page(
         // A chosen account narrows the list to it.
         // Rows are incidents, each of one or more windows: fetch the most
         // the service pages at once and group them.
-        Some(ep) => fetch_insights(ep, 100, q.account.as_deref())
+        Some(ep) => fetch_insights(ep, 100, q.account.as_deref(), &scope)
             .await
             .map(|mut l| {
                 l.retain(|i| visible(&scope, i));
@@ -191,7 +191,7 @@ async fn page(
     };
     let entity = entity.filter(|(_, a, _)| account_visible(a));
     let series = match (&entity, cfg.targets.get("detect")) {
-        (Some((d, a, r)), Some(ep)) => Some(fetch_series(ep, d, a, r).await),
+        (Some((d, a, r)), Some(ep)) => Some(fetch_series(ep, d, a, r, &scope).await),
         (Some(_), None) => Some(Err("no detect service configured".into())),
         (None, _) => None,
     };
@@ -277,10 +277,13 @@ pub fn incidents(list: &[ipb::Insight]) -> Vec<IncidentRow<'_>> {
     rows
 }
 
+/// The newest insights, read for a viewer with `scope`: insights filters
+/// them (and what they say of correlated accounts) by it.
 async fn fetch_insights(
     endpoint: &str,
     n: u32,
     account: Option<&str>,
+    scope: &trailhound_core::Scope,
 ) -> Result<Vec<ipb::Insight>, String> {
     let fut = async {
         let ch = trailhound_runtime::client::traced(
@@ -288,15 +291,17 @@ async fn fetch_insights(
                 .map_err(|e| e.to_string())?
                 .connect_timeout(FETCH_TIMEOUT),
         );
+        let mut req = tonic::Request::new(ipb::ListInsightsRequest {
+            page_size: n.clamp(1, 100),
+            account_id: account
+                .filter(|a| trailhound_core::is_account_id(a))
+                .unwrap_or_default()
+                .to_string(),
+            ..Default::default()
+        });
+        trailhound_runtime::security::on_behalf(&mut req, scope)?;
         InsightsServiceClient::new(ch)
-            .list_insights(ipb::ListInsightsRequest {
-                page_size: n.clamp(1, 100),
-                account_id: account
-                    .filter(|a| trailhound_core::is_account_id(a))
-                    .unwrap_or_default()
-                    .to_string(),
-                ..Default::default()
-            })
+            .list_insights(req)
             .await
             .map(|r| r.into_inner().insights)
             .map_err(|s| format!("insights: {}", s.message()))
@@ -306,11 +311,14 @@ async fn fetch_insights(
         .unwrap_or_else(|_| Err("insights did not answer in time".into()))
 }
 
+/// An entity's series, read for a viewer with `scope` (a series summed
+/// over every account is not theirs to see).
 async fn fetch_series(
     endpoint: &str,
     detector: &str,
     account: &str,
     region: &str,
+    scope: &trailhound_core::Scope,
 ) -> Result<dpb::GetUsageSeriesResponse, String> {
     let fut = async {
         let ch = trailhound_runtime::client::traced(
@@ -318,14 +326,16 @@ async fn fetch_series(
                 .map_err(|e| e.to_string())?
                 .connect_timeout(FETCH_TIMEOUT),
         );
+        let mut req = tonic::Request::new(dpb::GetUsageSeriesRequest {
+            detector: detector.to_string(),
+            account_id: account.to_string(),
+            region: region.to_string(),
+            ..Default::default()
+        });
+        trailhound_runtime::security::on_behalf(&mut req, scope)?;
         DetectServiceClient::new(ch)
             .max_decoding_message_size(16 << 20)
-            .get_usage_series(dpb::GetUsageSeriesRequest {
-                detector: detector.to_string(),
-                account_id: account.to_string(),
-                region: region.to_string(),
-                ..Default::default()
-            })
+            .get_usage_series(req)
             .await
             .map(|r| r.into_inner())
             .map_err(|s| format!("detect: {}", s.message()))

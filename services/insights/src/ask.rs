@@ -69,6 +69,12 @@ pub trait AskBackend: Send + Sync {
     fn name(&self) -> &'static str;
     async fn ask(&self, question: &str, limit: usize) -> Result<Answer, AskError>;
 
+    /// Whether [`AskBackend::ask_in`] limits answers to a scope; those that
+    /// do not are asked by unrestricted callers only.
+    fn filters_by_scope(&self) -> bool {
+        false
+    }
+
     /// Answers over only what `scope` allows: every result, count and
     /// total is computed from in-scope insights. Backends that cannot
     /// filter by scope answer unrestricted callers only.
@@ -664,6 +670,8 @@ pub struct BuiltinAsk {
     store: InsightStore,
     /// Fixed "now" for tests; None = decide per question (see `now`).
     clock: Option<DateTime<Utc>>,
+    /// What a scoped caller may see of each insight (its correlation).
+    view: crate::correlate::ScopedView,
 }
 
 impl std::fmt::Debug for BuiltinAsk {
@@ -677,14 +685,28 @@ const SCAN_LIMIT: usize = 50_000;
 
 impl BuiltinAsk {
     pub fn new(store: InsightStore) -> Self {
-        Self { store, clock: None }
+        Self {
+            view: crate::correlate::ScopedView::new(
+                store.clone(),
+                &crate::recommend::default_rules(),
+            ),
+            store,
+            clock: None,
+        }
     }
 
     pub fn with_clock(store: InsightStore, now: DateTime<Utc>) -> Self {
         Self {
-            store,
             clock: Some(now),
+            ..Self::new(store)
         }
+    }
+
+    /// Scoped callers see correlations as `view` shows them (the
+    /// configured recommendation rules decide what needs a correlation).
+    pub fn with_view(mut self, view: crate::correlate::ScopedView) -> Self {
+        self.view = view;
+        self
     }
 
     /// "Now" for time phrases: the wall clock, unless everything stored is
@@ -788,6 +810,10 @@ impl AskBackend for BuiltinAsk {
         "builtin"
     }
 
+    fn filters_by_scope(&self) -> bool {
+        true
+    }
+
     async fn ask(&self, question: &str, limit: usize) -> Result<Answer, AskError> {
         self.ask_in(question, limit, &trailhound_core::Scope::all())
             .await
@@ -804,7 +830,7 @@ impl AskBackend for BuiltinAsk {
         let (now, clock_note) = self.now()?;
         // Everything below (results, counts, totals, the accounts a
         // question can name) comes from this scan: out of scope is absent.
-        let (all, _) = self.store.scan(None, SCAN_LIMIT, |i| {
+        let (mut all, _) = self.store.scan(None, SCAN_LIMIT, |i| {
             !i.is_suppressed()
                 && scope.allows(
                     &i.anomaly.account_id,
@@ -812,6 +838,14 @@ impl AskBackend for BuiltinAsk {
                     i.anomaly.environment,
                 )
         })?;
+        // Correlations too: their accounts and counts, as the scope sees them.
+        if !scope.is_unrestricted() {
+            for i in &mut all {
+                if i.correlation.is_some() {
+                    *i = self.view.apply(scope, i);
+                }
+            }
+        }
         let mut known: Vec<(String, String)> = Vec::new();
         for i in &all {
             if !known.iter().any(|(id, _)| *id == i.anomaly.account_id) {

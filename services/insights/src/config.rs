@@ -24,6 +24,10 @@ pub struct InsightsConfig {
     /// detect's address, as people should type it in the investigate
     /// commands an insight carries.
     pub detect_address: String,
+    /// grpcurl's connection flags in those commands, verbatim (e.g.
+    /// `-cacert /etc/trailhound/ca.pem`). Default: from `[tls]` and
+    /// `[auth]` (see [`grpcurl_flags`]); `-plaintext` without TLS.
+    pub detect_grpcurl_flags: Option<String>,
     pub severity: SeverityConfig,
     /// Anomalies matching a rule are stored, marked suppressed, and not
     /// notified.
@@ -50,6 +54,7 @@ impl Default for InsightsConfig {
             store_path: None,
             price_table: None,
             detect_address: "localhost:50053".into(),
+            detect_grpcurl_flags: None,
             severity: SeverityConfig::default(),
             suppress: Vec::new(),
             recommendations: None,
@@ -104,6 +109,45 @@ impl InsightsConfig {
         }
         Ok(())
     }
+}
+
+/// The grpcurl flags that reach detect as this deployment serves it, for
+/// the investigate commands people copy: `-plaintext` without TLS; with it
+/// `-cacert` (the `[tls]` CA), with required client certificates `-cert`
+/// and `-key` (the `client` certificate `trailhound certs` writes beside
+/// the CA), and with `[auth]` the token from `$TRAILHOUND_TOKEN`. Paths
+/// are quoted for the shell.
+pub fn grpcurl_flags(tls: Option<&trailhound_runtime::tls::TlsConfig>, auth: bool) -> String {
+    use trailhound_core::text::shell_quote;
+    let mut flags = Vec::new();
+    match tls.filter(|t| t.cert.is_some()) {
+        None => flags.push("-plaintext".to_string()),
+        Some(t) => {
+            let ca = t.ca.as_ref().or(t.client_ca.as_ref());
+            if let Some(ca) = ca {
+                flags.push(format!(
+                    "-cacert {}",
+                    shell_quote(&ca.display().to_string())
+                ));
+            }
+            if t.client_ca.is_some() && !t.client_cert_optional {
+                let dir = ca
+                    .and_then(|c| c.parent())
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default();
+                let file = |name: &str| shell_quote(&dir.join(name).display().to_string());
+                flags.push(format!(
+                    "-cert {} -key {}",
+                    file("client.pem"),
+                    file("client-key.pem")
+                ));
+            }
+        }
+    }
+    if auth {
+        flags.push("-H \"authorization: Bearer $TRAILHOUND_TOKEN\"".to_string());
+    }
+    flags.join(" ")
 }
 
 /// How anomalies become LOW / MEDIUM / HIGH / CRITICAL. Points add up from

@@ -197,3 +197,114 @@ mod tests {
         assert!(!is_private_or_service("198.51.100.7"));
     }
 }
+
+/// Insights as a scoped caller may see them.
+///
+/// A correlation is org-wide by nature; a caller whose scope covers part of
+/// the organization sees only the accounts (and their anomalies) it may see,
+/// and every count derived from the correlation — the summary's "also in N
+/// other accounts", the severity reason "the same pattern in N accounts" —
+/// is recounted over those. With no other account left the correlation and
+/// the recommendations that need one are dropped: out of scope looks like
+/// absent, not even its number shows. A correlated anomaly's insight (its
+/// id is the anomaly's) tells the account's OU and environment.
+#[derive(Clone, Debug)]
+pub struct ScopedView {
+    store: crate::store::InsightStore,
+    /// Rules that apply only to correlated insights.
+    correlated_rules: Vec<String>,
+}
+
+impl ScopedView {
+    pub fn new(
+        store: crate::store::InsightStore,
+        rules: &[crate::recommend::RecommendationRule],
+    ) -> Self {
+        Self {
+            store,
+            correlated_rules: rules
+                .iter()
+                .filter(|r| r.when.correlated == Some(true))
+                .map(|r| r.name.clone())
+                .collect(),
+        }
+    }
+
+    /// `i` as a caller with `scope` may see it.
+    pub fn apply(
+        &self,
+        scope: &trailhound_core::Scope,
+        i: &trailhound_core::Insight,
+    ) -> trailhound_core::Insight {
+        let mut out = i.clone();
+        if scope.is_unrestricted() {
+            return out;
+        }
+        let Some(c) = out.correlation.as_mut() else {
+            return out;
+        };
+        let own = i.anomaly.account_id.clone();
+        let mut seen_accounts = vec![own.clone()];
+        let mut anomaly_ids = Vec::new();
+        for id in &c.anomaly_ids {
+            if *id == i.id {
+                anomaly_ids.push(id.clone());
+                continue;
+            }
+            // Unknown (not stored, unreadable) is treated as out of scope.
+            let Ok(Some(other)) = self.store.get(id) else {
+                continue;
+            };
+            let a = &other.anomaly;
+            if scope.allows(&a.account_id, &a.ou_path, a.environment) {
+                seen_accounts.push(a.account_id.clone());
+                anomaly_ids.push(id.clone());
+            }
+        }
+        let keep: Vec<bool> = c
+            .account_ids
+            .iter()
+            .map(|id| {
+                seen_accounts.contains(id)
+                    || scope.allows(id, &[], trailhound_core::Environment::Unknown)
+            })
+            .collect();
+        let before = c.account_ids.len();
+        let mut k = keep.iter();
+        c.account_ids.retain(|_| *k.next().unwrap_or(&false));
+        let mut k = keep.iter();
+        c.account_names.retain(|_| *k.next().unwrap_or(&false));
+        c.anomaly_ids = anomaly_ids;
+        let after = c.account_ids.len();
+        if after == before {
+            return out;
+        }
+        let others = |n: usize| format!(", also in {} other accounts", n.saturating_sub(1));
+        let pattern = |n: usize| format!("the same pattern in {n} accounts");
+        let correlated = after > 1;
+        out.summary = out.summary.replace(
+            &others(before),
+            &if correlated {
+                others(after)
+            } else {
+                String::new()
+            },
+        );
+        out.severity_reasons = std::mem::take(&mut out.severity_reasons)
+            .into_iter()
+            .filter_map(|r| {
+                if !r.contains(&pattern(before)) {
+                    Some(r)
+                } else {
+                    correlated.then(|| r.replace(&pattern(before), &pattern(after)))
+                }
+            })
+            .collect();
+        if !correlated {
+            out.correlation = None;
+            out.recommendations
+                .retain(|r| !self.correlated_rules.contains(&r.rule));
+        }
+        out
+    }
+}

@@ -114,7 +114,9 @@ impl InsightsService for InsightsGrpc {
         }
         // Out of scope reads exactly like absent.
         match self.insights.get(&id).map_err(to_status)? {
-            Some(i) if visible(&scope, &i) => Ok(Response::new(scoped_pb(&scope, &i))),
+            Some(i) if visible(&scope, &i) => {
+                Ok(Response::new(scoped_pb(&self.insights, &scope, &i)))
+            }
             _ => Err(Status::not_found(format!("insight {id} not found"))),
         }
     }
@@ -171,7 +173,10 @@ impl InsightsService for InsightsGrpc {
             .list(&filter, size, token)
             .map_err(to_status)?;
         Ok(Response::new(pb::ListInsightsResponse {
-            insights: page.iter().map(|i| scoped_pb(&scope, i)).collect(),
+            insights: page
+                .iter()
+                .map(|i| scoped_pb(&self.insights, &scope, i))
+                .collect(),
             next_page_token: next.unwrap_or_default(),
         }))
     }
@@ -213,7 +218,7 @@ impl InsightsService for InsightsGrpc {
                         last = Some(last.map_or(i.analyzed_at, |l| l.max(i.analyzed_at)));
                         if keep(&i)
                             && sent.insert(i.id.clone())
-                            && tx.send(Ok(scoped_pb(&scope, &i))).await.is_err()
+                            && tx.send(Ok(scoped_pb(&insights, &scope, &i))).await.is_err()
                         {
                             return;
                         }
@@ -228,7 +233,8 @@ impl InsightsService for InsightsGrpc {
                         if sent.remove(&i.id) && since.is_some() {
                             continue;
                         }
-                        if keep(&i) && tx.send(Ok(scoped_pb(&scope, &i))).await.is_err() {
+                        if keep(&i) && tx.send(Ok(scoped_pb(&insights, &scope, &i))).await.is_err()
+                        {
                             return;
                         }
                     }
@@ -269,7 +275,11 @@ impl InsightsService for InsightsGrpc {
             answer: a.answer,
             understood: a.understood,
             fully_understood: a.fully_understood,
-            results: a.results.iter().map(|i| scoped_pb(&scope, i)).collect(),
+            results: a
+                .results
+                .iter()
+                .map(|i| scoped_pb(&self.insights, &scope, i))
+                .collect(),
             account_costs: a
                 .account_costs
                 .into_iter()
@@ -328,24 +338,10 @@ fn visible(scope: &trailhound_core::Scope, i: &Insight) -> bool {
 }
 
 /// `i` as a caller with `scope` may see it: an org-wide incident names
-/// only the other accounts the scope allows (by account id; accounts it
-/// knows no more of are left out).
-fn scoped_pb(scope: &trailhound_core::Scope, i: &Insight) -> pb::Insight {
+/// only the other accounts the scope allows, and counts only those.
+fn scoped_pb(insights: &Insights, scope: &trailhound_core::Scope, i: &Insight) -> pb::Insight {
     if scope.is_unrestricted() {
         return insight_to_pb(i);
     }
-    let mut i = i.clone();
-    if let Some(c) = i.correlation.as_mut() {
-        let own = i.anomaly.account_id.clone();
-        let keep: Vec<bool> = c
-            .account_ids
-            .iter()
-            .map(|id| *id == own || scope.allows(id, &[], trailhound_core::Environment::Unknown))
-            .collect();
-        let mut k = keep.iter();
-        c.account_ids.retain(|_| *k.next().unwrap_or(&false));
-        let mut k = keep.iter();
-        c.account_names.retain(|_| *k.next().unwrap_or(&false));
-    }
-    insight_to_pb(&i)
+    insight_to_pb(&insights.scoped(scope, i))
 }

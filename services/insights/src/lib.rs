@@ -118,7 +118,16 @@ pub fn build(config: &InsightsConfig, data_dir: &std::path::Path) -> anyhow::Res
         None => trailhound_pricing::PriceTable::builtin()?,
     };
     let store = store::InsightStore::open(&config.store_path(data_dir))?;
-    Ok(Arc::new(Insights::open(config.clone(), store, prices)?))
+    let mut config = config.clone();
+    if config.detect_grpcurl_flags.is_none() {
+        // As the process's [tls] and [auth] make detect reachable.
+        let security = trailhound_runtime::security::installed();
+        config.detect_grpcurl_flags = Some(config::grpcurl_flags(
+            security.tls.as_ref().map(|t| t.config()),
+            security.auth.is_enabled(),
+        ));
+    }
+    Ok(Arc::new(Insights::open(config, store, prices)?))
 }
 
 /// Starts what the configuration asks beyond the embedded engine: Amazon Q

@@ -88,6 +88,10 @@ pub struct Insights {
     state: Mutex<State>,
     watchers: broadcast::Sender<Arc<Insight>>,
     ask: std::sync::RwLock<Arc<dyn AskBackend>>,
+    /// Answers scoped callers when the configured engine cannot filter by
+    /// scope (Amazon Q Business).
+    builtin: Arc<BuiltinAsk>,
+    view: crate::correlate::ScopedView,
     stats: InsightsStats,
     figures: Figures,
 }
@@ -129,13 +133,18 @@ impl Insights {
     ) -> Result<Self, InsightsError> {
         config.validate().map_err(InsightsError::Config)?;
         let (watchers, _) = broadcast::channel(4096);
+        let rules = config.recommendation_rules();
+        let view = crate::correlate::ScopedView::new(store.clone(), &rules);
+        let builtin = Arc::new(BuiltinAsk::new(store.clone()).with_view(view.clone()));
         Ok(Self {
-            rules: config.recommendation_rules(),
+            rules,
             state: Mutex::new(State {
                 correlator: Correlator::new(config.correlation_window),
                 incidents: HashMap::new(),
             }),
-            ask: std::sync::RwLock::new(Arc::new(BuiltinAsk::new(store.clone()))),
+            ask: std::sync::RwLock::new(builtin.clone()),
+            builtin,
+            view,
             config,
             prices,
             store,
@@ -348,6 +357,11 @@ impl Insights {
                 .unwrap_or_default()
         );
         let detect = &self.config.detect_address;
+        let flags = self
+            .config
+            .detect_grpcurl_flags
+            .as_deref()
+            .unwrap_or("-plaintext");
         // Every value is quoted for the shell (the JSON bodies as one
         // word, built as JSON so a quote in a value stays data).
         use trailhound_core::text::shell_quote;
@@ -358,11 +372,11 @@ impl Insights {
         .to_string();
         let mut investigate = vec![
             format!(
-                "grpcurl -plaintext -d {} {detect} trailhound.detect.v1.DetectService/GetAnomaly",
+                "grpcurl {flags} -d {} {detect} trailhound.detect.v1.DetectService/GetAnomaly",
                 shell_quote(&id_body)
             ),
             format!(
-                "grpcurl -plaintext -d {} {detect} trailhound.detect.v1.DetectService/GetUsageSeries",
+                "grpcurl {flags} -d {} {detect} trailhound.detect.v1.DetectService/GetUsageSeries",
                 shell_quote(&series_body)
             ),
             format!(
@@ -441,7 +455,23 @@ impl Insights {
     ) -> Result<Answer, InsightsError> {
         self.stats.questions.fetch_add(1, Ordering::Relaxed);
         let backend = self.ask.read().unwrap_or_else(|p| p.into_inner()).clone();
-        Ok(backend.ask_in(question, limit, scope).await?)
+        if scope.is_unrestricted() || backend.filters_by_scope() {
+            return Ok(backend.ask_in(question, limit, scope).await?);
+        }
+        // The engine would answer over the whole organization: a scoped
+        // caller is answered by the built-in one, over its scope, and told.
+        let mut a = self.builtin.ask_in(question, limit, scope).await?;
+        a.understood.push_str(&format!(
+            "; answered by the built-in engine over your scope ({} answers only callers who may see the whole organization)",
+            backend.name()
+        ));
+        Ok(a)
+    }
+
+    /// `i` as a caller with `scope` may see it (its correlation's accounts
+    /// and counts; see [`crate::correlate::ScopedView`]).
+    pub fn scoped(&self, scope: &trailhound_core::Scope, i: &Insight) -> Insight {
+        self.view.apply(scope, i)
     }
 }
 

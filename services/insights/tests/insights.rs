@@ -451,3 +451,229 @@ fn an_anomaly_of_an_account_outside_the_organization_is_explained() {
         i.severity_reasons
     );
 }
+
+fn scope_of_accounts(accounts: &[&str]) -> trailhound_core::Scope {
+    trailhound_core::Scope::union([trailhound_core::ScopeRule {
+        accounts: accounts.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    }])
+}
+
+/// An org-wide correlation seen by a caller scoped to one of its accounts:
+/// the other accounts, their anomalies and even their number are absent —
+/// from the correlation, the summary, the severity reasons, the
+/// recommendations and Ask's answers. A scope that covers both (here by
+/// OU, learned from the other anomaly's insight) sees it whole.
+#[tokio::test]
+async fn a_scoped_caller_sees_no_count_of_correlated_accounts_outside_its_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let insights = open(dir.path(), InsightsConfig::default());
+    let a = anomaly(
+        "111122223333",
+        Environment::Production,
+        "arn:aws:sts::111122223333:assumed-role/Admin/mallory",
+        "203.0.113.9",
+        0,
+    );
+    let b = anomaly(
+        "444455556666",
+        Environment::Staging,
+        "arn:aws:sts::444455556666:assumed-role/Admin/mallory",
+        "198.51.100.1",
+        20,
+    );
+    insights.analyze(&[a]).unwrap();
+    let whole = insights.analyze(&[b]).unwrap().pop().unwrap();
+    assert!(whole.correlation.is_some());
+
+    let own = scope_of_accounts(&["444455556666"]);
+    let seen = insights.scoped(&own, &whole);
+    assert_eq!(seen.correlation, None);
+    assert!(!seen.summary.contains("other account"), "{}", seen.summary);
+    assert!(
+        !seen.severity_reasons.iter().any(|r| r.contains("accounts")),
+        "{:?}",
+        seen.severity_reasons
+    );
+    assert!(!seen.recommendations.iter().any(|r| r.rule == "org-wide"));
+    let text = format!("{seen:?}");
+    assert!(!text.contains("111122223333"), "{text}");
+
+    // Ask over the scope: the correlation's count is not there either.
+    let answer = insights
+        .ask_in("Which incidents look like a security problem?", 20, &own)
+        .await
+        .unwrap();
+    let text = format!("{answer:?}");
+    assert!(!text.contains("111122223333"), "{text}");
+    assert!(!text.contains("in 2 accounts"), "{text}");
+
+    // Both accounts in scope (by OU: the other account's OU comes from
+    // its anomaly): the correlation is whole.
+    let workloads = trailhound_core::Scope::union([trailhound_core::ScopeRule {
+        ous: vec!["Root/Workloads".into()],
+        ..Default::default()
+    }]);
+    assert_eq!(insights.scoped(&workloads, &whole), whole);
+    assert_eq!(
+        insights.scoped(&trailhound_core::Scope::all(), &whole),
+        whole
+    );
+}
+
+/// A question engine that answers over the whole organization (as Amazon
+/// Q Business does): it must never answer a scoped caller.
+struct WholeOrg;
+
+#[async_trait::async_trait]
+impl AskBackend for WholeOrg {
+    fn name(&self) -> &'static str {
+        "whole-org"
+    }
+    async fn ask(
+        &self,
+        _question: &str,
+        _limit: usize,
+    ) -> Result<trailhound_insights::ask::Answer, trailhound_insights::ask::AskError> {
+        Ok(trailhound_insights::ask::Answer {
+            answer: "111122223333 and 444455556666".into(),
+            backend: "whole-org".into(),
+            ..Default::default()
+        })
+    }
+}
+
+/// With an engine that cannot filter by scope (Amazon Q Business), a
+/// scoped caller is answered by the built-in engine over its scope and
+/// told so; unrestricted callers still get the configured engine.
+#[tokio::test]
+async fn ask_through_an_engine_without_scopes_answers_scoped_callers_over_their_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let insights = open(dir.path(), InsightsConfig::default());
+    let p = |a: &str| format!("arn:aws:iam::{a}:user/x");
+    insights
+        .analyze(&[
+            anomaly(
+                "111122223333",
+                Environment::Production,
+                &p("111122223333"),
+                "203.0.113.1",
+                0,
+            ),
+            anomaly(
+                "444455556666",
+                Environment::Sandbox,
+                &p("444455556666"),
+                "203.0.113.2",
+                200,
+            ),
+        ])
+        .unwrap();
+    insights.set_ask_backend(Arc::new(WholeOrg));
+    let q = "What accounts had the highest cost impact this week?";
+    let all = insights
+        .ask_in(q, 20, &trailhound_core::Scope::all())
+        .await
+        .unwrap();
+    assert_eq!(all.backend, "whole-org");
+    let scoped = insights
+        .ask_in(q, 20, &scope_of_accounts(&["444455556666"]))
+        .await
+        .unwrap();
+    assert_eq!(scoped.backend, "builtin");
+    assert!(
+        scoped.understood.contains("whole-org"),
+        "{}",
+        scoped.understood
+    );
+    let text = format!("{scoped:?}");
+    assert!(!text.contains("111122223333"), "{text}");
+    assert!(text.contains("444455556666"), "{text}");
+}
+
+/// The investigate commands reach detect as the deployment serves it:
+/// `-plaintext` without TLS, `-cacert` with it, `-cert`/`-key` with mTLS,
+/// and the token with auth — never `-plaintext` against a TLS port.
+#[test]
+fn investigate_commands_carry_the_deployments_tls_flags() {
+    use trailhound_insights::config::grpcurl_flags;
+    use trailhound_runtime::tls::TlsConfig;
+    assert_eq!(grpcurl_flags(None, false), "-plaintext");
+    let tls = TlsConfig {
+        cert: Some("certs/insights.pem".into()),
+        key: Some("certs/insights-key.pem".into()),
+        ca: Some("certs/ca.pem".into()),
+        ..Default::default()
+    };
+    assert_eq!(grpcurl_flags(Some(&tls), false), "-cacert certs/ca.pem");
+    let mtls = TlsConfig {
+        client_ca: Some("certs/ca.pem".into()),
+        ..tls.clone()
+    };
+    assert_eq!(
+        grpcurl_flags(Some(&mtls), true),
+        "-cacert certs/ca.pem -cert certs/client.pem -key certs/client-key.pem -H \"authorization: Bearer $TRAILHOUND_TOKEN\""
+    );
+    let spaced = TlsConfig {
+        ca: Some("/etc/my certs/ca.pem".into()),
+        ..tls
+    };
+    assert_eq!(
+        grpcurl_flags(Some(&spaced), false),
+        "-cacert '/etc/my certs/ca.pem'"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = InsightsConfig {
+        detect_address: "detect.internal:50053".into(),
+        detect_grpcurl_flags: Some(grpcurl_flags(Some(&mtls), false)),
+        ..Default::default()
+    };
+    let insights = open(dir.path(), config);
+    let p = "arn:aws:iam::111122223333:user/x";
+    let i = insights
+        .analyze(&[anomaly(
+            "111122223333",
+            Environment::Production,
+            p,
+            "203.0.113.1",
+            0,
+        )])
+        .unwrap()
+        .pop()
+        .unwrap();
+    let grpcurl: Vec<&String> = i
+        .investigate
+        .iter()
+        .filter(|c| c.starts_with("grpcurl"))
+        .collect();
+    assert_eq!(grpcurl.len(), 2, "{:?}", i.investigate);
+    for c in grpcurl {
+        assert!(
+            c.starts_with(
+                "grpcurl -cacert certs/ca.pem -cert certs/client.pem -key certs/client-key.pem -d "
+            ) && c.contains("detect.internal:50053")
+                && !c.contains("-plaintext"),
+            "{c}"
+        );
+    }
+    // Without TLS configured the default stays -plaintext.
+    let plain = tempfile::tempdir().unwrap();
+    let insights = open(plain.path(), InsightsConfig::default());
+    let i = insights
+        .analyze(&[anomaly(
+            "111122223333",
+            Environment::Production,
+            p,
+            "203.0.113.1",
+            0,
+        )])
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(
+        i.investigate[0].starts_with("grpcurl -plaintext -d "),
+        "{:?}",
+        i.investigate
+    );
+}

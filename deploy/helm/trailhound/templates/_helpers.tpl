@@ -42,7 +42,7 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 
 {{/* A service's in-cluster endpoint, as the others call it. */}}
 {{- define "trailhound.endpoint" -}}
-{{- printf "http://%s.%s.svc:%s" (include "trailhound.name" .) .root.Release.Namespace (include "trailhound.port" .) -}}
+{{- printf "%s://%s.%s.svc:%s" (ternary "https" "http" .root.Values.tls.enabled) (include "trailhound.name" .) .root.Release.Namespace (include "trailhound.port" .) -}}
 {{- end -}}
 
 {{- define "trailhound.image" -}}
@@ -64,7 +64,7 @@ metadata:
   labels:
     {{- include "trailhound.labels" . | nindent 4 }}
   annotations:
-    checksum/config: {{ $root.Values.config | sha256sum }}
+    checksum/config: {{ include "trailhound.toml" . | sha256sum }}
     {{- if eq .component "notify" }}
     checksum/secret: {{ toJson $root.Values.notify.secretEnv | sha256sum }}
     {{- end }}
@@ -96,7 +96,7 @@ spec:
         - name: TRAILHOUND_{{ upper .component }}_LISTEN
           value: "0.0.0.0:{{ $port }}"
         - name: TRAILHOUND_CONFIG
-          value: /etc/trailhound/config/trailhound.toml
+          value: /etc/trailhound/config/{{ include "trailhound.configKey" . }}
         - name: TRAILHOUND_DATA_DIR
           value: /data
         - name: TRAILHOUND_LOG
@@ -128,21 +128,27 @@ spec:
         - name: grpc
           containerPort: {{ $port }}
           protocol: TCP
+      {{- /* The kubelet's gRPC probe speaks no TLS: with it, the binary probes itself. */}}
+      {{- $check := dict "grpc" $probe }}
+      {{- if $root.Values.tls.enabled }}
+      {{- $check = dict "exec" (dict "command" (list "/usr/local/bin/trailhound" "probe" "--service" .component (printf "127.0.0.1:%s" $port))) }}
+      {{- end }}
       startupProbe:
-        grpc: {{- toYaml $probe | nindent 10 }}
+        {{- toYaml $check | nindent 8 }}
         periodSeconds: 5
+        timeoutSeconds: 3
         # Up to 5 minutes: detect replays its write-ahead log before it
         # listens.
         failureThreshold: 60
       readinessProbe:
-        grpc: {{- toYaml $probe | nindent 10 }}
+        {{- toYaml $check | nindent 8 }}
         periodSeconds: 5
         timeoutSeconds: 3
         failureThreshold: 2
       # NOT_SERVING (health's mark_not_serving, or a stuck service) fails
       # this, and the kubelet restarts the container.
       livenessProbe:
-        grpc: {{- toYaml $probe | nindent 10 }}
+        {{- toYaml $check | nindent 8 }}
         periodSeconds: 10
         timeoutSeconds: 3
         failureThreshold: 3
@@ -163,6 +169,21 @@ spec:
           mountPath: /etc/trailhound/org
           readOnly: true
         {{- end }}
+        {{- if $root.Values.tls.enabled }}
+        - name: tls
+          mountPath: /etc/trailhound/tls
+          readOnly: true
+        {{- end }}
+        {{- if and (ne $root.Values.auth.mode "none") $root.Values.auth.jwksCaConfigMap }}
+        - name: jwks-ca
+          mountPath: /etc/trailhound/jwks-ca
+          readOnly: true
+        {{- end }}
+        {{- if and (eq .component "health") (ne $root.Values.auth.mode "none") $root.Values.auth.dashboard.clientSecret.existingSecret }}
+        - name: oidc
+          mountPath: /etc/trailhound/oidc
+          readOnly: true
+        {{- end }}
   volumes:
     - name: config
       configMap:
@@ -178,6 +199,24 @@ spec:
     - name: org
       configMap:
         name: {{ include "trailhound.orgConfigMap" $root }}
+    {{- end }}
+    {{- if $root.Values.tls.enabled }}
+    # Mounted whole (no subPath), so rotated certificates reach the pod.
+    - name: tls
+      secret:
+        secretName: {{ include "trailhound.tlsSecret" . }}
+        defaultMode: 0440
+    {{- end }}
+    {{- if and (ne $root.Values.auth.mode "none") $root.Values.auth.jwksCaConfigMap }}
+    - name: jwks-ca
+      configMap:
+        name: {{ $root.Values.auth.jwksCaConfigMap }}
+    {{- end }}
+    {{- if and (eq .component "health") (ne $root.Values.auth.mode "none") $root.Values.auth.dashboard.clientSecret.existingSecret }}
+    - name: oidc
+      secret:
+        secretName: {{ $root.Values.auth.dashboard.clientSecret.existingSecret }}
+        defaultMode: 0440
     {{- end }}
   {{- with $values.nodeSelector }}
   nodeSelector:
@@ -209,4 +248,141 @@ spec:
 {{- else if .Values.notify.secretEnv -}}
 {{- include "trailhound.fullname" . }}-notify
 {{- end -}}
+{{- end -}}
+
+{{/* The Secret holding one service's certificate (tls.crt, tls.key, ca.crt). */}}
+{{- define "trailhound.tlsSecret" -}}
+{{- $prefix := .root.Values.tls.secretPrefix | default (printf "%s-tls-" (include "trailhound.fullname" .root)) -}}
+{{- printf "%s%s" $prefix .component -}}
+{{- end -}}
+
+{{/*
+Refuses values that would give pods trailhound refuses to start, naming
+the fix: auth without mTLS between the services, a Certificate without
+an issuer, OIDC without issuer or audience.
+*/}}
+{{- define "trailhound.checkSecurity" -}}
+{{- $tls := .Values.tls -}}
+{{- $auth := .Values.auth -}}
+{{- if not (has $auth.mode (list "none" "oidc" "tokens")) -}}
+{{- fail (printf "auth.mode %q: none, oidc or tokens" $auth.mode) -}}
+{{- end -}}
+{{- if and (ne $auth.mode "none") (not (and $tls.enabled $tls.mtls)) -}}
+{{- fail "auth.mode needs tls.enabled and tls.mtls: the services prove who they are to each other only with client certificates (README: Security)" -}}
+{{- end -}}
+{{- if and $tls.enabled $tls.certManager.enabled (not $tls.certManager.issuerRef.name) -}}
+{{- fail "tls.certManager.enabled needs tls.certManager.issuerRef.name (an Issuer or ClusterIssuer of your CA)" -}}
+{{- end -}}
+{{- if and $tls.enabled (regexMatch "(?m)^\\s*\\[tls\\]" .Values.config) -}}
+{{- fail "tls.enabled renders [tls]: remove the [tls] section from config" -}}
+{{- end -}}
+{{- if and (ne $auth.mode "none") (regexMatch "(?m)^\\s*\\[+auth[].]" .Values.config) -}}
+{{- fail "auth.mode renders [auth]: remove the [auth] sections from config" -}}
+{{- end -}}
+{{- if and (eq $auth.mode "oidc") (or (not $auth.issuer) (not $auth.audience)) -}}
+{{- fail "auth.mode oidc needs auth.issuer and auth.audience" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A TOML value from a Helm value: strings and lists of strings as JSON, which is valid TOML. */}}
+{{- define "trailhound.tomlList" -}}
+{{- if kindIs "string" . -}}{{ list . | toJson }}{{- else -}}{{ . | default list | toJson }}{{- end -}}
+{{- end -}}
+
+{{/* One grant or token's scope keys. */}}
+{{- define "trailhound.scopeToml" -}}
+{{- with .ous }}
+ous = {{ toJson . }}
+{{- end }}
+{{- with .accounts }}
+accounts = {{ toJson . }}
+{{- end }}
+{{- with .environments }}
+environments = {{ toJson . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The [tls] and [auth] sections the chart renders from `tls` and `auth`,
+for one component: health's port may take callers without a client
+certificate (the dashboard), and only health reads the OIDC client secret.
+*/}}
+{{- define "trailhound.securityToml" -}}
+{{- $root := .root -}}
+{{- $tls := $root.Values.tls -}}
+{{- $auth := $root.Values.auth -}}
+{{- if $tls.enabled }}
+[tls]
+cert = "/etc/trailhound/tls/tls.crt"
+key = "/etc/trailhound/tls/tls.key"
+ca = "/etc/trailhound/tls/ca.crt"
+{{- if $tls.mtls }}
+client_ca = "/etc/trailhound/tls/ca.crt"
+{{- if and (eq .component "health") $tls.dashboardWithoutClientCert }}
+client_cert_optional = true
+{{- end }}
+{{- end }}
+reload_interval = {{ $tls.reloadInterval | toString | toJson }}
+{{- end }}
+{{- if ne $auth.mode "none" }}
+[auth]
+mode = {{ toJson $auth.mode }}
+{{- with $auth.issuer }}
+issuer = {{ toJson . }}
+{{- end }}
+{{- with $auth.audience }}
+audience = {{ include "trailhound.tomlList" . }}
+{{- end }}
+{{- with $auth.jwksUrl }}
+jwks_url = {{ toJson . }}
+{{- end }}
+{{- if $auth.jwksCaConfigMap }}
+jwks_ca = "/etc/trailhound/jwks-ca/ca.crt"
+{{- end }}
+groups_claim = {{ toJson $auth.groupsClaim }}
+leeway = {{ $auth.leeway | toString | toJson }}
+{{- with $auth.services }}
+services = {{ toJson . }}
+{{- end }}
+{{- if eq .component "health" }}
+{{- with $auth.dashboard.publicUrl }}
+public_url = {{ toJson . }}
+{{- end }}
+{{- with $auth.dashboard.clientId }}
+client_id = {{ toJson . }}
+{{- end }}
+{{- if $auth.dashboard.clientSecret.existingSecret }}
+client_secret_file = {{ printf "/etc/trailhound/oidc/%s" $auth.dashboard.clientSecret.key | toJson }}
+{{- end }}
+{{- end }}
+{{- range $auth.grants }}
+[[auth.grants]]
+{{- with .group }}
+group = {{ toJson . }}
+{{- end }}
+{{- with .subject }}
+subject = {{ toJson . }}
+{{- end }}
+role = {{ toJson .role }}
+{{- include "trailhound.scopeToml" . }}
+{{- end }}
+{{- range $auth.tokens }}
+[[auth.tokens]]
+name = {{ toJson .name }}
+sha256 = {{ toJson .sha256 }}
+role = {{ toJson .role }}
+{{- include "trailhound.scopeToml" . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* trailhound.toml as one component reads it: `config` and the chart's sections. */}}
+{{- define "trailhound.toml" -}}
+{{- .root.Values.config }}
+{{- include "trailhound.securityToml" . }}
+{{- end -}}
+
+{{/* The ConfigMap key a component's configuration is under. */}}
+{{- define "trailhound.configKey" -}}
+{{- if eq .component "health" -}}trailhound-health.toml{{- else -}}trailhound.toml{{- end -}}
 {{- end -}}
