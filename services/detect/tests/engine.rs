@@ -844,4 +844,41 @@ fn a_large_burst_by_a_newcomer_on_a_young_entity_is_raised_early() {
     }
     e.flush(&mut out);
     assert!(!anomalies(&out).iter().any(|a| a.detector == "iam-changes"));
+
+    // Nor when one call among them comes from a new session: the burst
+    // must be the newcomer's, not a busy window a newcomer touched once.
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    fleet(&mut e, 3, Environment::Production, &mut out, |_, _| None);
+    e.observe(&iam(1, day4, &own, "10.0.0.1"), &mut out);
+    for w in 0..20 {
+        let t0 = day4 + 10 * MIN + w * 90 * MIN;
+        e.observe(
+            &call(
+                500 + w as u64,
+                t0,
+                acct,
+                Environment::Production,
+                "RunInstances",
+                &own,
+                "10.0.0.1",
+                1,
+            ),
+            &mut out,
+        );
+    }
+    let session = format!("arn:aws:sts::{acct}:assumed-role/deploy/new-session");
+    for k in 0..24 {
+        let who = if k == 5 {
+            session.as_str()
+        } else {
+            own.as_str()
+        };
+        e.observe(
+            &iam(100 + k, burst + k as i64 * 10_000, who, "10.0.0.1"),
+            &mut out,
+        );
+    }
+    e.flush(&mut out);
+    assert!(!anomalies(&out).iter().any(|a| a.detector == "iam-changes"));
 }
