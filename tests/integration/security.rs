@@ -348,6 +348,12 @@ burst = 6
     );
     let (ok, out) = call(&v, &[&detect, list]);
     assert!(ok, "{out}");
+    // Counters over every account are not for a viewer scoped to some.
+    let (ok, out) = call(&v, &[&detect, "trailhound.detect.v1.DetectService/Stats"]);
+    assert!(
+        !ok && out.contains("PermissionDenied") && out.contains("whole organization"),
+        "{out}"
+    );
 
     // Forged alerts: not even an operator token may call Notify.
     let mut ci = client.clone();

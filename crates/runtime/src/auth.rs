@@ -333,6 +333,17 @@ impl Principal {
                     Err(format!("this requires the {r} role ({})", you()))
                 }
             }
+            Requirement::WholeOrg(r) => {
+                self.check(Requirement::Role(r))?;
+                if self.is_service() || self.scope.is_unrestricted() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "this reports on the whole organization (counters over every account); it requires the {r} role without an account scope ({}, scoped to some accounts)",
+                        you()
+                    ))
+                }
+            }
             Requirement::ServiceOrAdmin => {
                 if self.is_service() || has(Role::Admin) {
                     Ok(())
@@ -375,6 +386,10 @@ pub enum Requirement {
     /// Any authenticated caller (reflection).
     Authenticated,
     Role(Role),
+    /// The role over the whole organization: what reports on every
+    /// account at once (a service's counters) would tell a scoped caller
+    /// about accounts it may not see.
+    WholeOrg(Role),
     /// A service identity or an admin.
     ServiceOrAdmin,
     /// A service identity only.
@@ -408,12 +423,11 @@ pub fn requirement(path: &str) -> Requirement {
             // across every account: for those who run it.
             "CreateDetector" | "UpdateDetector" | "DeleteDetector" | "StartDetector"
             | "StopDetector" | "ListLateEvents" => Role(crate::auth::Role::Operator),
+            "GetStats" | "Stats" => WholeOrg(crate::auth::Role::Viewer),
             "ListAnomalies" | "GetAnomaly" | "WatchAnomalies" | "GetUsageSeries"
-            | "ListDetectors" | "GetDetector" | "GetStats" | "Stats" | "GetInsight"
-            | "ListInsights" | "WatchInsights" | "Ask" | "GetAccount" | "ListAccounts"
-            | "ListDeliveries" | "ListChannels" | "GetSystemHealth" | "WatchSystemHealth" => {
-                Role(crate::auth::Role::Viewer)
-            }
+            | "ListDetectors" | "GetDetector" | "GetInsight" | "ListInsights" | "WatchInsights"
+            | "Ask" | "GetAccount" | "ListAccounts" | "ListDeliveries" | "ListChannels"
+            | "GetSystemHealth" | "WatchSystemHealth" => Role(crate::auth::Role::Viewer),
             _ => Role(crate::auth::Role::Admin),
         };
     }
@@ -932,6 +946,33 @@ mod tests {
         assert!(svc.check(Requirement::Service).is_ok());
         assert!(svc.check(Requirement::Role(super::Role::Viewer)).is_ok());
         assert!(svc.check(Requirement::Role(super::Role::Operator)).is_err());
+        // Counters over every account are for callers who see every account.
+        assert_eq!(
+            requirement("/trailhound.insights.v1.InsightsService/GetStats"),
+            Requirement::WholeOrg(super::Role::Viewer)
+        );
+        assert!(
+            viewer
+                .check(Requirement::WholeOrg(super::Role::Viewer))
+                .is_ok()
+        );
+        assert!(
+            svc.check(Requirement::WholeOrg(super::Role::Viewer))
+                .is_ok()
+        );
+        let scoped = Principal {
+            scope: Scope::union([ScopeRule {
+                ous: vec!["Root/Sandbox".into()],
+                ..Default::default()
+            }]),
+            ..viewer.clone()
+        };
+        assert!(!scoped.scope.is_unrestricted());
+        assert!(scoped.check(Requirement::Role(super::Role::Viewer)).is_ok());
+        let e = scoped
+            .check(Requirement::WholeOrg(super::Role::Viewer))
+            .unwrap_err();
+        assert!(e.contains("whole organization"), "{e}");
     }
 
     #[tokio::test]
