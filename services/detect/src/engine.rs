@@ -518,6 +518,18 @@ struct AccountHistory {
     values: [HashMap<String, i64>; 3],
 }
 
+impl AccountHistory {
+    /// Whether `value` of dimension `dim` (principal, source IP, user
+    /// agent) was first seen within `horizon` before `now`, in an account
+    /// watched for longer than that: new to it, not new to us.
+    fn is_new(&self, dim: usize, value: &str, now: i64, horizon: i64) -> bool {
+        self.values
+            .get(dim)
+            .and_then(|m| m.get(value))
+            .is_some_and(|first| *first >= now - horizon && *first - self.first_seen_ms >= horizon)
+    }
+}
+
 /// Engine counters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineStats {
@@ -1493,13 +1505,7 @@ fn first_seen(
     // once for the first time in a busy window is not.
     let mut by_newcomers = [0.0f64; 2];
     for (dim, v, (_, w)) in agg.contributors.iter() {
-        if dim <= 1
-            && h.values[usize::from(dim)]
-                .get(v.as_str())
-                .is_some_and(|first| {
-                    *first >= start - horizon && *first - h.first_seen_ms >= horizon
-                })
-        {
+        if dim <= 1 && h.is_new(usize::from(dim), v, start, horizon) {
             by_newcomers[usize::from(dim)] += *w;
         }
     }
@@ -1527,11 +1533,7 @@ fn first_use(
     }
     let horizon = cfg.new_after_hours as i64 * 3_600_000;
     let notable = agg.contributors.iter().any(|(dim, v, _)| match dim {
-        0 | 1 => hist.is_some_and(|h| {
-            h.values[dim as usize].get(v.as_str()).is_some_and(|first| {
-                *first >= start - horizon && *first - h.first_seen_ms >= horizon
-            })
-        }),
+        0 | 1 => hist.is_some_and(|h| h.is_new(usize::from(dim), v, start, horizon)),
         d if usize::from(d) >= BUILTIN_DIMS.len() => {
             trailhound_core::detector::matches_pattern(&spec.notable_values, v)
         }
@@ -1717,10 +1719,7 @@ fn evaluate_after(
         .then(|| {
             let h = hist?;
             heaviest(agg.contributors.0.get(1)?.iter().filter(|(ip, _)| {
-                ip.parse::<std::net::IpAddr>().is_ok()
-                    && h.values[1].get(ip.as_str()).is_some_and(|first| {
-                        *first >= start - horizon && *first - h.first_seen_ms >= horizon
-                    })
+                ip.parse::<std::net::IpAddr>().is_ok() && h.is_new(1, ip, start, horizon)
             }))
             .map(|(ip, _)| ip.clone())
         })
@@ -2443,9 +2442,7 @@ fn build_anomaly(
         };
         for (v, n, w) in list.into_iter().take(cfg.contributors_per_dimension) {
             let is_new = match (dim, hist) {
-                (0..=2, Some(h)) => h.values[dim as usize].get(v.as_str()).is_some_and(|first| {
-                    *first >= start - horizon && *first - h.first_seen_ms >= horizon
-                }),
+                (0..=2, Some(h)) => h.is_new(usize::from(dim), v, start, horizon),
                 _ => false,
             };
             contributors.push(Contributor {
