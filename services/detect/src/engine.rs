@@ -447,13 +447,11 @@ impl EntityState {
         if self.recent.len() < SWING_SPAN {
             return;
         }
-        let (mut x, mut e, mut d) = (0.0f64, 0.0f64, 0.0f64);
-        for (rx, re, rd) in self.recent.iter().skip(self.recent.len() - SWING_SPAN) {
-            x += f64::from(*rx);
-            e += f64::from(*re);
-            d = d.max(f64::from(*rd));
-        }
-        if d <= 0.0 || e / d < SWING_MIN_EVENTS {
+        let span = self.recent.iter().skip(self.recent.len() - SWING_SPAN);
+        let Some(SpanTotals { x, e, d, .. }) = SpanTotals::of(span.map(widen)) else {
+            return;
+        };
+        if e / d < SWING_MIN_EVENTS {
             return;
         }
         let ratio = (x / e) as f32;
@@ -486,7 +484,7 @@ impl EntityState {
 
 /// Windows of the primary feature kept for a sustained rise (the longest
 /// of [`SUSTAINED_SPANS`]).
-const SUSTAINED_WINDOWS: usize = 18;
+const SUSTAINED_WINDOWS: usize = SUSTAINED_SPANS[SUSTAINED_SPANS.len() - 1];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct DetectorState {
@@ -1405,13 +1403,16 @@ fn evaluate_before(
     };
     // Judged only once the entity's days are known to swing so much
     // (two days with busy spans), and by the larger of the two ratios.
-    let sustained = match (values.first(), exp.first(), ent.usual_swing(start)) {
-        (Some(x), Some(e), Some(swing)) if cfg.sustained_z > 0.0 => Sustained::of(
-            &ent.recent,
-            (*x, e.expected, e.dispersion),
-            cfg.sustained_ratio.max(cfg.sustained_margin * swing),
-            f64::from(ent.overdispersion).max(1.0),
-        ),
+    let sustained = match (values.first(), exp.first()) {
+        (Some(x), Some(e)) if cfg.sustained_z > 0.0 => match ent.usual_swing(start) {
+            Some(swing) => Sustained::of(
+                &ent.recent,
+                (*x, e.expected, e.dispersion),
+                cfg.sustained_ratio.max(cfg.sustained_margin * swing),
+                f64::from(ent.overdispersion).max(1.0),
+            ),
+            None => Sustained::default(),
+        },
         _ => Sustained::default(),
     };
     // The forest's grade can only turn a window anomalous (or suppressed,
@@ -1654,8 +1655,11 @@ fn evaluate_after(
         }
         ent.recent
             .push_back((*x as f32, e.expected as f32, e.dispersion as f32));
-        ent.note_swing(start);
-        ent.note_scatter(*x, e.expected, e.dispersion);
+        // What only the sustained rule reads is learned only when it is on.
+        if cfg.sustained_z > 0.0 {
+            ent.note_swing(start);
+            ent.note_scatter(*x, e.expected, e.dispersion);
+        }
     }
     let (grade, kind, suppressed) = match verdict {
         Verdict::Raise(g, k) => (g, k, None),
@@ -2285,22 +2289,14 @@ impl Sustained {
             if recent.len() + 1 < span {
                 break;
             }
-            let (mut x, mut e, mut d) = (0.0, 0.0, 0.0);
-            let mut largest = 0.0f64;
             let last = recent
                 .iter()
                 .skip(recent.len() + 1 - span)
-                .map(|(rx, re, rd)| (f64::from(*rx), f64::from(*re), f64::from(*rd)))
+                .map(widen)
                 .chain(std::iter::once(now));
-            for (rx, re, rd) in last {
-                if rd <= 0.0 {
-                    return Self::default();
-                }
-                x += rx;
-                e += re;
-                d = f64::max(d, rd);
-                largest = largest.max(rx - re);
-            }
+            let Some(SpanTotals { x, e, d, largest }) = SpanTotals::of(last) else {
+                return Self::default();
+            };
             if x < min_ratio * e || x <= e {
                 continue;
             }
@@ -2321,6 +2317,42 @@ impl Sustained {
         }
         best
     }
+}
+
+/// One span of the primary feature: totals of actual and expected, the
+/// largest dispersion, and the largest one window's excess.
+struct SpanTotals {
+    x: f64,
+    e: f64,
+    d: f64,
+    largest: f64,
+}
+
+impl SpanTotals {
+    /// None when a window is a measurement (dispersion 0), not a count.
+    fn of(windows: impl Iterator<Item = (f64, f64, f64)>) -> Option<Self> {
+        let mut t = Self {
+            x: 0.0,
+            e: 0.0,
+            d: 0.0,
+            largest: 0.0,
+        };
+        for (x, e, d) in windows {
+            if d <= 0.0 {
+                return None;
+            }
+            t.x += x;
+            t.e += e;
+            t.d = t.d.max(d);
+            t.largest = t.largest.max(x - e);
+        }
+        Some(t)
+    }
+}
+
+/// A `recent` entry in full precision.
+fn widen(&(x, e, d): &(f32, f32, f32)) -> (f64, f64, f64) {
+    (f64::from(x), f64::from(e), f64::from(d))
 }
 
 /// ln P(N ≥ k) for N ~ Poisson(mu), k real (the sum of the terms from k
