@@ -746,10 +746,10 @@ fn failed_calls_name_the_service_that_refused_them() {
     );
 }
 
-#[test]
-fn a_large_burst_by_a_newcomer_on_a_young_entity_is_raised_early() {
-    // Three days of launches; one IAM change on day 4 (the IAM entity is a
-    // day old), then 24 on day 5 by a role never seen, from a new address.
+/// An IAM change by the usual role on day 4 of four days of launches
+/// (the IAM entity is then young), then 24 more at `BURST` by `who(k)`
+/// from `ip`; returns the engine and what it raised.
+fn young_iam_burst(who: impl Fn(i64) -> String, ip: &str) -> (Engine, Vec<WindowResult>) {
     let mut e = Engine::new(default_detectors(), EngineConfig::default());
     let mut out = Vec::new();
     fleet(&mut e, 3, Environment::Production, &mut out, |_, _| None);
@@ -772,16 +772,13 @@ fn a_large_burst_by_a_newcomer_on_a_young_entity_is_raised_early() {
     };
     let day4 = T0 + 3 * 86_400_000 + 3_600_000;
     e.observe(&iam(1, day4, &own, "10.0.0.1"), &mut out);
-    let burst = T0 + 4 * 86_400_000 + 8 * 3_600_000;
-    let intruder = format!("arn:aws:sts::{acct}:assumed-role/app-runner/x");
     let mut id = 9_000_000;
     for w in 0..20 {
-        let t0 = day4 + 10 * MIN + w * 90 * MIN;
         id += 1;
         e.observe(
             &call(
                 id,
-                t0,
+                day4 + 10 * MIN + w * 90 * MIN,
                 acct,
                 Environment::Production,
                 "RunInstances",
@@ -794,12 +791,22 @@ fn a_large_burst_by_a_newcomer_on_a_young_entity_is_raised_early() {
     }
     for k in 0..24 {
         id += 1;
-        e.observe(
-            &iam(id, burst + k * 10_000, &intruder, "198.51.100.66"),
-            &mut out,
-        );
+        e.observe(&iam(id, BURST + k * 10_000, &who(k), ip), &mut out);
     }
     e.flush(&mut out);
+    (e, out)
+}
+
+/// When [`young_iam_burst`]'s burst starts: day 5, 08:00.
+const BURST: i64 = T0 + 4 * 86_400_000 + 8 * 3_600_000;
+
+#[test]
+fn a_large_burst_by_a_newcomer_on_a_young_entity_is_raised_early() {
+    let acct = ACCOUNTS[0];
+    let own = format!("arn:aws:sts::{acct}:assumed-role/deploy/ci");
+    // 24 IAM changes by a role never seen, from a new address.
+    let intruder = format!("arn:aws:sts::{acct}:assumed-role/app-runner/x");
+    let (e, out) = young_iam_burst(|_| intruder.clone(), "198.51.100.66");
     assert_eq!(e.stats().late_events, 0);
     let raised: Vec<_> = anomalies(&out)
         .into_iter()
@@ -807,78 +814,24 @@ fn a_large_burst_by_a_newcomer_on_a_young_entity_is_raised_early() {
         .collect();
     assert!(!raised.is_empty(), "{:#?}", anomalies(&out));
     // Raised within the first minutes of the burst, not at the window's end.
-    assert!(raised[0].observed_until.timestamp_millis() < burst + 5 * MIN);
+    assert!(raised[0].observed_until.timestamp_millis() < BURST + 5 * MIN);
     assert!(
         raised
             .iter()
-            .all(|a| a.window_start.timestamp_millis() >= burst - 10 * MIN)
+            .all(|a| a.window_start.timestamp_millis() >= BURST - 10 * MIN)
     );
 
     // The same burst by the usual deploy role from its usual address is
     // not judged until the entity has a rhythm.
-    let mut e = Engine::new(default_detectors(), EngineConfig::default());
-    let mut out = Vec::new();
-    fleet(&mut e, 3, Environment::Production, &mut out, |_, _| None);
-    e.observe(&iam(1, day4, &own, "10.0.0.1"), &mut out);
-    for w in 0..20 {
-        let t0 = day4 + 10 * MIN + w * 90 * MIN;
-        e.observe(
-            &call(
-                500 + w as u64,
-                t0,
-                acct,
-                Environment::Production,
-                "RunInstances",
-                &own,
-                "10.0.0.1",
-                1,
-            ),
-            &mut out,
-        );
-    }
-    for k in 0..24 {
-        e.observe(
-            &iam(100 + k, burst + k as i64 * 10_000, &own, "10.0.0.1"),
-            &mut out,
-        );
-    }
-    e.flush(&mut out);
+    let (_, out) = young_iam_burst(|_| own.clone(), "10.0.0.1");
     assert!(!anomalies(&out).iter().any(|a| a.detector == "iam-changes"));
 
     // Nor when one call among them comes from a new session: the burst
     // must be the newcomer's, not a busy window a newcomer touched once.
-    let mut e = Engine::new(default_detectors(), EngineConfig::default());
-    let mut out = Vec::new();
-    fleet(&mut e, 3, Environment::Production, &mut out, |_, _| None);
-    e.observe(&iam(1, day4, &own, "10.0.0.1"), &mut out);
-    for w in 0..20 {
-        let t0 = day4 + 10 * MIN + w * 90 * MIN;
-        e.observe(
-            &call(
-                500 + w as u64,
-                t0,
-                acct,
-                Environment::Production,
-                "RunInstances",
-                &own,
-                "10.0.0.1",
-                1,
-            ),
-            &mut out,
-        );
-    }
     let session = format!("arn:aws:sts::{acct}:assumed-role/deploy/new-session");
-    for k in 0..24 {
-        let who = if k == 5 {
-            session.as_str()
-        } else {
-            own.as_str()
-        };
-        e.observe(
-            &iam(100 + k, burst + k as i64 * 10_000, who, "10.0.0.1"),
-            &mut out,
-        );
-    }
-    e.flush(&mut out);
+    let (_, out) = young_iam_burst(
+        |k| if k == 5 { session.clone() } else { own.clone() },
+        "10.0.0.1",
+    );
     assert!(!anomalies(&out).iter().any(|a| a.detector == "iam-changes"));
 }
