@@ -1015,6 +1015,48 @@ ous = ["Root/Sandbox"]
         .await
         .unwrap();
     assert!(linked(&all), "the admin's dashboard shows other OUs");
+    // Counters over every account: refused to the scoped viewer on every
+    // port, figures left out of its health view; the admin has them.
+    for i in [2, 5] {
+        let metrics = |t: &str| {
+            reqwest::Client::new()
+                .get(format!("http://{}/metrics", addr(i)))
+                .bearer_auth(t)
+                .send()
+        };
+        let refused = metrics(viewer).await.unwrap();
+        assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+        let why = refused.text().await.unwrap();
+        assert!(why.contains("whole organization"), "{why}");
+        let ok = metrics(admin).await.unwrap();
+        assert!(ok.status().is_success());
+        assert!(
+            ok.text()
+                .await
+                .unwrap()
+                .contains("trailhound_events_in_total")
+        );
+    }
+    let health = "trailhound.health.v1.HealthService/GetSystemHealth";
+    let scoped_health = as_(viewer, &addr(5), health, "{}");
+    assert!(
+        scoped_health.contains("\"name\": \"detect\"") && !scoped_health.contains("eventsIn"),
+        "{scoped_health}"
+    );
+    assert!(as_(admin, &addr(5), health, "{}").contains("eventsIn"));
+    let scoped_json = reqwest::Client::new()
+        .get(format!("http://{}/health.json", addr(5)))
+        .bearer_auth(viewer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scoped_json.contains("\"events_in_per_second\":null"),
+        "{scoped_json}"
+    );
     let deliveries = as_(
         admin,
         &addr(4),

@@ -394,6 +394,7 @@ pub fn detector_to_pb(d: &DetectorSpec) -> pb::Detector {
         min_grade: d.min_grade,
         error_codes: d.error_codes.clone(),
         notable_values: d.notable_values.clone(),
+        ignore_quiet_environments: d.ignore_quiet_environments,
     }
 }
 
@@ -469,6 +470,7 @@ pub fn detector_from_pb(p: pb::Detector) -> Result<DetectorSpec, InvalidField> {
         enabled: p.enabled,
         min_grade: p.min_grade,
         notable_values: p.notable_values,
+        ignore_quiet_environments: p.ignore_quiet_environments,
     };
     spec.validate().map_err(|reason| {
         let field = [

@@ -113,6 +113,12 @@ pub struct DetectorSpec {
     /// these is recorded as context instead of raised.
     #[serde(default)]
     pub notable_values: Vec<String>,
+    /// Thresholds the same in every environment: the engine's
+    /// `quiet_factor` for development and sandbox accounts does not apply.
+    /// For security signals (IAM changes, secret reads, refused calls),
+    /// which a busy sandbox does not explain away.
+    #[serde(default)]
+    pub ignore_quiet_environments: bool,
 }
 
 /// The OpenSearch AD limit, kept so detectors stay portable to that engine.
@@ -302,6 +308,7 @@ pub fn default_detectors() -> Vec<DetectorSpec> {
         enabled: true,
         min_grade: 0.0,
         notable_values: Vec::new(),
+        ignore_quiet_environments: false,
     };
     let mut ec2 = base(
         "ec2-run-instances",
@@ -456,6 +463,7 @@ pub fn default_detectors() -> Vec<DetectorSpec> {
         name: "service".into(),
         fields: paths(&["eventSource"]),
     }];
+    failed.ignore_quiet_environments = true;
 
     // Reading secrets in bulk is how stolen credentials are turned into
     // more credentials.
@@ -475,6 +483,7 @@ pub fn default_detectors() -> Vec<DetectorSpec> {
         name: "secret".into(),
         fields: paths(&["requestParameters.secretId"]),
     }];
+    secrets.ignore_quiet_environments = true;
 
     // New users, keys, passwords and policies: how an intruder stays.
     let mut iam = base(
@@ -506,6 +515,7 @@ pub fn default_detectors() -> Vec<DetectorSpec> {
         name: "user".into(),
         fields: paths(&["requestParameters.userName", "requestParameters.roleName"]),
     }];
+    iam.ignore_quiet_environments = true;
     vec![ec2, lambda, ebs, function, failed, secrets, iam]
 }
 
@@ -532,6 +542,14 @@ mod tests {
         for spec in &d {
             spec.validate().unwrap();
         }
+        // Security signals are judged alike in every environment; usage
+        // (launches, invocations, volumes) is allowed a sandbox's swings.
+        let alike: Vec<&str> = d
+            .iter()
+            .filter(|s| s.ignore_quiet_environments)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(alike, ["failed-calls", "secrets-read", "iam-changes"]);
     }
 
     fn event(source: &str, name: &str, error: &str) -> Event {

@@ -435,6 +435,10 @@ pub fn requirement(path: &str) -> Requirement {
     if path.starts_with("/auth/") || path == "/favicon.ico" {
         return Public;
     }
+    // Prometheus figures are every account's activity summed, as Stats.
+    if path == "/metrics" {
+        return WholeOrg(crate::auth::Role::Viewer);
+    }
     Role(crate::auth::Role::Viewer)
 }
 
@@ -919,7 +923,8 @@ mod tests {
         );
         assert_eq!(requirement("/auth/login"), Public);
         assert_eq!(requirement("/"), Role(super::Role::Viewer));
-        assert_eq!(requirement("/metrics"), Role(super::Role::Viewer));
+        assert_eq!(requirement("/metrics"), WholeOrg(super::Role::Viewer));
+        assert_eq!(requirement("/health.json"), Role(super::Role::Viewer));
     }
 
     #[test]

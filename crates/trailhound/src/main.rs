@@ -23,7 +23,6 @@ mod probe;
 mod push;
 mod replay;
 mod up;
-mod wiring;
 
 #[derive(Parser)]
 #[command(

@@ -9,8 +9,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use trailhound_runtime::CommonArgs;
 
-use crate::wiring::{DetectInProcess, EnrichInProcess};
-
 /// Ports of `trailhound up`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct UpArgs {
@@ -100,6 +98,8 @@ pub async fn start(
     let insights_cfg = trailhound_insights::InsightsArgs::default().config(common)?;
     let notify_cfg = trailhound_notify::NotifyArgs::default().config(common)?;
     let insights = trailhound_insights::build(&insights_cfg, &common.data_dir)?;
+    // Amazon Q Business (questions, index sync) as when insights runs alone.
+    trailhound_insights::start_backends(&insights, &insights_cfg, common, shutdown.clone()).await?;
     // AWS backends (Organizations, DynamoDB, SNS, S3/SQS, CloudWatch Logs)
     // come from the same `[aws]` section as when each service runs alone.
     let aws_cfg: trailhound_aws::AwsConfig =
@@ -110,13 +110,16 @@ pub async fn start(
     let detect = trailhound_detect::build(
         &detect_cfg,
         &common.data_dir,
-        Some(insights.clone() as Arc<dyn trailhound_core::pipeline::AnomalySink>),
+        Some(
+            Arc::new(trailhound_insights::InsightsSink(insights.clone()))
+                as Arc<dyn trailhound_core::pipeline::AnomalySink>,
+        ),
     )?;
     let enricher = trailhound_enrich::build(&enrich_cfg, &common.data_dir).await?;
-    let to_detect = Arc::new(DetectInProcess {
-        detect: detect.clone(),
-    });
-    let to_enrich = Arc::new(EnrichInProcess {
+    // The hand-offs the separate services make over gRPC, as calls: the
+    // same Enricher::process and Detect::accept their adapters serve.
+    let to_detect = Arc::new(trailhound_detect::DetectSink(detect.clone()));
+    let to_enrich = Arc::new(trailhound_enrich::EnrichSink {
         enricher: enricher.clone(),
         downstream: to_detect.clone(),
     });

@@ -790,6 +790,17 @@ impl Engine {
         self.detectors.iter().map(|d| d.entities.len()).sum()
     }
 
+    /// The account's metadata (OU path, environment) as its events last
+    /// brought it, from any entity of the account; None when the engine
+    /// holds none. Scoped reads of an account without anomalies need it.
+    pub fn account(&self, account_id: &str) -> Option<Arc<AccountMetadata>> {
+        self.detectors
+            .iter()
+            .flat_map(|d| d.entities.values())
+            .find(|e| e.account_id == account_id)
+            .map(|e| e.account.clone())
+    }
+
     pub fn specs(&self) -> impl Iterator<Item = &DetectorSpec> {
         self.detectors.iter().map(|d| &d.spec)
     }
@@ -1391,7 +1402,7 @@ fn evaluate_before(
         history,
         &values,
     );
-    let sensitivity = sensitivity(cfg, &ent.account);
+    let sensitivity = sensitivity(cfg, spec, &ent.account);
     let silent_total = if agg.events == 0 {
         ent.silent_expected + exp.first().map_or(0.0, |e| e.expected.max(0.0))
     } else {
@@ -1459,8 +1470,8 @@ fn evaluate_before(
 }
 
 /// The factor an account's thresholds are multiplied by.
-fn sensitivity(cfg: &EngineConfig, account: &AccountMetadata) -> f64 {
-    if cfg.quiet_environments.contains(&account.environment) {
+fn sensitivity(cfg: &EngineConfig, spec: &DetectorSpec, account: &AccountMetadata) -> f64 {
+    if !spec.ignore_quiet_environments && cfg.quiet_environments.contains(&account.environment) {
         cfg.quiet_factor.max(1.0)
     } else {
         1.0
@@ -1878,7 +1889,7 @@ fn early_spike_grade(
         z: &z,
         sums: &sums,
     };
-    let k = sensitivity(cfg, account);
+    let k = sensitivity(cfg, spec, account);
     let spiking = w.spiking(cfg, k);
     let zmax = spiking.iter().map(|(_, z)| *z).reduce(f64::max)?;
     if zmax < k * cfg.strong_z

@@ -8,7 +8,6 @@ use chrono::Utc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 use trailhound_core::convert::{
     InvalidField, account_from_pb, anomaly_to_pb, detector_from_pb, detector_to_pb, event_from_pb,
     timestamp_ms,
@@ -19,9 +18,7 @@ use trailhound_proto::detect::v1 as pb;
 use trailhound_proto::detect::v1::detect_service_server::DetectService;
 use trailhound_proto::time::to_millis;
 use trailhound_runtime::status;
-use trailhound_runtime::telemetry::{TraceLink, add_links};
 
-use crate::links::Contributors;
 use crate::service::{Detect, DetectError};
 use crate::store::AnomalyFilter;
 
@@ -53,14 +50,14 @@ fn invalid(e: InvalidField) -> Status {
 
 pub struct DetectGrpc {
     detect: Arc<Detect>,
-    contributors: Contributors,
 }
 
 impl DetectGrpc {
     /// Whether a caller with `scope` may see `account_id`'s series. Series
     /// carry no account metadata: the account's OU and environment come
-    /// from its latest anomaly; an account with none is visible only to
-    /// scopes that name it.
+    /// from its latest anomaly, else from what the engine learned from its
+    /// events; an account known to neither is visible only to scopes that
+    /// name it.
     async fn account_visible(
         &self,
         scope: &trailhound_core::Scope,
@@ -80,31 +77,15 @@ impl DetectGrpc {
             .map_err(to_status)?;
         Ok(match latest.first() {
             Some(a) => scope.allows(&a.account_id, &a.ou_path, a.environment),
-            None => scope.allows(account_id, &[], trailhound_core::Environment::Unknown),
+            None => match self.detect.account(account_id) {
+                Some(a) => scope.allows(account_id, &a.ou_path, a.environment),
+                None => scope.allows(account_id, &[], trailhound_core::Environment::Unknown),
+            },
         })
     }
 
     pub fn new(detect: Arc<Detect>) -> Self {
-        Self {
-            detect,
-            contributors: Contributors::default(),
-        }
-    }
-
-    /// Hands anomalies on in a span of their own, linked to every trace
-    /// whose events filled their windows (the closing batch's trace, if
-    /// any, is the parent).
-    async fn forward(&self, anomalies: &[trailhound_core::Anomaly], closing: Option<&TraceLink>) {
-        if anomalies.is_empty() {
-            return;
-        }
-        let span = tracing::info_span!("trailhound.detect/Forward", anomalies = anomalies.len());
-        add_links(
-            &span,
-            self.contributors
-                .links_for(&crate::links::windows(anomalies), closing),
-        );
-        self.detect.forward(anomalies).instrument(span).await;
+        Self { detect }
     }
 }
 
@@ -143,29 +124,7 @@ impl DetectService for DetectGrpc {
         req: Request<pb::ObserveRequest>,
     ) -> Result<Response<pb::ObserveResponse>, Status> {
         let events = decode_events(req.into_inner())?;
-        if self.detect.opensearch().is_some() {
-            let o = self.detect.accept(events).await.map_err(to_status)?;
-            return Ok(Response::new(pb::ObserveResponse {
-                accepted: o.accepted,
-                late: 0,
-                anomalies: 0,
-                quarantined: 0,
-            }));
-        }
-        let closing = TraceLink::current();
-        if let Some(link) = &closing {
-            self.contributors.note(link, &events);
-        }
-        let detect = self.detect.clone();
-        let span = tracing::Span::current();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let _g = span.enter();
-            detect.observe(&events)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("detection task failed: {e}")))?
-        .map_err(to_status)?;
-        self.forward(&outcome.anomalies, closing.as_ref()).await;
+        let outcome = self.detect.accept(events).await.map_err(to_status)?;
         Ok(Response::new(pb::ObserveResponse {
             accepted: outcome.accepted,
             late: outcome.late,
@@ -221,13 +180,7 @@ impl DetectService for DetectGrpc {
         &self,
         _req: Request<pb::FlushRequest>,
     ) -> Result<Response<pb::FlushResponse>, Status> {
-        let detect = self.detect.clone();
-        let anomalies = tokio::task::spawn_blocking(move || detect.flush())
-            .await
-            .map_err(|e| Status::internal(format!("flush task failed: {e}")))?
-            .map_err(to_status)?;
-        self.forward(&anomalies, TraceLink::current().as_ref())
-            .await;
+        let anomalies = self.detect.flush_and_forward().await.map_err(to_status)?;
         Ok(Response::new(pb::FlushResponse {
             anomalies: anomalies.iter().map(anomaly_to_pb).collect(),
         }))

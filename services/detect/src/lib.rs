@@ -41,7 +41,7 @@ pub use config::DetectConfig;
 pub use engine::{
     Engine, EngineConfig, LateEvent, Prepared, Preparer, UnknownAccounts, WindowResult,
 };
-pub use service::{Detect, DetectError, WalOptions};
+pub use service::{Detect, DetectError, DetectSink, WalOptions};
 pub use store::DetectStore;
 
 pub const SERVICE_NAME: &str = "trailhound.detect.v1.DetectService";
@@ -72,7 +72,7 @@ pub async fn serve(
                 }
                 let d = detect.clone();
                 match tokio::task::spawn_blocking(move || d.tick(idle)).await {
-                    Ok(Ok(anomalies)) => detect.forward(&anomalies).await,
+                    Ok(Ok(anomalies)) => detect.forward(&anomalies, None).await,
                     Ok(Err(e)) => tracing::warn!(error = %e, "idle close failed"),
                     Err(e) => tracing::warn!(error = %e, "idle close task failed"),
                 }
@@ -91,7 +91,7 @@ pub async fn serve(
     // Anomalies the log's replay found that downstream never had.
     {
         let detect = detect.clone();
-        tokio::spawn(async move { detect.forward(&[]).await });
+        tokio::spawn(async move { detect.forward(&[], None).await });
     }
     let stats = {
         let detect = detect.clone();

@@ -44,8 +44,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::broadcast;
-use trailhound_core::pipeline::AnomalySink;
+use tracing::Instrument;
+use trailhound_core::pipeline::{AnomalySink, EnrichedSink, SinkError};
 use trailhound_core::{Anomaly, DetectorSpec, EnrichedEvent};
+use trailhound_runtime::telemetry::{TraceLink, add_links};
 
 use crate::engine::{Engine, EngineConfig, EngineStats, LateEvent, WindowResult};
 use crate::store::{AnomalyFilter, DetectStore, SeriesPoint, StoreError};
@@ -70,6 +72,36 @@ pub enum DetectError {
     /// down or overloaded rather than misconfigured.
     #[error("{message}")]
     Backend { message: String, retryable: bool },
+}
+
+/// What enrich is told when a batch cannot be taken: an OpenSearch cluster
+/// that is down is retryable (ingest keeps the events), anything else not.
+impl From<DetectError> for SinkError {
+    fn from(e: DetectError) -> Self {
+        match e {
+            DetectError::Backend { message, retryable } => SinkError {
+                downstream: "opensearch".into(),
+                message,
+                retryable,
+            },
+            e => SinkError {
+                downstream: "detect".into(),
+                message: e.to_string(),
+                retryable: false,
+            },
+        }
+    }
+}
+
+/// enrich → detect in one process (`trailhound up`): the same
+/// [`Detect::accept`] the gRPC adapter serves.
+pub struct DetectSink(pub Arc<Detect>);
+
+#[async_trait::async_trait]
+impl EnrichedSink for DetectSink {
+    async fn send(&self, events: Vec<EnrichedEvent>) -> Result<u64, SinkError> {
+        Ok(self.0.accept(events).await?.accepted)
+    }
 }
 
 fn wal_error(e: wal::WalError) -> DetectError {
@@ -301,6 +333,9 @@ pub struct Detect {
     /// Set when `[detect] backend = "opensearch"`: events go to the
     /// cluster and anomalies come from its Anomaly Detection plugin.
     opensearch: std::sync::OnceLock<Arc<trailhound_opensearch::Backend>>,
+    /// Which traces fed which windows, for the links of the span that
+    /// hands anomalies on.
+    contributors: crate::links::Contributors,
 }
 
 /// Figures beyond the engine's counters, for the `Stats` RPC.
@@ -407,6 +442,7 @@ impl Detect {
                 replayed_events: AtomicU64::new(restored.replayed_events),
             },
             opensearch: std::sync::OnceLock::new(),
+            contributors: crate::links::Contributors::default(),
         };
         if restored.replayed_entries > 0 || (wal.enabled && !restored.had_checkpoint) {
             detect.checkpoint()?;
@@ -436,9 +472,11 @@ impl Detect {
         self.opensearch.get().cloned()
     }
 
-    /// Takes a batch from enrich: indexed into OpenSearch when that backend
-    /// is active (its anomalies come from the results poller), else fed to
-    /// the embedded engine and its anomalies forwarded.
+    /// Takes a batch from enrich, the one way in whether enrich calls over
+    /// gRPC or in process: indexed into OpenSearch when that backend is
+    /// active (its anomalies come from the results poller), else fed to
+    /// the embedded engine on a blocking thread and its anomalies
+    /// forwarded, in a span linked to the traces that filled their windows.
     pub async fn accept(
         self: &Arc<Self>,
         events: Vec<EnrichedEvent>,
@@ -454,12 +492,32 @@ impl Detect {
                 ..Default::default()
             });
         }
+        let closing = TraceLink::current();
+        if let Some(link) = &closing {
+            self.contributors.note(link, &events);
+        }
         let d = self.clone();
-        let outcome = tokio::task::spawn_blocking(move || d.observe(&events))
-            .await
-            .map_err(|e| DetectError::Internal(format!("detection task failed: {e}")))??;
-        self.forward(&outcome.anomalies).await;
+        let span = tracing::Span::current();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _g = span.enter();
+            d.observe(&events)
+        })
+        .await
+        .map_err(|e| DetectError::Internal(format!("detection task failed: {e}")))??;
+        self.forward(&outcome.anomalies, closing.as_ref()).await;
         Ok(outcome)
+    }
+
+    /// Closes every open window (end of a replay, `Flush`) on a blocking
+    /// thread and forwards what that raised.
+    pub async fn flush_and_forward(self: &Arc<Self>) -> Result<Vec<Anomaly>, DetectError> {
+        let d = self.clone();
+        let anomalies = tokio::task::spawn_blocking(move || d.flush())
+            .await
+            .map_err(|e| DetectError::Internal(format!("flush task failed: {e}")))??;
+        self.forward(&anomalies, TraceLink::current().as_ref())
+            .await;
+        Ok(anomalies)
     }
 
     /// ListAnomalies from the active backend. With OpenSearch a scoped
@@ -811,8 +869,10 @@ impl Detect {
 
     /// Forwards anomalies downstream (insights), logging failures: detect
     /// keeps every anomaly in its own store whatever happens downstream.
-    /// Anomalies recovered on start and not sent yet go first.
-    pub async fn forward(&self, anomalies: &[Anomaly]) {
+    /// Anomalies recovered on start and not sent yet go first. The span
+    /// links every trace whose events filled their windows (`closing`, the
+    /// trace of the batch that closed them, is its parent).
+    pub async fn forward(&self, anomalies: &[Anomaly], closing: Option<&TraceLink>) {
         let mut unsent = self.take_unsent();
         let anomalies = if unsent.is_empty() {
             anomalies
@@ -820,17 +880,29 @@ impl Detect {
             unsent.extend_from_slice(anomalies);
             &unsent[..]
         };
-        if let (Some(sink), false) = (&self.downstream, anomalies.is_empty()) {
-            match sink.send(anomalies.to_vec()).await {
-                Ok(_) => {
-                    self.figures
-                        .forwarded
-                        .fetch_add(anomalies.len() as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    self.figures.forward_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, count = anomalies.len(), "failed to forward anomalies");
-                }
+        if anomalies.is_empty() {
+            return;
+        }
+        // The span is the hand-off's even with nothing downstream: a
+        // trace then still shows which requests fed the anomalies.
+        let span = tracing::info_span!("trailhound.detect/Forward", anomalies = anomalies.len());
+        add_links(
+            &span,
+            self.contributors
+                .links_for(&crate::links::windows(anomalies), closing),
+        );
+        let Some(sink) = &self.downstream else {
+            return;
+        };
+        match sink.send(anomalies.to_vec()).instrument(span).await {
+            Ok(_) => {
+                self.figures
+                    .forwarded
+                    .fetch_add(anomalies.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.figures.forward_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, count = anomalies.len(), "failed to forward anomalies");
             }
         }
     }
@@ -1093,6 +1165,11 @@ impl Detect {
         entity_key: &str,
     ) -> Result<Option<i64>, DetectError> {
         Ok(self.store.series_latest(detector, entity_key)?)
+    }
+
+    /// What the engine knows of `account_id` (see [`Engine::account`]).
+    pub fn account(&self, account_id: &str) -> Option<trailhound_core::AccountMetadata> {
+        self.engine().account(account_id).map(|a| (*a).clone())
     }
 
     pub fn detectors(&self) -> Vec<DetectorSpec> {

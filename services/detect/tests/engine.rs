@@ -644,6 +644,33 @@ fn swings_normal_in_development_are_suppressed_not_in_production() {
     assert!(suppressed >= 1);
 }
 
+/// A detector that ignores quiet environments (the security ones: IAM
+/// changes, secret reads, refused calls) judges a development account as
+/// it judges production.
+#[test]
+fn a_detector_may_judge_every_environment_alike() {
+    let swing = T0 + 3 * 86_400_000 + 11 * 3_600_000;
+    let extra = |t: i64, k: usize| (k == 1 && t == swing).then_some(("dev/alice", "10.1.1.1", 18));
+    let mut specs = default_detectors();
+    for s in &mut specs {
+        s.ignore_quiet_environments = s.name == "ec2-run-instances";
+    }
+    let cfg = EngineConfig {
+        early_raise: false,
+        ..Default::default()
+    };
+    let mut e = Engine::new(specs, cfg);
+    let mut out = Vec::new();
+    fleet(&mut e, 4, Environment::Development, &mut out, extra);
+    assert!(
+        anomalies(&out)
+            .iter()
+            .any(|a| a.account_id == ACCOUNTS[1] && a.window_start.timestamp_millis() == swing),
+        "{:?}",
+        e.stats()
+    );
+}
+
 #[test]
 fn one_ordinary_call_in_a_new_region_is_context_not_an_alert() {
     let mut e = Engine::new(default_detectors(), EngineConfig::default());

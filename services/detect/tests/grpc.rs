@@ -230,7 +230,7 @@ fn invocation(id: u64, account: &str, t: i64) -> trailhound_core::EnrichedEvent 
 }
 
 /// GetUsageSeries for a scoped caller: an account's series only when the
-/// scope allows the account, and a series summed over every account (a
+/// scope allows the account (by id or by OU, even with no anomaly), and a series summed over every account (a
 /// detector keyed by region alone) never — it reads like an entity
 /// without data, as for an account outside the scope.
 #[tokio::test]
@@ -297,4 +297,14 @@ async fn usage_series_are_read_within_the_callers_scope() {
     // Every account's invocations summed: not for a scoped caller.
     assert_eq!(points(own, "lambda-invoke-by-region").await, 0.0);
     assert_eq!(points(accounts("444455556666"), "lambda-invoke").await, 0.0);
+    // By OU: the account has no anomaly to tell its OU, so it comes from
+    // the events detect holds; inside the scope it charts, outside not.
+    let ou = |o: &str| {
+        trailhound_core::Scope::union([trailhound_core::ScopeRule {
+            ous: vec![o.to_string()],
+            ..Default::default()
+        }])
+    };
+    assert_eq!(points(ou("Root/Sandbox"), "lambda-invoke").await, 3.0);
+    assert_eq!(points(ou("Root/Workloads"), "lambda-invoke").await, 0.0);
 }

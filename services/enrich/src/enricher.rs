@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use trailhound_core::pipeline::{EnrichedSink, EventSink, SinkError};
 use trailhound_core::{AccountMetadata, EnrichedEvent, EnvironmentRules, Event};
 
 use crate::source::{AccountSource, SourceError};
@@ -31,6 +32,20 @@ pub const FAILURE_TTL: Duration = Duration::from_secs(30);
 /// Accounts the memory layer holds by default: a large organization's
 /// members with room to spare, at a few hundred bytes each.
 pub const DEFAULT_MEMORY_MAX_ENTRIES: usize = 100_000;
+
+/// ingest → enrich → `downstream` in one process (`trailhound up`): the
+/// same [`Enricher::process`] the gRPC adapter serves.
+pub struct EnrichSink {
+    pub enricher: Arc<Enricher>,
+    pub downstream: Arc<dyn EnrichedSink>,
+}
+
+#[async_trait::async_trait]
+impl EventSink for EnrichSink {
+    async fn send(&self, events: Vec<Event>) -> Result<u64, SinkError> {
+        self.enricher.process(events, &*self.downstream).await
+    }
+}
 
 /// Counters since start.
 #[derive(Debug, Default)]
@@ -228,6 +243,32 @@ impl Enricher {
     /// last known entry, else to external with the reason.
     pub async fn account(&self, account_id: &str) -> Arc<AccountMetadata> {
         self.inner.account(account_id).await
+    }
+
+    /// Enriches a batch and hands it to `downstream` (detect), counting
+    /// what went on, what failed and how long it took: the one way a batch
+    /// goes through enrich, whether ingest calls `Process` over gRPC or
+    /// sends in process ([`EnrichSink`]).
+    pub async fn process(
+        &self,
+        events: Vec<Event>,
+        downstream: &dyn EnrichedSink,
+    ) -> Result<u64, SinkError> {
+        let f = self.figures();
+        let _pending = f.pending.begin();
+        let started = std::time::Instant::now();
+        let enriched = self.enrich(events).await;
+        match downstream.send(enriched).await {
+            Ok(n) => {
+                f.forwarded.fetch_add(n, Ordering::Relaxed);
+                f.batch.record(started.elapsed());
+                Ok(n)
+            }
+            Err(e) => {
+                f.forward_errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
     }
 
     /// Enriches a batch, looking each distinct account up once.

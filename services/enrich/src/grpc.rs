@@ -65,19 +65,11 @@ impl EnrichService for EnrichGrpc {
         req: Request<EventBatch>,
     ) -> Result<Response<pb::ProcessResponse>, Status> {
         let events = Self::decode(req.into_inner())?;
-        let f = self.enricher.figures();
-        let _pending = f.pending.begin();
-        let started = std::time::Instant::now();
-        let enriched = self.enricher.enrich(events).await;
-        let accepted = match self.downstream.send(enriched).await {
-            Ok(n) => n,
-            Err(e) => {
-                f.forward_errors.fetch_add(1, Ordering::Relaxed);
-                return Err(status::downstream(e.to_string(), e.retryable));
-            }
-        };
-        f.forwarded.fetch_add(accepted, Ordering::Relaxed);
-        f.batch.record(started.elapsed());
+        let accepted = self
+            .enricher
+            .process(events, &*self.downstream)
+            .await
+            .map_err(|e| status::downstream(e.to_string(), e.retryable))?;
         Ok(Response::new(pb::ProcessResponse { accepted }))
     }
 

@@ -24,7 +24,7 @@ pub mod store;
 pub use aws_org::OrganizationsSource;
 pub use config::{CacheKind, EnrichConfig, SourceKind};
 pub use dynamo::{DynamoOptions, DynamoStore};
-pub use enricher::{EnrichFigures, EnrichStats, Enricher};
+pub use enricher::{EnrichFigures, EnrichSink, EnrichStats, Enricher};
 pub use source::{AccountSource, SnapshotSource, SourceError};
 pub use store::{CachedEntry, MetadataStore, RedbStore, StoreError};
 /// The `[aws]` section and its loader, for callers that build enrich's

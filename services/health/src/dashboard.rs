@@ -95,8 +95,12 @@ pub fn render_metrics(
     out
 }
 
-async fn health_json(State(m): State<Arc<Monitor>>) -> impl IntoResponse {
-    let h = m.current();
+async fn health_json(
+    State(m): State<Arc<Monitor>>,
+    principal: Option<axum::Extension<trailhound_runtime::auth::Principal>>,
+) -> impl IntoResponse {
+    let scope = principal.map(|p| p.0.scope).unwrap_or_default();
+    let h = crate::for_scope(m.current(), &scope);
     let services: Vec<serde_json::Value> = h
         .services
         .iter()
@@ -143,7 +147,6 @@ async fn page(
     principal: Option<axum::Extension<trailhound_runtime::auth::Principal>>,
     Query(q): Query<EntityQuery>,
 ) -> Html<String> {
-    let h = m.current();
     let cfg = m.config();
     // Health reads with its own service identity; the page shows only the
     // signed-in person's scope, so the filter is applied here, where the
@@ -153,6 +156,7 @@ async fn page(
         .filter(|p| p.0.kind == trailhound_runtime::auth::PrincipalKind::User)
         .map(|p| p.0.display());
     let scope = principal.map(|p| p.0.scope).unwrap_or_default();
+    let h = crate::for_scope(m.current(), &scope);
     let insights = match cfg.targets.get("insights") {
         // A chosen account narrows the list to it.
         // Rows are incidents, each of one or more windows: fetch the most
@@ -431,53 +435,66 @@ pub fn render_page(
         o.push_str("</ul>");
     }
 
-    // Pipeline lag is the largest lag of any stage.
+    // Pipeline lag is the largest lag of any stage; no figures (withheld
+    // or unanswered), no number.
     let lag = h
         .services
         .iter()
         .filter_map(|s| s.stats.as_ref().map(|x| x.lag_seconds))
-        .fold(0.0f64, f64::max);
+        .reduce(f64::max)
+        .map_or_else(|| "–".to_string(), |l| format!("{l:.1} s"));
     let ingest_rate = h
         .services
         .iter()
         .find(|s| s.name == "ingest")
         .and_then(|s| s.stats.as_ref())
-        .map(|s| s.events_in_per_second)
-        .unwrap_or(0.0);
+        .map_or_else(
+            || "–".to_string(),
+            |s| format!("{:.1} events/s", s.events_in_per_second),
+        );
     let _ = write!(
         o,
-        "<p>Pipeline lag <b id=\"pipeline-lag\">{lag:.1} s</b> · \
-ingest <b id=\"events-per-second\">{ingest_rate:.1} events/s</b></p>"
+        "<p>Pipeline lag <b id=\"pipeline-lag\">{lag}</b> · \
+ingest <b id=\"events-per-second\">{ingest_rate}</b></p>"
     );
 
-    o.push_str("<h2>Services</h2><table id=\"services\"><tr><th>service</th><th>status</th><th>in/s</th><th>out/s</th><th>events in</th><th>lag s</th><th>batch p99 ms</th><th>errors</th><th>dead letters</th><th>cache hit</th><th>check ms</th><th>denied</th></tr>");
+    o.push_str("<h2>Services</h2><table id=\"services\"><tr><th>service</th><th>status</th><th>in/s</th><th>out/s</th><th>events in</th><th>lag s</th><th>batch p99 ms</th><th>errors</th><th>dead letters</th><th>cache hit</th><th>denied</th><th>check ms</th></tr>");
     for s in &h.services {
         let st = s.status();
-        let d = s.stats.clone().unwrap_or_default();
-        let errors: u64 = d.errors.values().fold(0u64, |a, b| a.saturating_add(*b));
+        // Figures withheld (a scoped viewer: they count every account) or
+        // not answered: dashes, not zeros.
+        let figures = match &s.stats {
+            None => "<td>–</td>".repeat(9),
+            Some(d) => {
+                let errors: u64 = d.errors.values().fold(0u64, |a, b| a.saturating_add(*b));
+                format!(
+                    "<td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{:.1}</td><td>{:.0}</td><td>{errors}</td><td>{}</td><td>{}</td>\
+<td class=\"denied\" title=\"refused as unauthenticated or not permitted; over a caller's limit\">{} / {}{insecure}</td>",
+                    d.events_in_per_second,
+                    d.events_out_per_second,
+                    d.events_in,
+                    d.lag_seconds,
+                    d.batch_latency.map(|l| l.p99_ms).unwrap_or(0.0),
+                    d.dead_letters,
+                    d.cache_hit_rate
+                        .map(|r| format!("{:.0}%", r * 100.0))
+                        .unwrap_or_else(|| "–".into()),
+                    d.denied_requests,
+                    d.rate_limited_requests,
+                    insecure = if d.insecure.is_empty() {
+                        String::new()
+                    } else {
+                        format!("<div class=\"reasons sev-HIGH\">{}</div>", esc(&d.insecure))
+                    },
+                )
+            }
+        };
         let _ = write!(
             o,
             "<tr class=\"service\" data-service=\"{name}\"><td>{name}</td>\
 <td><span class=\"badge {cls}\">{label}</span><div class=\"reasons\">{reasons}</div></td>\
-<td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{:.1}</td><td>{:.0}</td><td>{errors}</td><td>{}</td><td>{}</td><td>{:.0}</td>\
-<td class=\"denied\" title=\"refused as unauthenticated or not permitted; over a caller's limit\">{} / {}{insecure}</td></tr>",
-            d.events_in_per_second,
-            d.events_out_per_second,
-            d.events_in,
-            d.lag_seconds,
-            d.batch_latency.map(|l| l.p99_ms).unwrap_or(0.0),
-            d.dead_letters,
-            d.cache_hit_rate
-                .map(|r| format!("{:.0}%", r * 100.0))
-                .unwrap_or_else(|| "–".into()),
+{figures}<td>{:.0}</td></tr>",
             s.latency_ms,
-            d.denied_requests,
-            d.rate_limited_requests,
-            insecure = if d.insecure.is_empty() {
-                String::new()
-            } else {
-                format!("<div class=\"reasons sev-HIGH\">{}</div>", esc(&d.insecure))
-            },
             name = esc(&s.name),
             cls = status_class(st),
             label = label(st),
@@ -751,6 +768,51 @@ mod tests {
         assert!(html.contains("data-incident=\"burst\""), "{html}");
         assert!(!html.contains("data-incident=\"drop\""), "{html}");
         assert!(html.contains("$700.00"), "{html}");
+    }
+
+    /// Service figures count every account's events: a viewer scoped to
+    /// some accounts sees statuses and reasons, and dashes for figures.
+    #[test]
+    fn a_scoped_viewer_sees_no_org_wide_figures() {
+        let h = pb::SystemHealth {
+            status: pb::Status::Serving as i32,
+            services: vec![pb::ServiceHealth {
+                name: "ingest".into(),
+                status: 1,
+                reasons: vec!["all good".into()],
+                error_rate: 0.25,
+                stats: Some(trailhound_proto::common::v1::ServiceStats {
+                    service: "ingest".into(),
+                    events_in: 987_654,
+                    events_in_per_second: 4321.0,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let render = |h: &pb::SystemHealth| {
+            render_page(h, &Ok(vec![]), None, None, None, Duration::from_secs(5), 5)
+        };
+        let whole = crate::for_scope(h.clone(), &trailhound_core::Scope::all());
+        assert_eq!(whole, h);
+        let html = render(&whole);
+        assert!(
+            html.contains("987654") && html.contains("4321.0 events/s"),
+            "{html}"
+        );
+        let sandbox = trailhound_core::Scope::union([trailhound_core::ScopeRule {
+            ous: vec!["Root/Sandbox".into()],
+            ..Default::default()
+        }]);
+        let seen = crate::for_scope(h, &sandbox);
+        assert_eq!(seen.services[0].stats, None);
+        assert_eq!(seen.services[0].error_rate, 0.0);
+        assert_eq!(seen.services[0].reasons, ["all good"]);
+        let html = render(&seen);
+        assert!(!html.contains("987654") && !html.contains("4321"), "{html}");
+        assert!(html.contains("id=\"events-per-second\">–<"), "{html}");
+        assert!(html.contains("data-service=\"ingest\""));
     }
 
     #[test]

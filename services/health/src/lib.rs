@@ -53,30 +53,32 @@ type HealthStream = Pin<Box<dyn Stream<Item = Result<pb::SystemHealth, Status>> 
 impl HealthService for HealthGrpc {
     async fn get_system_health(
         &self,
-        _req: Request<pb::GetSystemHealthRequest>,
+        req: Request<pb::GetSystemHealthRequest>,
     ) -> Result<Response<pb::SystemHealth>, Status> {
-        let h = self.monitor.current();
+        let scope = trailhound_runtime::security::scope_of(&req);
+        let mut h = self.monitor.current();
         // Before the first round has finished, check now rather than
         // answer "unknown".
         if h.status() == pb::Status::Unspecified {
-            return Ok(Response::new(self.monitor.check_once().await));
+            h = self.monitor.check_once().await;
         }
-        Ok(Response::new(h))
+        Ok(Response::new(for_scope(h, &scope)))
     }
 
     type WatchSystemHealthStream = HealthStream;
 
     async fn watch_system_health(
         &self,
-        _req: Request<pb::WatchSystemHealthRequest>,
+        req: Request<pb::WatchSystemHealthRequest>,
     ) -> Result<Response<Self::WatchSystemHealthStream>, Status> {
+        let scope = trailhound_runtime::security::scope_of(&req);
         let mut rx = self.monitor.subscribe();
         // A bounded channel fed by a task: a watcher that stops reading
         // holds one slot, and its hang-up ends the task.
         let (tx, out) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             loop {
-                let h = rx.borrow_and_update().clone();
+                let h = for_scope(rx.borrow_and_update().clone(), &scope);
                 if h.status() != pb::Status::Unspecified && tx.send(Ok(h)).await.is_err() {
                     return;
                 }
@@ -98,6 +100,19 @@ impl HealthService for HealthGrpc {
             self.monitor.service_stats(),
         )))
     }
+}
+
+/// `h` as a caller with `scope` may see it. Each service's figures count
+/// every account's events (as Stats, which a scoped caller is refused), so
+/// a caller scoped to some accounts gets statuses and reasons without them.
+pub fn for_scope(mut h: pb::SystemHealth, scope: &trailhound_core::Scope) -> pb::SystemHealth {
+    if !scope.is_unrestricted() {
+        for s in &mut h.services {
+            s.stats = None;
+            s.error_rate = 0.0;
+        }
+    }
+    h
 }
 
 /// The monitor as configured: gRPC probes, alerts through notify (or the

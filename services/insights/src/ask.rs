@@ -689,6 +689,7 @@ impl BuiltinAsk {
             view: crate::correlate::ScopedView::new(
                 store.clone(),
                 &crate::recommend::default_rules(),
+                crate::config::SeverityConfig::default(),
             ),
             store,
             clock: None,

@@ -204,8 +204,10 @@ mod tests {
 /// the organization sees only the accounts (and their anomalies) it may see,
 /// and every count derived from the correlation — the summary's "also in N
 /// other accounts", the severity reason "the same pattern in N accounts" —
-/// is recounted over those. With no other account left the correlation and
-/// the recommendations that need one are dropped: out of scope looks like
+/// is recounted over those, and the severity is assessed again from that
+/// count (a point the hidden accounts added would otherwise show they
+/// exist). With no other account left the correlation and the
+/// recommendations that need one are dropped: out of scope looks like
 /// absent, not even its number shows. A correlated anomaly's insight (its
 /// id is the anomaly's) tells the account's OU and environment.
 #[derive(Clone, Debug)]
@@ -213,15 +215,18 @@ pub struct ScopedView {
     store: crate::store::InsightStore,
     /// Rules that apply only to correlated insights.
     correlated_rules: Vec<String>,
+    severity: crate::config::SeverityConfig,
 }
 
 impl ScopedView {
     pub fn new(
         store: crate::store::InsightStore,
         rules: &[crate::recommend::RecommendationRule],
+        severity: crate::config::SeverityConfig,
     ) -> Self {
         Self {
             store,
+            severity,
             correlated_rules: rules
                 .iter()
                 .filter(|r| r.when.correlated == Some(true))
@@ -280,7 +285,6 @@ impl ScopedView {
             return out;
         }
         let others = |n: usize| format!(", also in {} other accounts", n.saturating_sub(1));
-        let pattern = |n: usize| format!("the same pattern in {n} accounts");
         let correlated = after > 1;
         out.summary = out.summary.replace(
             &others(before),
@@ -290,16 +294,13 @@ impl ScopedView {
                 String::new()
             },
         );
-        out.severity_reasons = std::mem::take(&mut out.severity_reasons)
-            .into_iter()
-            .filter_map(|r| {
-                if !r.contains(&pattern(before)) {
-                    Some(r)
-                } else {
-                    correlated.then(|| r.replace(&pattern(before), &pattern(after)))
-                }
-            })
-            .collect();
+        let was = out.severity;
+        (out.severity, out.severity_reasons) =
+            crate::severity::assess(&out.anomaly, &out.cost, after, &self.severity);
+        // The summary leads with the severity.
+        if let Some(rest) = out.summary.strip_prefix(was.label()) {
+            out.summary = format!("{}{rest}", out.severity.label());
+        }
         if !correlated {
             out.correlation = None;
             out.recommendations

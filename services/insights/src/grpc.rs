@@ -38,6 +38,7 @@ fn to_status(e: InsightsError) -> Status {
         InsightsError::Store(e) => Status::internal(e.to_string()),
         InsightsError::Ask(AskError::Store(e)) => Status::internal(e.to_string()),
         InsightsError::Config(e) => Status::failed_precondition(e),
+        InsightsError::Internal(e) => Status::internal(e),
     }
 }
 
@@ -71,13 +72,11 @@ impl InsightsService for InsightsGrpc {
             .anomaly
             .ok_or_else(|| status::invalid("anomaly", "missing"))?;
         let anomaly = anomaly_from_pb(a).map_err(|e| status::invalid(&e.field, &e.reason))?;
-        let insights = self.insights.clone();
-        let span = tracing::Span::current();
-        let mut out =
-            tokio::task::spawn_blocking(move || span.in_scope(|| insights.analyze(&[anomaly])))
-                .await
-                .map_err(|e| Status::internal(format!("analysis failed: {e}")))?
-                .map_err(to_status)?;
+        let mut out = self
+            .insights
+            .analyze_off_thread(vec![anomaly])
+            .await
+            .map_err(to_status)?;
         let one = out
             .pop()
             .ok_or_else(|| Status::internal("analysis produced no insight"))?;
@@ -89,15 +88,11 @@ impl InsightsService for InsightsGrpc {
         req: Request<pb::AnalyzeBatchRequest>,
     ) -> Result<Response<pb::AnalyzeBatchResponse>, Status> {
         let anomalies = decode_anomalies(req.into_inner().anomalies, "anomalies")?;
-        let insights = self.insights.clone();
-        // The request's span goes along, so each insight records the trace
-        // it was made in (notify continues it across WatchInsights).
-        let span = tracing::Span::current();
-        let out =
-            tokio::task::spawn_blocking(move || span.in_scope(|| insights.analyze(&anomalies)))
-                .await
-                .map_err(|e| Status::internal(format!("analysis failed: {e}")))?
-                .map_err(to_status)?;
+        let out = self
+            .insights
+            .analyze_off_thread(anomalies)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::AnalyzeBatchResponse {
             insights: out.iter().map(insight_to_pb).collect(),
         }))
@@ -150,11 +145,12 @@ impl InsightsService for InsightsGrpc {
                 "not a token this service returned",
             ));
         }
+        let min_severity = severity_from_pb(r.min_severity)
+            .map_err(|e| status::invalid("min_severity", &e.reason))?;
         let filter = InsightFilter {
             account_id: (!r.account_id.is_empty()).then_some(r.account_id),
             environment,
-            min_severity: severity_from_pb(r.min_severity)
-                .map_err(|e| status::invalid("min_severity", &e.reason))?,
+            min_severity,
             detector: (!r.detector.is_empty()).then_some(r.detector),
             incident_id: (!r.incident_id.is_empty()).then_some(r.incident_id),
             start: time(&r.start_time, "start_time")?,
@@ -173,9 +169,13 @@ impl InsightsService for InsightsGrpc {
             .list(&filter, size, token)
             .map_err(to_status)?;
         Ok(Response::new(pb::ListInsightsResponse {
+            // Filtered again as the caller sees them: a scoped view can
+            // lower a severity (see `ScopedView`).
             insights: page
                 .iter()
-                .map(|i| scoped_pb(&self.insights, &scope, i))
+                .map(|i| self.insights.scoped(&scope, i))
+                .filter(|i| min_severity.is_none_or(|s| i.severity >= s))
+                .map(|i| insight_to_pb(&i))
                 .collect(),
             next_page_token: next.unwrap_or_default(),
         }))

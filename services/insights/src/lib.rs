@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use trailhound_proto::insights::v1::insights_service_server::InsightsServiceServer;
 
 pub use config::InsightsConfig;
-pub use service::{InsightFilter, Insights, InsightsError};
+pub use service::{InsightFilter, Insights, InsightsError, InsightsSink};
 
 pub const SERVICE_NAME: &str = "trailhound.insights.v1.InsightsService";
 

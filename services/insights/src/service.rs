@@ -29,6 +29,8 @@ pub enum InsightsError {
     Config(String),
     #[error(transparent)]
     Ask(#[from] AskError),
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Counters since start.
@@ -134,7 +136,8 @@ impl Insights {
         config.validate().map_err(InsightsError::Config)?;
         let (watchers, _) = broadcast::channel(4096);
         let rules = config.recommendation_rules();
-        let view = crate::correlate::ScopedView::new(store.clone(), &rules);
+        let view =
+            crate::correlate::ScopedView::new(store.clone(), &rules, config.severity.clone());
         let builtin = Arc::new(BuiltinAsk::new(store.clone()).with_view(view.clone()));
         Ok(Self {
             rules,
@@ -475,16 +478,39 @@ impl Insights {
     }
 }
 
-/// detect → insights in one process (`trailhound up`, the demo).
+impl Insights {
+    /// [`Insights::analyze`] on a blocking thread (it writes the store),
+    /// inside the caller's span so each insight records the trace it was
+    /// made in: the one way anomalies come in, over gRPC (`Analyze`,
+    /// `AnalyzeBatch`) or in process ([`InsightsSink`]).
+    pub async fn analyze_off_thread(
+        self: &Arc<Self>,
+        anomalies: Vec<Anomaly>,
+    ) -> Result<Vec<Insight>, InsightsError> {
+        let insights = self.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| insights.analyze(&anomalies)))
+            .await
+            .map_err(|e| InsightsError::Internal(format!("analysis failed: {e}")))?
+    }
+}
+
+/// detect → insights in one process (`trailhound up`): the same
+/// [`Insights::analyze_off_thread`] the gRPC adapter serves.
+pub struct InsightsSink(pub Arc<Insights>);
+
 #[async_trait]
-impl AnomalySink for Insights {
+impl AnomalySink for InsightsSink {
     async fn send(&self, anomalies: Vec<Anomaly>) -> Result<u64, SinkError> {
         let n = anomalies.len() as u64;
-        self.analyze(&anomalies).map_err(|e| SinkError {
-            downstream: "insights".into(),
-            message: e.to_string(),
-            retryable: false,
-        })?;
+        self.0
+            .analyze_off_thread(anomalies)
+            .await
+            .map_err(|e| SinkError {
+                downstream: "insights".into(),
+                message: e.to_string(),
+                retryable: false,
+            })?;
         Ok(n)
     }
 }

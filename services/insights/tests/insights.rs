@@ -496,6 +496,24 @@ async fn a_scoped_caller_sees_no_count_of_correlated_accounts_outside_its_scope(
         seen.severity_reasons
     );
     assert!(!seen.recommendations.iter().any(|r| r.rule == "org-wide"));
+    // The point the hidden account added is gone from the severity too,
+    // and from the summary that leads with it.
+    let points = |i: &trailhound_core::Insight| -> i32 {
+        let last = i.severity_reasons.last().unwrap();
+        last.split(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        points(&seen),
+        points(&whole) - 1,
+        "{:?}",
+        seen.severity_reasons
+    );
+    assert!(seen.severity <= whole.severity);
+    assert!(
+        seen.summary.starts_with(seen.severity.label()),
+        "{}",
+        seen.summary
+    );
     let text = format!("{seen:?}");
     assert!(!text.contains("111122223333"), "{text}");
 
