@@ -13,6 +13,7 @@ pub mod convert;
 pub mod detector;
 pub mod event;
 pub mod fieldpath;
+pub mod incident;
 pub mod insight;
 pub mod pipeline;
 pub mod reasons;

@@ -232,7 +232,8 @@ impl Client {
         ndjson: bool,
         what: &str,
     ) -> Result<Reply, OsError> {
-        let mut backoff = self.initial_backoff;
+        let mut backoff =
+            trailhound_runtime::retry::Backoff::new(self.initial_backoff, Duration::from_secs(30));
         let mut attempt = 1;
         loop {
             let r = self
@@ -240,9 +241,9 @@ impl Client {
                 .await;
             match r {
                 Err(e) if e.is_retryable() && attempt < self.max_attempts => {
-                    tracing::debug!(error = %e, attempt, "retrying OpenSearch request");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    let wait = backoff.fail();
+                    tracing::debug!(error = %e, attempt, ?wait, "retrying OpenSearch request");
+                    tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
                 r => return r,

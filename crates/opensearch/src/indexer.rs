@@ -249,7 +249,10 @@ impl Indexer {
             })
             .collect();
         let mut outcome = BulkOutcome::default();
-        let mut backoff = self.config.initial_backoff;
+        let mut backoff = trailhound_runtime::retry::Backoff::new(
+            self.config.initial_backoff,
+            Duration::from_secs(10),
+        );
         for attempt in 1..=ITEM_ATTEMPTS {
             if items.is_empty() {
                 break;
@@ -288,8 +291,7 @@ impl Indexer {
                 });
             }
             items = retry.into_iter().map(|i| items[i].clone()).collect();
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            tokio::time::sleep(backoff.fail()).await;
         }
         if !outcome.dead_lettered.is_empty() {
             self.write_dead_letters(&outcome.dead_lettered);

@@ -190,7 +190,10 @@ impl Backend {
     /// Set-up (retried with backoff until it works), then a results poll
     /// every `poll_every`, until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = trailhound_runtime::retry::Backoff::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
         loop {
             match self.setup().await {
                 Ok(ids) => {
@@ -198,12 +201,11 @@ impl Backend {
                     break;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, retry_in = ?backoff, "OpenSearch set-up failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    let wait = backoff.fail();
+                    tracing::error!(error = %e, retry_in = ?wait, "OpenSearch set-up failed");
+                    if !trailhound_runtime::retry::sleep_or_stop(wait, &shutdown).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             }
         }

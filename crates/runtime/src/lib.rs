@@ -14,6 +14,7 @@ pub mod control;
 pub mod drain;
 pub mod metrics;
 pub mod private;
+pub mod retry;
 pub mod rpc_metrics;
 pub mod security;
 pub mod server;

@@ -17,6 +17,16 @@ pub fn downstream(message: String, retryable: bool) -> Status {
     }
 }
 
+/// The other way: a call to `downstream` failed with `s`, as a sink error
+/// (retryable when the code is).
+pub fn to_sink_error(downstream: &str, s: &Status) -> trailhound_core::pipeline::SinkError {
+    trailhound_core::pipeline::SinkError {
+        downstream: downstream.into(),
+        message: format!("{:?}: {}", s.code(), s.message()),
+        retryable: is_retryable(s.code()),
+    }
+}
+
 /// Whether a client should retry a call that failed with this code.
 pub fn is_retryable(code: tonic::Code) -> bool {
     use tonic::Code::*;

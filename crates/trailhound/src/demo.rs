@@ -295,30 +295,13 @@ pub async fn run(
     Ok(())
 }
 
-/// The first insight of each incident (what opened the alert), most
-/// severe incidents first.
+/// The first insight of each incident (what opened the alert), in the
+/// order every incident list has: most severe, costliest, most recent.
 fn incidents_of(all: &[Insight]) -> Vec<Insight> {
-    let mut first: std::collections::BTreeMap<&str, &Insight> = std::collections::BTreeMap::new();
-    for i in all {
-        let e = first.entry(i.incident_id.as_str()).or_insert(i);
-        if i.anomaly.window_start < e.anomaly.window_start {
-            *e = i;
-        }
-    }
-    let mut out: Vec<Insight> = first.into_values().cloned().collect();
-    let worst = |inc: &Insight| {
-        all.iter()
-            .filter(|i| i.incident_id == inc.incident_id)
-            .map(|i| i.severity)
-            .max()
-            .unwrap_or(inc.severity)
-    };
-    out.sort_by(|a, b| {
-        worst(b)
-            .cmp(&worst(a))
-            .then(a.anomaly.window_start.cmp(&b.anomaly.window_start))
-    });
-    out
+    trailhound_core::incident::incidents(all)
+        .into_iter()
+        .map(|r| r.first.clone())
+        .collect()
 }
 
 fn print_incident(

@@ -12,6 +12,10 @@ use trailhound_proto::insights::v1::AnalyzeBatchRequest;
 use trailhound_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use trailhound_runtime::{TracedChannel, status};
 
+/// How long a batch of anomalies waits for insights to come back (a
+/// restart) before the hand-off gives up and counts a forward error.
+const INSIGHTS_PATIENCE: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 pub struct GrpcInsightsSink {
     client: InsightsServiceClient<TracedChannel>,
@@ -35,25 +39,20 @@ impl AnomalySink for GrpcInsightsSink {
         let req = AnalyzeBatchRequest {
             anomalies: anomalies.iter().map(anomaly_to_pb).collect(),
         };
-        // Unavailable insights (restarting) gets a few tries; detect keeps
-        // every anomaly in its own store whatever happens here.
-        let mut backoff = Duration::from_millis(100);
-        for attempt in 1.. {
-            match self.client.clone().analyze_batch(req.clone()).await {
-                Ok(_) => return Ok(n),
-                Err(s) if status::is_retryable(s.code()) && attempt < 5 => {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
-                Err(s) => {
-                    return Err(SinkError {
-                        downstream: "insights".into(),
-                        message: format!("{:?}: {}", s.code(), s.message()),
-                        retryable: status::is_retryable(s.code()),
-                    });
-                }
-            }
-        }
+        // Unavailable insights (restarting) gets a few seconds; detect
+        // keeps every anomaly in its own store whatever happens here.
+        trailhound_runtime::retry::retry(
+            trailhound_runtime::retry::Policy::hop(INSIGHTS_PATIENCE),
+            |s: &tonic::Status| status::is_retryable(s.code()),
+            |s, wait| tracing::debug!(code = ?s.code(), ?wait, "insights unavailable, retrying"),
+            || {
+                let mut client = self.client.clone();
+                let req = req.clone();
+                async move { client.analyze_batch(req).await }
+            },
+        )
+        .await
+        .map_err(|s| status::to_sink_error("insights", &s))?;
         Ok(n)
     }
 }

@@ -320,7 +320,10 @@ impl DynamoStore {
 
     async fn wait_active(&self) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        let mut delay = Duration::from_millis(100);
+        let mut delay = trailhound_runtime::retry::Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        );
         loop {
             let status = self
                 .describe()
@@ -339,8 +342,7 @@ impl DynamoStore {
                     ACTIVE_TIMEOUT.as_secs()
                 )));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            tokio::time::sleep(delay.fail()).await;
         }
     }
 

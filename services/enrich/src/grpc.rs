@@ -175,27 +175,18 @@ impl EnrichedSink for GrpcDetectSink {
         let req = ObserveRequest {
             events: events.iter().map(enriched_to_pb).collect(),
         };
-        let deadline = tokio::time::Instant::now() + self.patience;
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let mut client = self.client.clone();
-            match client.observe(req.clone()).await {
-                Ok(r) => return Ok(r.into_inner().accepted),
-                Err(s)
-                    if status::is_retryable(s.code()) && tokio::time::Instant::now() < deadline =>
-                {
-                    tracing::debug!(code = ?s.code(), "detect unavailable, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(s) => {
-                    return Err(SinkError {
-                        downstream: "detect".into(),
-                        message: s.message().to_string(),
-                        retryable: status::is_retryable(s.code()),
-                    });
-                }
-            }
-        }
+        trailhound_runtime::retry::retry(
+            trailhound_runtime::retry::Policy::hop(self.patience),
+            |s: &Status| status::is_retryable(s.code()),
+            |s, wait| tracing::debug!(code = ?s.code(), ?wait, "detect unavailable, retrying"),
+            || {
+                let mut client = self.client.clone();
+                let req = req.clone();
+                async move { client.observe(req).await }
+            },
+        )
+        .await
+        .map(|r| r.into_inner().accepted)
+        .map_err(|s| status::to_sink_error("detect", &s))
     }
 }

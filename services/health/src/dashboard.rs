@@ -23,6 +23,8 @@ use trailhound_proto::health::v1 as pb;
 use trailhound_proto::insights::v1 as ipb;
 use trailhound_proto::insights::v1::insights_service_client::InsightsServiceClient;
 
+use trailhound_core::incident::incidents;
+
 use crate::alert::label;
 use crate::monitor::Monitor;
 
@@ -223,62 +225,10 @@ async fn page(
     Html(html)
 }
 
-/// Consecutive anomalous windows of one entity, as insights groups them.
-#[derive(Debug)]
-pub struct IncidentRow<'a> {
-    /// The most severe window (the latest of equals).
-    pub worst: &'a ipb::Insight,
-    pub first: Option<&'a prost_types::Timestamp>,
-    pub last: Option<&'a prost_types::Timestamp>,
-    pub windows: usize,
-    pub peak_usd_per_hour: f64,
-    pub ids: Vec<&'a str>,
-}
-
-fn millis(t: Option<&prost_types::Timestamp>) -> i64 {
-    t.map(trailhound_proto::time::to_millis).unwrap_or(i64::MIN)
-}
-
-/// `list` grouped by incident, most severe first, then most recent: a
-/// burst that started the alerts stays on top however many windows a
-/// later, milder incident adds.
-pub fn incidents(list: &[ipb::Insight]) -> Vec<IncidentRow<'_>> {
-    let mut by_id: std::collections::BTreeMap<&str, IncidentRow<'_>> = Default::default();
-    for i in list {
-        let key = if i.incident_id.is_empty() {
-            i.id.as_str()
-        } else {
-            i.incident_id.as_str()
-        };
-        let start = i.anomaly.as_ref().and_then(|a| a.window_start.as_ref());
-        let cost = i.cost.as_ref().map_or(0.0, |c| c.usd_per_hour);
-        let row = by_id.entry(key).or_insert(IncidentRow {
-            worst: i,
-            first: start,
-            last: start,
-            windows: 0,
-            peak_usd_per_hour: 0.0,
-            ids: Vec::new(),
-        });
-        row.windows += 1;
-        row.peak_usd_per_hour = row.peak_usd_per_hour.max(cost);
-        row.ids
-            .push(i.anomaly.as_ref().map_or("", |a| a.id.as_str()));
-        if millis(start) < millis(row.first) {
-            row.first = start;
-        }
-        if millis(start) > millis(row.last) {
-            row.last = start;
-        }
-        let w = row.worst;
-        let w_start = w.anomaly.as_ref().and_then(|a| a.window_start.as_ref());
-        if (i.severity, millis(start)) > (w.severity, millis(w_start)) {
-            row.worst = i;
-        }
-    }
-    let mut rows: Vec<IncidentRow<'_>> = by_id.into_values().collect();
-    rows.sort_by_key(|r| std::cmp::Reverse((r.worst.severity, millis(r.last))));
-    rows
+fn ts_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
 }
 
 /// The newest insights, read for a viewer with `scope`: insights filters
@@ -531,11 +481,16 @@ ingest <b id=\"events-per-second\">{ingest_rate}</b></p>"
                     esc(&a.region),
                     esc(&a.detector)
                 );
-                let when = if row.windows > 1 {
-                    format!("{} → {}", ts(row.first), ts(row.last))
+                let when = if row.windows.len() > 1 {
+                    format!("{} → {}", ts_ms(row.first_ms), ts_ms(row.last_ms))
                 } else {
-                    ts(row.first)
+                    ts_ms(row.first_ms)
                 };
+                let ids: Vec<&str> = row
+                    .windows
+                    .iter()
+                    .map(|w| w.anomaly.as_ref().map_or("", |a| a.id.as_str()))
+                    .collect();
                 let _ = write!(
                     o,
                     "<tr class=\"anomaly-row\" data-incident=\"{}\" data-anomalies=\"{}\"><td>{}</td><td>{}</td><td class=\"sev-{sev}\">{sev}</td>\
@@ -545,9 +500,9 @@ ingest <b id=\"events-per-second\">{ingest_rate}</b></p>"
                     } else {
                         &i.incident_id
                     }),
-                    esc(&row.ids.join(" ")),
+                    esc(&ids.join(" ")),
                     esc(&when),
-                    row.windows,
+                    row.windows.len(),
                     esc(&a.account_id),
                     esc(acct),
                     esc(&a.region),
@@ -749,10 +704,10 @@ mod tests {
         let rows = incidents(&list);
         let order: Vec<&str> = rows.iter().map(|r| r.worst.incident_id.as_str()).collect();
         assert_eq!(order, ["burst", "storm", "drop"]);
-        assert_eq!(rows[2].windows, 30);
+        assert_eq!(rows[2].windows.len(), 30);
         assert_eq!(rows[2].worst.id, "drop:40");
-        assert_eq!(millis(rows[2].first), 11 * 600_000);
-        assert_eq!(millis(rows[2].last), 40 * 600_000);
+        assert_eq!(rows[2].first_ms, 11 * 600_000);
+        assert_eq!(rows[2].last_ms, 40 * 600_000);
         assert_eq!(rows[1].peak_usd_per_hour, 0.9);
 
         let html = render_page(

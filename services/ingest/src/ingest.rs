@@ -518,32 +518,31 @@ impl Ingest {
 
     async fn send_with_retry(&self, batch: Vec<Event>) -> Result<u64, SinkError> {
         let n = batch.len() as u64;
-        let deadline = tokio::time::Instant::now() + self.options.retry_patience;
         let started = std::time::Instant::now();
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let sent = self
-                .figures
-                .backend
-                .time(self.downstream.send(batch.clone()))
-                .await;
-            match sent {
-                Ok(_) => {
-                    self.figures.batch.record(started.elapsed());
-                    self.stats.batches_forwarded.fetch_add(1, Ordering::Relaxed);
-                    self.stats.accepted.fetch_add(n, Ordering::Relaxed);
-                    return Ok(n);
-                }
-                Err(e) if e.retryable && tokio::time::Instant::now() < deadline => {
-                    self.stats.forward_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "downstream unavailable, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => {
-                    self.stats.forward_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
-                }
+        let sent = trailhound_runtime::retry::retry(
+            trailhound_runtime::retry::Policy::hop(self.options.retry_patience),
+            |e: &SinkError| e.retryable,
+            |e, wait| {
+                self.stats.forward_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, ?wait, "downstream unavailable, retrying");
+            },
+            || {
+                self.figures
+                    .backend
+                    .time(self.downstream.send(batch.clone()))
+            },
+        )
+        .await;
+        match sent {
+            Ok(_) => {
+                self.figures.batch.record(started.elapsed());
+                self.stats.batches_forwarded.fetch_add(1, Ordering::Relaxed);
+                self.stats.accepted.fetch_add(n, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) => {
+                self.stats.forward_errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
             }
         }
     }

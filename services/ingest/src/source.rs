@@ -2,8 +2,6 @@
 //! endpoint, the CloudWatch Logs poller) share: their error type and the
 //! backoff they use when AWS or the downstream is unavailable.
 
-use std::time::Duration;
-
 use trailhound_core::pipeline::SinkError;
 
 /// Why a source stopped or a step of it failed. AWS failures carry the
@@ -76,53 +74,4 @@ impl SourceError {
     }
 }
 
-/// Exponential backoff: 1 s doubling to a cap, reset on success.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Option<Duration>,
-}
-
-impl Backoff {
-    pub fn new(first: Duration, max: Duration) -> Self {
-        Self {
-            first,
-            max: max.max(first),
-            next: None,
-        }
-    }
-
-    /// The wait before the next attempt after one more failure.
-    pub fn fail(&mut self) -> Duration {
-        let d = self.next.unwrap_or(self.first);
-        self.next = Some((d * 2).min(self.max));
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = None;
-    }
-}
-
-/// Sleeps, or returns false early when `shutdown` is cancelled.
-pub async fn sleep_or_stop(d: Duration, shutdown: &tokio_util::sync::CancellationToken) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => true,
-        _ = shutdown.cancelled() => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
-        let waits: Vec<u64> = (0..5).map(|_| b.fail().as_secs()).collect();
-        assert_eq!(waits, vec![1, 2, 4, 5, 5]);
-        b.reset();
-        assert_eq!(b.fail(), Duration::from_secs(1));
-    }
-}
+pub use trailhound_runtime::retry::{Backoff, sleep_or_stop};

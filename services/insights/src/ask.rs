@@ -767,23 +767,13 @@ fn line(i: &Insight) -> String {
     )
 }
 
-/// One entry per incident: its most severe (then costliest) window.
+/// One entry per incident: its most severe (then costliest) window, in
+/// the order every incident list has (see `trailhound_core::incident`).
 fn incidents(list: &[Insight]) -> Vec<&Insight> {
-    let mut best: BTreeMap<&str, &Insight> = BTreeMap::new();
-    for i in list {
-        let e = best.entry(i.incident_id.as_str()).or_insert(i);
-        if (i.severity, i.cost.usd_per_hour) > (e.severity, e.cost.usd_per_hour) {
-            *e = i;
-        }
-    }
-    let mut v: Vec<&Insight> = best.into_values().collect();
-    v.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(b.cost.usd_per_hour.total_cmp(&a.cost.usd_per_hour))
-            .then(b.anomaly.window_start.cmp(&a.anomaly.window_start))
-    });
-    v
+    trailhound_core::incident::incidents(list)
+        .into_iter()
+        .map(|r| r.worst)
+        .collect()
 }
 
 fn summarize(name: &str, list: &[&Insight]) -> GroupSummary {

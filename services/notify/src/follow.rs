@@ -133,7 +133,7 @@ pub async fn follow_grpc(notifier: Arc<Notifier>, endpoint: String, shutdown: Ca
     let _counted = notifier.follower();
     let mut pump = Pump::new(notifier.clone());
     let max = notifier.config().reconnect_max_backoff.max(FIRST_BACKOFF);
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = trailhound_runtime::retry::Backoff::new(FIRST_BACKOFF, max);
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
         let since = notifier.watermark();
@@ -141,13 +141,13 @@ pub async fn follow_grpc(notifier: Arc<Notifier>, endpoint: String, shutdown: Ca
             Ok(Session::Requested) => {
                 tracing::info!(%endpoint, "reconnecting to insights as asked");
                 failures = 0;
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
                 continue;
             }
             Ok(Session::Ended(received)) => {
                 failures = 0;
                 if received > 0 {
-                    backoff = FIRST_BACKOFF;
+                    backoff.reset();
                 }
                 if !shutdown.is_cancelled() {
                     tracing::info!(%endpoint, received, "insights stream ended; reconnecting");
@@ -157,25 +157,23 @@ pub async fn follow_grpc(notifier: Arc<Notifier>, endpoint: String, shutdown: Ca
                 failures += 1;
                 // Loud on the first failure and then about every
                 // `reconnect_max_backoff`, quiet in between.
-                if failures == 1 || backoff >= max {
-                    tracing::warn!(%endpoint, error = %e, failures, retry_in = ?backoff, "cannot follow insights");
+                if failures == 1 || backoff.at_cap() {
+                    tracing::warn!(%endpoint, error = %e, failures, "cannot follow insights");
                 } else {
-                    tracing::debug!(%endpoint, error = %e, failures, retry_in = ?backoff, "cannot follow insights");
+                    tracing::debug!(%endpoint, error = %e, failures, "cannot follow insights");
                 }
             }
         }
-        // Jitter in [backoff/2, backoff] so restarted notifiers spread out.
-        let half = backoff / 2;
-        let pause = half + Duration::from_millis(rand::random_range(0..=half.as_millis() as u64));
+        // Jittered, so restarted notifiers spread out.
+        let pause = backoff.fail();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = notifier.reconnect_requested() => {
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
                 continue;
             }
             _ = tokio::time::sleep(pause) => {}
         }
-        backoff = backoff.saturating_mul(2).min(max);
     }
     pump.drain().await;
 }
