@@ -2,9 +2,11 @@
 //! replayed (`trailhound detect --input`), when pushed to `trailhound up`,
 //! and when pushed by four concurrent shippers to ingest, enrich and
 //! detect as separate processes — on CloudTrail's own many-small-files
-//! layout too — and no event is late or lost on the way.
+//! layout too — and no event is late or lost on the way. The services
+//! count the same traffic on both deployed paths: `up` runs the services'
+//! own hand-offs, not copies of them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -124,6 +126,49 @@ async fn found(detect_port: u16) -> BTreeSet<Found> {
     }
 }
 
+/// What ingest, enrich and detect report through `Stats`: events in, events
+/// out and errors by kind (batches differ with the number of shippers).
+async fn flow(
+    ingest: u16,
+    enrich: u16,
+    detect: u16,
+) -> Vec<(String, u64, u64, BTreeMap<String, u64>)> {
+    use trailhound_proto::common::v1::{ServiceStats, StatsRequest};
+    use trailhound_proto::enrich::v1::enrich_service_client::EnrichServiceClient;
+    use trailhound_proto::ingest::v1::ingest_service_client::IngestServiceClient;
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+    let stats: [ServiceStats; 3] = [
+        IngestServiceClient::connect(url(ingest))
+            .await
+            .expect("connect ingest")
+            .stats(StatsRequest {})
+            .await
+            .expect("ingest stats")
+            .into_inner(),
+        EnrichServiceClient::connect(url(enrich))
+            .await
+            .expect("connect enrich")
+            .stats(StatsRequest {})
+            .await
+            .expect("enrich stats")
+            .into_inner(),
+        DetectServiceClient::connect(url(detect))
+            .await
+            .expect("connect detect")
+            .stats(StatsRequest {})
+            .await
+            .expect("detect stats")
+            .into_inner(),
+    ];
+    stats
+        .into_iter()
+        .map(|s| {
+            let errors = s.errors.into_iter().collect();
+            (s.service, s.events_in, s.events_out, errors)
+        })
+        .collect()
+}
+
 /// Splits a trail's files round-robin into `n` trees (hard links), as
 /// shippers that share the work would.
 fn split(trail: &Path, into: &Path, n: usize) -> Vec<PathBuf> {
@@ -172,8 +217,14 @@ async fn every_path_agrees(file_minutes: u32) {
     wait_ready(&mut up, ports[0]).await;
     push_all(ports[0], &[org.join("trail")]);
     let through_up = found(ports[2]).await;
+    let up_flow = flow(ports[0], ports[1], ports[2]).await;
     up.stop();
     assert_eq!(through_up, replayed, "trailhound up:\n{}", up.logs());
+    let forwarded = up_flow[1].2;
+    assert!(
+        forwarded > 0,
+        "enrich counts what it forwards under up: {up_flow:?}"
+    );
 
     // Separate processes, four shippers at once.
     let p = Pipeline::start(&dir.path().join("services"), &org.join("org.json")).await;
@@ -181,6 +232,11 @@ async fn every_path_agrees(file_minutes: u32) {
     push_all(p.ingest_port, &parts);
     let through_services = found(p.detect_port).await;
     assert_eq!(through_services, replayed, "{}", p.logs());
+    let services_flow = flow(p.ingest_port, p.enrich_port, p.detect_port).await;
+    assert_eq!(
+        up_flow, services_flow,
+        "Stats of up (left) and of the services (right)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -466,6 +466,45 @@ fn fleet(
     e.flush(out);
 }
 
+/// An account in two coordinated groups (one role name in four accounts,
+/// one address in three of them) is graded by the wider, whatever order
+/// the engine's hash maps happen to hold the groups in: every run and
+/// every path grades alike.
+#[test]
+fn a_coordinated_account_is_graded_by_its_widest_group_every_time() {
+    let rise = T0 + 3 * 86_400_000 + 14 * 3_600_000;
+    let shared = |t: i64, k: usize| {
+        (t >= rise && t < rise + 30 * MIN).then_some((
+            "OrganizationAccountAccessRole/ops",
+            if k < 3 {
+                "198.51.100.50"
+            } else {
+                "203.0.113.7"
+            },
+            5,
+        ))
+    };
+    for _ in 0..3 {
+        let mut e = Engine::new(default_detectors(), EngineConfig::default());
+        let mut out = Vec::new();
+        fleet(&mut e, 4, Environment::Production, &mut out, shared);
+        let grades: Vec<(String, f64)> = anomalies(&out)
+            .iter()
+            .filter(|a| a.kind == AnomalyKind::Coordinated)
+            .map(|a| (a.account_id.clone(), a.grade))
+            .collect();
+        let accounts: std::collections::BTreeSet<&str> =
+            grades.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(accounts.len(), ACCOUNTS.len(), "{grades:?}");
+        for (account, grade) in &grades {
+            assert!(
+                (grade - 0.8).abs() < 1e-9,
+                "{account}: {grade} ({grades:?})"
+            );
+        }
+    }
+}
+
 #[test]
 fn accounts_rising_together_under_one_role_are_raised_as_coordinated() {
     let rise = T0 + 3 * 86_400_000 + 14 * 3_600_000;
