@@ -26,6 +26,7 @@ use trailhound_proto::insights::v1::insights_service_client::InsightsServiceClie
 use trailhound_core::incident::incidents;
 
 use crate::alert::label;
+pub use crate::html::esc;
 use crate::monitor::Monitor;
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -297,22 +298,6 @@ async fn fetch_series(
     tokio::time::timeout(FETCH_TIMEOUT, fut)
         .await
         .unwrap_or_else(|_| Err("detect did not answer in time".into()))
-}
-
-/// Escapes text for HTML content and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 fn status_class(s: pb::Status) -> &'static str {

@@ -13,6 +13,7 @@ pub mod alert;
 pub mod config;
 pub mod dashboard;
 pub mod evaluate;
+pub mod html;
 pub mod monitor;
 pub mod probe;
 pub mod recovery;

@@ -46,8 +46,8 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
 <body><h1>{t}</h1><p>{b}</p><p><a href=\"/auth/login\">Sign in</a></p></body></html>",
-        t = crate::dashboard::esc(title),
-        b = crate::dashboard::esc(body)
+        t = crate::html::esc(title),
+        b = crate::html::esc(body)
     );
     (status, Html(html)).into_response()
 }

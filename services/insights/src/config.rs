@@ -44,7 +44,7 @@ pub struct InsightsConfig {
     pub max_recommendations: usize,
     /// Amazon Q Business: an index kept in sync with insights and/or
     /// ChatSync answering questions (needs the `[aws]` section).
-    pub qbusiness: Option<crate::qbusiness::QBusinessConfig>,
+    pub qbusiness: Option<QBusinessConfig>,
 }
 
 impl Default for InsightsConfig {
@@ -306,4 +306,67 @@ pub fn parse_until(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .and_then(|d| d.and_hms_opt(23, 59, 59))
         .map(|t| t.and_utc())
         .ok_or_else(|| format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"))
+}
+
+/// `[insights.qbusiness]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QBusinessConfig {
+    pub application_id: String,
+    pub index_id: String,
+    /// Keep the index in sync with insights.
+    pub sync: bool,
+    /// Answer questions with ChatSync instead of the built-in engine.
+    pub ask: bool,
+    /// Add trailhound's attributes to the index at start-up (UpdateIndex).
+    pub configure_index: bool,
+    /// Documents of insights older than this are deleted from the index.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often expired documents are looked for.
+    #[serde(with = "humantime_serde")]
+    pub cleanup_every: Duration,
+    /// ChatSync's chatMode, e.g. "RETRIEVAL_MODE" (answers only from the
+    /// index); none lets the application decide.
+    pub chat_mode: Option<String>,
+    /// For applications that need a user on each chat (IAM Identity
+    /// Center), the user id to chat as.
+    pub user_id: Option<String>,
+}
+
+impl Default for QBusinessConfig {
+    fn default() -> Self {
+        Self {
+            application_id: String::new(),
+            index_id: String::new(),
+            sync: true,
+            ask: true,
+            configure_index: false,
+            retention: Duration::from_secs(30 * 86_400),
+            cleanup_every: Duration::from_secs(3600),
+            chat_mode: Some("RETRIEVAL_MODE".into()),
+            user_id: None,
+        }
+    }
+}
+
+impl QBusinessConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let id_ok = |s: &str| {
+            (36..=36).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if !id_ok(&self.application_id) {
+            return Err(format!(
+                "insights.qbusiness.application_id {:?} is not a Q Business application id (36 characters, letters, digits and dashes)",
+                self.application_id
+            ));
+        }
+        if self.sync && !id_ok(&self.index_id) {
+            return Err(format!(
+                "insights.qbusiness.index_id {:?} is not a Q Business index id",
+                self.index_id
+            ));
+        }
+        Ok(())
+    }
 }

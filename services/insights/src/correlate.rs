@@ -15,7 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use trailhound_core::insight::Correlation;
 use trailhound_core::{Anomaly, AnomalyKind};
 
-use crate::severity::is_accelerated;
+use crate::instance::is_accelerated;
 
 #[derive(Clone, Debug)]
 struct Seen {

@@ -13,6 +13,7 @@ pub mod ask;
 pub mod config;
 pub mod correlate;
 pub mod grpc;
+pub mod instance;
 pub mod qbusiness;
 pub mod recommend;
 pub mod rootcause;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use trailhound_core::insight::{Correlation, Recommendation};
 use trailhound_core::{Anomaly, AnomalyKind, Environment};
 
-use crate::severity::is_accelerated;
+use crate::instance::is_accelerated;
 
 /// When a rule applies; every condition that is set must hold.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

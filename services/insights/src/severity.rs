@@ -11,17 +11,7 @@ use trailhound_core::insight::{CostImpact, Severity};
 use trailhound_core::{Anomaly, AnomalyKind};
 
 use crate::config::{SeverityConfig, SuppressionRule, parse_hhmm, parse_until, parse_weekday};
-
-/// Instance families that carry GPUs or ML accelerators: what cryptominers
-/// launch.
-pub fn is_accelerated(instance_type: &str) -> bool {
-    let family = instance_type.split('.').next().unwrap_or("");
-    ["p", "g", "inf", "trn", "dl", "vt", "f"].iter().any(|p| {
-        family
-            .strip_prefix(p)
-            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-    })
-}
+use crate::instance::is_accelerated;
 
 /// Security signals of an anomaly, as reasons.
 pub fn security_signals(a: &Anomaly) -> Vec<String> {

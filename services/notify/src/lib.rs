@@ -31,6 +31,7 @@
 pub mod aws_sns;
 pub mod channel;
 pub mod config;
+pub mod delivery;
 mod follow;
 pub mod grpc;
 pub mod incident;
@@ -41,7 +42,10 @@ pub mod retry;
 pub mod route;
 pub mod secret;
 pub mod store;
-pub mod testing;
+// Fixtures for tests only, not shipped: the integration tests include the
+// same file (tests/main.rs).
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 

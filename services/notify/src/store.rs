@@ -25,8 +25,8 @@ use chrono::{DateTime, Utc};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::Delivery;
 use crate::incident::IncidentRecord;
-use crate::notifier::Delivery;
 
 const INCIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("incidents");
 /// "{created_ms, offset, zero-padded}|{id}" → Delivery JSON, oldest first.

@@ -6,9 +6,9 @@ use crate::common;
 
 use std::sync::{Arc, Mutex};
 
+use crate::testing::sample_insight;
 use common::{Hook, channel, config, route};
 use trailhound_core::Severity;
-use trailhound_notify::testing::sample_insight;
 use trailhound_notify::{
     Backends, ChannelConfig, ChannelKind, DeliveryStatus, Publisher, SendError, SnsMessage,
 };

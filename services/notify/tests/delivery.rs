@@ -8,9 +8,9 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::testing::sample_insight;
 use common::{Hook, Reply, channel, config, route};
 use trailhound_core::Severity;
-use trailhound_notify::testing::sample_insight;
 use trailhound_notify::{ChannelKind, DeliveryFilter, DeliveryStatus};
 
 #[tokio::test]

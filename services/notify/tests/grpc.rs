@@ -10,12 +10,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::testing::sample_insight;
 use common::{Hook, channel, config};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 use trailhound_core::Severity;
 use trailhound_core::convert::insight_to_pb;
-use trailhound_notify::testing::sample_insight;
 use trailhound_notify::{ChannelKind, DeliveryFilter, DeliveryStatus};
 use trailhound_proto::insights::v1 as ipb;
 use trailhound_proto::insights::v1::insights_service_server::{

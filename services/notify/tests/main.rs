@@ -9,3 +9,6 @@ mod grpc;
 mod recover;
 mod secrets;
 mod sns;
+// The fixtures unit tests use too; not part of the library.
+#[path = "../src/testing.rs"]
+mod testing;

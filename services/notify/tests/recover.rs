@@ -8,11 +8,11 @@ use crate::common;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::testing::sample_insight;
 use common::{Hook, Reply, channel, config};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use trailhound_core::Severity;
-use trailhound_notify::testing::sample_insight;
 use trailhound_notify::{ChannelKind, DeliveryFilter, DeliveryStatus, Notifier, RetrySummary};
 use trailhound_proto::common::v1 as cpb;
 use trailhound_proto::common::v1::control_service_client::ControlServiceClient;

@@ -10,9 +10,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::testing::sample_insight;
 use common::{Hook, Reply, URL_SECRET, config};
 use trailhound_core::Severity;
-use trailhound_notify::testing::sample_insight;
 use trailhound_notify::{Backends, ChannelConfig, ChannelKind, DeliveryFilter, DeliveryStatus};
 
 #[derive(Clone, Default)]

@@ -10,6 +10,7 @@ use crate::common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::testing::sample_insight;
 use aws_sdk_sns::Client as Sns;
 use aws_sdk_sqs::Client as Sqs;
 use axum::extract::State;
@@ -18,7 +19,6 @@ use common::config;
 use serde_json::Value;
 use trailhound_aws::{Aws, AwsConfig};
 use trailhound_core::Severity;
-use trailhound_notify::testing::sample_insight;
 use trailhound_notify::{ChannelConfig, ChannelKind, DeliveryStatus};
 use trailhound_testkit::{Emulator, FaultProxy, FaultRule};
 
