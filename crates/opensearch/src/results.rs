@@ -77,13 +77,12 @@ impl Checkpoint {
             path: p.clone(),
             message: e.to_string(),
         };
-        trailhound_runtime::private::parent(path).map_err(|e| err(&e))?;
-        let db = Database::create(path).map_err(|e| err(&e))?;
-        trailhound_runtime::private::file(path).map_err(|e| err(&e))?;
-        let w = db.begin_write().map_err(|e| err(&e))?;
-        w.open_table(WATERMARKS).map_err(|e| err(&e))?;
-        w.open_table(EMITTED).map_err(|e| err(&e))?;
-        w.commit().map_err(|e| err(&e))?;
+        let db = trailhound_runtime::store::open(path, |w| {
+            w.open_table(WATERMARKS)?;
+            w.open_table(EMITTED)?;
+            Ok(())
+        })
+        .map_err(|e| err(&e))?;
         Ok(Self {
             db: Arc::new(db),
             path: p,

@@ -21,6 +21,7 @@ pub mod server;
 pub mod shutdown;
 pub mod stats;
 pub mod status;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 

@@ -110,10 +110,7 @@ impl std::fmt::Debug for DetectStore {
     }
 }
 
-fn time_key(ms: i64, id: &str) -> String {
-    // Offset so that negative times still sort correctly as text.
-    format!("{:020}|{id}", (ms as i128 + (1i128 << 62)) as u128)
-}
+use trailhound_runtime::store::time_key;
 
 fn series_key(detector: &str, entity: &str, ms: i64) -> String {
     format!(
@@ -129,20 +126,19 @@ impl DetectStore {
             path: p.clone(),
             message: e.to_string(),
         };
-        trailhound_runtime::private::parent(path).map_err(|e| err(&e))?;
-        let db = Database::create(path).map_err(|e| err(&e))?;
-        trailhound_runtime::private::file(path).map_err(|e| err(&e))?;
-        let w = db.begin_write().map_err(|e| err(&e))?;
-        for t in [ANOMALIES, SERIES, DETECTORS, STATE] {
-            w.open_table(t).map_err(|e| err(&e))?;
-        }
-        w.open_table(BY_TIME).map_err(|e| err(&e))?;
-        for t in [CHECKPOINT_ENTITIES, CHECKPOINT_ACCOUNTS, LATE] {
-            w.open_table(t).map_err(|e| err(&e))?;
-        }
-        w.open_table(WAL).map_err(|e| err(&e))?;
-        w.open_table(BATCHES).map_err(|e| err(&e))?;
-        w.commit().map_err(|e| err(&e))?;
+        let db = trailhound_runtime::store::open(path, |w| {
+            for t in [ANOMALIES, SERIES, DETECTORS, STATE] {
+                w.open_table(t)?;
+            }
+            w.open_table(BY_TIME)?;
+            for t in [CHECKPOINT_ENTITIES, CHECKPOINT_ACCOUNTS, LATE] {
+                w.open_table(t)?;
+            }
+            w.open_table(WAL)?;
+            w.open_table(BATCHES)?;
+            Ok(())
+        })
+        .map_err(|e| err(&e))?;
         Ok(Self {
             db: Arc::new(db),
             path: p,

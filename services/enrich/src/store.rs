@@ -62,12 +62,8 @@ impl RedbStore {
             path: p.clone(),
             message,
         };
-        trailhound_runtime::private::parent(path).map_err(|e| err(e.to_string()))?;
-        let db = Database::create(path).map_err(|e| err(e.to_string()))?;
-        trailhound_runtime::private::file(path).map_err(|e| err(e.to_string()))?;
-        let w = db.begin_write().map_err(|e| err(e.to_string()))?;
-        w.open_table(ACCOUNTS).map_err(|e| err(e.to_string()))?;
-        w.commit().map_err(|e| err(e.to_string()))?;
+        let db = trailhound_runtime::store::open(path, |w| w.open_table(ACCOUNTS).map(|_| ()))
+            .map_err(err)?;
         Ok(Self {
             db: Arc::new(db),
             path: p,

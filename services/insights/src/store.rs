@@ -46,10 +46,7 @@ impl std::fmt::Debug for InsightStore {
     }
 }
 
-fn time_key(ms: i64, id: &str) -> String {
-    // Offset so that negative times still sort correctly as text.
-    format!("{:020}|{id}", (ms as i128 + (1i128 << 62)) as u128)
-}
+use trailhound_runtime::store::time_key;
 
 impl InsightStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -58,15 +55,14 @@ impl InsightStore {
             path: p.clone(),
             message: e.to_string(),
         };
-        trailhound_runtime::private::parent(path).map_err(|e| err(&e))?;
-        let db = Database::create(path).map_err(|e| err(&e))?;
-        trailhound_runtime::private::file(path).map_err(|e| err(&e))?;
-        let w = db.begin_write().map_err(|e| err(&e))?;
-        w.open_table(INSIGHTS).map_err(|e| err(&e))?;
-        w.open_table(BY_TIME).map_err(|e| err(&e))?;
-        w.open_table(BY_ANALYSIS).map_err(|e| err(&e))?;
-        w.open_table(INCIDENTS).map_err(|e| err(&e))?;
-        w.commit().map_err(|e| err(&e))?;
+        let db = trailhound_runtime::store::open(path, |w| {
+            w.open_table(INSIGHTS)?;
+            w.open_table(BY_TIME)?;
+            w.open_table(BY_ANALYSIS)?;
+            w.open_table(INCIDENTS)?;
+            Ok(())
+        })
+        .map_err(|e| err(&e))?;
         Ok(Self {
             db: Arc::new(db),
             path: p,

@@ -92,14 +92,13 @@ impl Store {
             path: p.clone(),
             message: e.to_string(),
         };
-        trailhound_runtime::private::parent(path).map_err(|e| err(&e))?;
-        let db = Database::create(path).map_err(|e| err(&e))?;
-        trailhound_runtime::private::file(path).map_err(|e| err(&e))?;
-        let w = db.begin_write().map_err(|e| err(&e))?;
-        for t in [INCIDENTS, DELIVERIES, STATE] {
-            w.open_table(t).map_err(|e| err(&e))?;
-        }
-        w.commit().map_err(|e| err(&e))?;
+        let db = trailhound_runtime::store::open(path, |w| {
+            for t in [INCIDENTS, DELIVERIES, STATE] {
+                w.open_table(t)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| err(&e))?;
 
         let mut loaded = Loaded::default();
         let mut stale = Vec::new();
