@@ -22,7 +22,7 @@
 //! | queues | `trailhound.queue.depth` (gauge, `queue`) | `trailhound_queue_depth{queue}` |
 //! | lag_seconds | `trailhound.pipeline.lag` (gauge, s) | `trailhound_pipeline_lag_seconds` |
 //! | batch_latency | `trailhound.batch.duration` (gauge, s, `quantile`) + `trailhound.batch.count` | `trailhound_batch_duration_seconds{quantile}` + `_count` |
-//! | backend_latency | `trailhound.backend.duration` (gauge, s, `quantile`) | `trailhound_backend_duration_seconds{quantile}` |
+//! | backend_latency | `trailhound.backend.duration` (gauge, s, `quantile`) + `trailhound.backend.count` | `trailhound_backend_duration_seconds{quantile}` + `_count` |
 //! | cache_hit_rate | `trailhound.cache.hit_ratio` (gauge, 1) | `trailhound_cache_hit_ratio` |
 //! | freshness_seconds | `trailhound.freshness` (gauge, s) | `trailhound_freshness_seconds` |
 //! | gauges\[name\] | `trailhound.<name>` (gauge) | `trailhound_<name>` |
@@ -51,6 +51,152 @@ fn input_rejected(s: &ServiceStats) -> u64 {
         .values()
         .fold(0u64, |a, b| a.saturating_add(*b))
 }
+
+/// Whether a figure only grows (since start) or is read as it stands.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    fn prom(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One figure of `Stats` with one value per service, under its Prometheus
+/// and its OpenTelemetry name: both exports read this one table, so they
+/// cannot drift apart. (Figures by label — errors by kind, queues,
+/// latency quantiles, service gauges — are written out below.)
+struct Scalar {
+    prom: &'static str,
+    otel: &'static str,
+    /// UCUM unit of the OpenTelemetry instrument.
+    unit: &'static str,
+    kind: Kind,
+    help: &'static str,
+    /// None: not reported (a service without a cache has no hit ratio).
+    get: fn(&ServiceStats) -> Option<f64>,
+}
+
+const SCALARS: [Scalar; 14] = [
+    Scalar {
+        prom: "process_uptime_seconds",
+        otel: "process.uptime",
+        unit: "s",
+        kind: Kind::Gauge,
+        help: "Seconds since the service started.",
+        get: |s| Some(s.uptime_seconds),
+    },
+    Scalar {
+        prom: "trailhound_events_in_total",
+        otel: "trailhound.events.in",
+        unit: "{event}",
+        kind: Kind::Counter,
+        help: "Events (or anomalies, insights) received since start.",
+        get: |s| Some(s.events_in as f64),
+    },
+    Scalar {
+        prom: "trailhound_events_out_total",
+        otel: "trailhound.events.out",
+        unit: "{event}",
+        kind: Kind::Counter,
+        help: "Events handed on downstream since start.",
+        get: |s| Some(s.events_out as f64),
+    },
+    Scalar {
+        prom: "trailhound_events_in_per_second",
+        otel: "trailhound.events.in.rate",
+        unit: "{event}/s",
+        kind: Kind::Gauge,
+        help: "Events received per second over the last minute.",
+        get: |s| Some(s.events_in_per_second),
+    },
+    Scalar {
+        prom: "trailhound_events_out_per_second",
+        otel: "trailhound.events.out.rate",
+        unit: "{event}/s",
+        kind: Kind::Gauge,
+        help: "Events handed on per second over the last minute.",
+        get: |s| Some(s.events_out_per_second),
+    },
+    Scalar {
+        prom: "trailhound_dead_letters_total",
+        otel: "trailhound.dead_letters",
+        unit: "{record}",
+        kind: Kind::Counter,
+        help: "Records or deliveries set aside since start.",
+        get: |s| Some(s.dead_letters as f64),
+    },
+    Scalar {
+        prom: "trailhound_input_rejected_total",
+        otel: "trailhound.input.rejected",
+        unit: "{record}",
+        kind: Kind::Counter,
+        help: "Input refused as bad since start (invalid, late or quarantined records).",
+        get: |s| Some(input_rejected(s) as f64),
+    },
+    Scalar {
+        prom: "trailhound_backend_calls_total",
+        otel: "trailhound.backend.calls",
+        unit: "{call}",
+        kind: Kind::Counter,
+        help: "Calls to an outside backend since start.",
+        get: |s| Some(s.backend_calls as f64),
+    },
+    Scalar {
+        prom: "trailhound_backend_throttles_total",
+        otel: "trailhound.backend.throttles",
+        unit: "{call}",
+        kind: Kind::Counter,
+        help: "Backend calls refused for rate since start.",
+        get: |s| Some(s.backend_throttles as f64),
+    },
+    Scalar {
+        prom: "trailhound_pipeline_lag_seconds",
+        otel: "trailhound.pipeline.lag",
+        unit: "s",
+        kind: Kind::Gauge,
+        help: "Age of the oldest event received but not yet handed on.",
+        get: |s| Some(s.lag_seconds),
+    },
+    Scalar {
+        prom: "trailhound_batch_duration_seconds_count",
+        otel: "trailhound.batch.count",
+        unit: "{batch}",
+        kind: Kind::Counter,
+        help: "Batches handled since start.",
+        get: |s| Some(s.batch_latency.as_ref().map_or(0, |l| l.count) as f64),
+    },
+    Scalar {
+        prom: "trailhound_backend_duration_seconds_count",
+        otel: "trailhound.backend.count",
+        unit: "{call}",
+        kind: Kind::Counter,
+        help: "Backend calls timed since start.",
+        get: |s| Some(s.backend_latency.as_ref().map_or(0, |l| l.count) as f64),
+    },
+    Scalar {
+        prom: "trailhound_cache_hit_ratio",
+        otel: "trailhound.cache.hit_ratio",
+        unit: "1",
+        kind: Kind::Gauge,
+        help: "Share of lookups served from a cache.",
+        get: |s| s.cache_hit_rate,
+    },
+    Scalar {
+        prom: "trailhound_freshness_seconds",
+        otel: "trailhound.freshness",
+        unit: "s",
+        kind: Kind::Gauge,
+        help: "From an event's time to its evaluation (or the next step's).",
+        get: |s| s.freshness_seconds,
+    },
+];
 
 /// The Prometheus text exposition content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -97,85 +243,12 @@ impl Family<'_> {
 pub fn render(all: &[ServiceStats]) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
-    type Get = fn(&ServiceStats) -> f64;
-    let simple: [(&str, &str, &str, Get); 12] = [
-        (
-            "process_uptime_seconds",
-            "gauge",
-            "Seconds since the service started.",
-            |s| s.uptime_seconds,
-        ),
-        (
-            "trailhound_events_in_total",
-            "counter",
-            "Events (or anomalies, insights) received since start.",
-            |s| s.events_in as f64,
-        ),
-        (
-            "trailhound_events_out_total",
-            "counter",
-            "Events handed on downstream since start.",
-            |s| s.events_out as f64,
-        ),
-        (
-            "trailhound_events_in_per_second",
-            "gauge",
-            "Events received per second over the last minute.",
-            |s| s.events_in_per_second,
-        ),
-        (
-            "trailhound_events_out_per_second",
-            "gauge",
-            "Events handed on per second over the last minute.",
-            |s| s.events_out_per_second,
-        ),
-        (
-            "trailhound_dead_letters_total",
-            "counter",
-            "Records or deliveries set aside since start.",
-            |s| s.dead_letters as f64,
-        ),
-        (
-            "trailhound_input_rejected_total",
-            "counter",
-            "Input refused as bad since start (invalid, late or quarantined records).",
-            |s| input_rejected(s) as f64,
-        ),
-        (
-            "trailhound_backend_calls_total",
-            "counter",
-            "Calls to an outside backend since start.",
-            |s| s.backend_calls as f64,
-        ),
-        (
-            "trailhound_backend_throttles_total",
-            "counter",
-            "Backend calls refused for rate since start.",
-            |s| s.backend_throttles as f64,
-        ),
-        (
-            "trailhound_pipeline_lag_seconds",
-            "gauge",
-            "Age of the oldest event received but not yet handed on.",
-            |s| s.lag_seconds,
-        ),
-        (
-            "trailhound_batch_duration_seconds_count",
-            "counter",
-            "Batches handled since start.",
-            |s| s.batch_latency.as_ref().map_or(0, |l| l.count) as f64,
-        ),
-        (
-            "trailhound_backend_duration_seconds_count",
-            "counter",
-            "Backend calls timed since start.",
-            |s| s.backend_latency.as_ref().map_or(0, |l| l.count) as f64,
-        ),
-    ];
-    for (name, kind, help, get) in simple {
-        f.header(name, kind, help);
+    for m in SCALARS {
+        f.header(m.prom, m.kind.prom(), m.help);
         for s in all {
-            f.sample(name, &[("service", &s.service)], get(s));
+            if let Some(v) = (m.get)(s) {
+                f.sample(m.prom, &[("service", &s.service)], v);
+            }
         }
     }
     f.header(
@@ -228,30 +301,6 @@ pub fn render(all: &[ServiceStats]) -> String {
                     v / 1000.0,
                 );
             }
-        }
-    }
-    f.header(
-        "trailhound_cache_hit_ratio",
-        "gauge",
-        "Share of lookups served from a cache.",
-    );
-    for s in all {
-        if let Some(r) = s.cache_hit_rate {
-            f.sample("trailhound_cache_hit_ratio", &[("service", &s.service)], r);
-        }
-    }
-    f.header(
-        "trailhound_freshness_seconds",
-        "gauge",
-        "From an event's time to its evaluation (or the next step's).",
-    );
-    for s in all {
-        if let Some(v) = s.freshness_seconds {
-            f.sample(
-                "trailhound_freshness_seconds",
-                &[("service", &s.service)],
-                v,
-            );
         }
     }
     // Service-specific gauges, one family per name.
@@ -320,62 +369,37 @@ pub fn register_otel_on(meter: &Meter, stats: StatsHandle) {
         stats,
         last: Mutex::new(None),
     });
-    type Count = fn(&ServiceStats) -> u64;
-    let counters: [(&'static str, &'static str, &'static str, Count); 7] = [
-        (
-            "trailhound.events.in",
-            "{event}",
-            "Events (or anomalies, insights) received since start.",
-            |s| s.events_in,
-        ),
-        (
-            "trailhound.events.out",
-            "{event}",
-            "Events handed on downstream since start.",
-            |s| s.events_out,
-        ),
-        (
-            "trailhound.dead_letters",
-            "{record}",
-            "Records or deliveries set aside since start.",
-            |s| s.dead_letters,
-        ),
-        (
-            "trailhound.input.rejected",
-            "{record}",
-            "Input refused as bad since start (invalid, late or quarantined records).",
-            input_rejected,
-        ),
-        (
-            "trailhound.backend.calls",
-            "{call}",
-            "Calls to an outside backend since start.",
-            |s| s.backend_calls,
-        ),
-        (
-            "trailhound.backend.throttles",
-            "{call}",
-            "Backend calls refused for rate since start.",
-            |s| s.backend_throttles,
-        ),
-        (
-            "trailhound.batch.count",
-            "{batch}",
-            "Batches handled since start.",
-            |s| s.batch_latency.as_ref().map_or(0, |l| l.count),
-        ),
-    ];
-    for (name, unit, help, get) in counters {
+    for m in SCALARS {
         let snap = snap.clone();
-        let _ = meter
-            .u64_observable_counter(name)
-            .with_unit(unit)
-            .with_description(help)
-            .with_callback(move |o| {
-                let s = snap.get();
-                o.observe(get(&s), &[service(&s)]);
-            })
-            .build();
+        let get = m.get;
+        match m.kind {
+            Kind::Counter => {
+                let _ = meter
+                    .u64_observable_counter(m.otel)
+                    .with_unit(m.unit)
+                    .with_description(m.help)
+                    .with_callback(move |o| {
+                        let s = snap.get();
+                        if let Some(v) = get(&s) {
+                            o.observe(finite(v) as u64, &[service(&s)]);
+                        }
+                    })
+                    .build();
+            }
+            Kind::Gauge => {
+                let _ = meter
+                    .f64_observable_gauge(m.otel)
+                    .with_unit(m.unit)
+                    .with_description(m.help)
+                    .with_callback(move |o| {
+                        let s = snap.get();
+                        if let Some(v) = get(&s) {
+                            o.observe(finite(v), &[service(&s)]);
+                        }
+                    })
+                    .build();
+            }
+        }
     }
     let h = snap.clone();
     let _ = meter
@@ -392,60 +416,6 @@ pub fn register_otel_on(meter: &Meter, stats: StatsHandle) {
             }
         })
         .build();
-
-    type Value = fn(&ServiceStats) -> Option<f64>;
-    let gauges: [(&'static str, &'static str, &'static str, Value); 6] = [
-        (
-            "process.uptime",
-            "s",
-            "The time the process has been running.",
-            |s| Some(s.uptime_seconds),
-        ),
-        (
-            "trailhound.events.in.rate",
-            "{event}/s",
-            "Events received per second over the last minute.",
-            |s| Some(s.events_in_per_second),
-        ),
-        (
-            "trailhound.events.out.rate",
-            "{event}/s",
-            "Events handed on per second over the last minute.",
-            |s| Some(s.events_out_per_second),
-        ),
-        (
-            "trailhound.pipeline.lag",
-            "s",
-            "Age of the oldest event received but not yet handed on.",
-            |s| Some(s.lag_seconds),
-        ),
-        (
-            "trailhound.cache.hit_ratio",
-            "1",
-            "Share of lookups served from a cache.",
-            |s| s.cache_hit_rate,
-        ),
-        (
-            "trailhound.freshness",
-            "s",
-            "From an event's time to its evaluation (or the next step's).",
-            |s| s.freshness_seconds,
-        ),
-    ];
-    for (name, unit, help, get) in gauges {
-        let snap = snap.clone();
-        let _ = meter
-            .f64_observable_gauge(name)
-            .with_unit(unit)
-            .with_description(help)
-            .with_callback(move |o| {
-                let s = snap.get();
-                if let Some(v) = get(&s) {
-                    o.observe(finite(v), &[service(&s)]);
-                }
-            })
-            .build();
-    }
 
     let h = snap.clone();
     let _ = meter
