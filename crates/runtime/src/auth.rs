@@ -408,6 +408,11 @@ pub fn requirement(path: &str) -> Requirement {
         "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => {
             return Authenticated;
         }
+        // Stats counts over every account (see the per-service Stats
+        // below); the levers are for those who run the pipeline.
+        "trailhound.common.v1.ControlService" if method == "Stats" => {
+            return WholeOrg(crate::auth::Role::Viewer);
+        }
         "trailhound.common.v1.ControlService" => return Role(crate::auth::Role::Operator),
         _ => {}
     }
@@ -924,6 +929,14 @@ mod tests {
         assert_eq!(requirement("/auth/login"), Public);
         assert_eq!(requirement("/"), Role(super::Role::Viewer));
         assert_eq!(requirement("/metrics"), WholeOrg(super::Role::Viewer));
+        assert_eq!(
+            requirement("/trailhound.common.v1.ControlService/Stats"),
+            WholeOrg(super::Role::Viewer)
+        );
+        assert_eq!(
+            requirement("/trailhound.common.v1.ControlService/SetServing"),
+            Role(super::Role::Operator)
+        );
         assert_eq!(requirement("/health.json"), Role(super::Role::Viewer));
     }
 

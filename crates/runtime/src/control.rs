@@ -49,6 +49,7 @@ pub(crate) struct Control {
     pub reporter: HealthReporter,
     pub names: Vec<String>,
     pub recover: Option<RecoverHandle>,
+    pub stats: Option<crate::stats::StatsHandle>,
 }
 
 #[tonic::async_trait]
@@ -71,6 +72,18 @@ impl ControlService for Control {
             self.reporter.set_service_status(n.as_str(), status).await;
         }
         Ok(Response::new(pb::SetServingResponse {}))
+    }
+
+    async fn stats(
+        &self,
+        _req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::ServiceStats>, Status> {
+        match &self.stats {
+            Some(s) => Ok(Response::new(crate::security::with_figures(s.get()))),
+            None => Err(Status::unimplemented(
+                "this server reports no figures through ControlService.Stats",
+            )),
+        }
     }
 
     async fn recover(

@@ -100,6 +100,7 @@ pub async fn serve(
             reporter: reporter.clone(),
             names: names.iter().map(|s| s.to_string()).collect(),
             recover: options.recover.clone(),
+            stats: options.stats.clone(),
         });
 
     let mut routes = routes.into_axum_router();

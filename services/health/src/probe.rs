@@ -1,16 +1,12 @@
-//! How health reaches a service: grpc.health.v1 plus the `Stats` RPC, and
-//! the ControlService levers. Behind a trait so the monitor's logic is
-//! tested against services that are up, slow, erroring and gone without
-//! starting any.
-//!
-//! `Stats` is called by path (`/<package>.<Service>/Stats`) with the
-//! shared message types, so one client reaches all five services and a
-//! new service needs only an entry in the name → gRPC service table.
+//! How health reaches a service: grpc.health.v1 plus the ControlService
+//! every server carries (`Stats`, and the levers `SetServing` and
+//! `Recover`), so one client reaches every service and a new service needs
+//! nothing here. Behind a trait so the monitor's logic is tested against
+//! services that are up, slow, erroring and gone without starting any.
 
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -18,19 +14,6 @@ use trailhound_proto::common::v1 as common;
 use trailhound_proto::common::v1::control_service_client::ControlServiceClient;
 
 use crate::evaluate::Probe;
-
-/// The gRPC service that answers `Stats` for a watched service's name.
-pub fn grpc_service_of(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "ingest" => "trailhound.ingest.v1.IngestService",
-        "enrich" => "trailhound.enrich.v1.EnrichService",
-        "detect" => "trailhound.detect.v1.DetectService",
-        "insights" => "trailhound.insights.v1.InsightsService",
-        "notify" => "trailhound.notify.v1.NotifyService",
-        "health" => "trailhound.health.v1.HealthService",
-        _ => return None,
-    })
-}
 
 /// Reaches the watched services.
 #[async_trait]
@@ -85,7 +68,7 @@ fn describe(s: &tonic::Status) -> String {
 
 #[async_trait]
 impl Prober for GrpcProber {
-    async fn probe(&self, name: &str, endpoint: &str, timeout: Duration) -> Probe {
+    async fn probe(&self, _name: &str, endpoint: &str, timeout: Duration) -> Probe {
         let start = Instant::now();
         let channel = match self.channel(endpoint, timeout) {
             Ok(c) => c,
@@ -110,18 +93,8 @@ impl Prober for GrpcProber {
                 })
         };
         let stats = async {
-            let Some(svc) = grpc_service_of(name) else {
-                return Err(format!("no Stats RPC known for a service named {name:?}"));
-            };
-            let mut grpc = tonic::client::Grpc::new(channel.clone());
-            grpc.ready()
-                .await
-                .map_err(|e| format!("unreachable: {e}"))?;
-            let path = PathAndQuery::try_from(format!("/{svc}/Stats"))
-                .map_err(|e| format!("bad path: {e}"))?;
-            let codec =
-                tonic_prost::ProstCodec::<common::StatsRequest, common::ServiceStats>::default();
-            grpc.unary(tonic::Request::new(common::StatsRequest {}), path, codec)
+            ControlServiceClient::new(channel.clone())
+                .stats(common::StatsRequest {})
                 .await
                 .map(|r| r.into_inner())
                 .map_err(|s| describe(&s))
