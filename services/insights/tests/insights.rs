@@ -695,3 +695,27 @@ fn investigate_commands_carry_the_deployments_tls_flags() {
         i.investigate
     );
 }
+
+/// detect → insights in one process (`trailhound up`) goes through
+/// `InsightsSink`: the anomalies are analysed (off the async workers, as
+/// `AnalyzeBatch` does), stored and announced to watchers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_sink_analyses_stores_and_announces() {
+    use trailhound_core::pipeline::AnomalySink;
+    let dir = tempfile::tempdir().unwrap();
+    let insights = std::sync::Arc::new(open(dir.path(), InsightsConfig::default()));
+    let mut watch = insights.subscribe();
+    let a = anomaly(
+        "111122223333",
+        Environment::Production,
+        "arn:aws:sts::111122223333:assumed-role/Admin/mallory",
+        "203.0.113.9",
+        0,
+    );
+    let sink = trailhound_insights::InsightsSink(insights.clone());
+    assert_eq!(sink.send(vec![a.clone()]).await.unwrap(), 1);
+    let stored = insights.get(&a.id).unwrap().expect("stored");
+    assert_eq!(stored.anomaly.id, a.id);
+    let announced = watch.recv().await.unwrap();
+    assert_eq!(announced.id, a.id);
+}
