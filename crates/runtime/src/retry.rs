@@ -61,8 +61,8 @@ pub fn jitter(d: Duration) -> Duration {
 }
 
 /// How long one call is retried: waits from `first` doubling to `max`,
-/// attempts until `patience` has passed since the first (at least two
-/// attempts, however short the patience).
+/// attempts until `patience` has passed since the first (a patience of
+/// zero: one attempt, as the hops had before this helper).
 #[derive(Clone, Copy, Debug)]
 pub struct Policy {
     pub first: Duration,
@@ -98,12 +98,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + policy.patience;
     let mut backoff = Backoff::new(policy.first, policy.max);
-    let mut attempts = 0u32;
     loop {
-        attempts += 1;
         match call().await {
             Ok(v) => return Ok(v),
-            Err(e) if retryable(&e) && (attempts < 2 || tokio::time::Instant::now() < deadline) => {
+            Err(e) if retryable(&e) && tokio::time::Instant::now() < deadline => {
                 let wait = backoff.fail();
                 on_retry(&e, wait);
                 tokio::time::sleep(wait).await;
@@ -206,5 +204,23 @@ mod tests {
         assert_eq!(r, Err("transient"));
         assert!(started.elapsed() >= policy.patience);
         assert!(calls.load(Ordering::Relaxed) > 3);
+        // No patience: one attempt, no retry.
+        calls.store(0, Ordering::Relaxed);
+        let none = Policy {
+            patience: Duration::ZERO,
+            ..policy
+        };
+        let r: Result<(), &str> = retry(
+            none,
+            |_: &&str| true,
+            |_, _| {},
+            || async {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Err("transient")
+            },
+        )
+        .await;
+        assert_eq!(r, Err("transient"));
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
     }
 }

@@ -482,7 +482,6 @@ impl Detect {
         events: Vec<EnrichedEvent>,
     ) -> Result<ObserveOutcome, DetectError> {
         if let Some(os) = self.opensearch.get() {
-            use trailhound_core::pipeline::EnrichedSink;
             let accepted = os.send(events).await.map_err(|e| DetectError::Backend {
                 message: e.message,
                 retryable: e.retryable,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tonic::{Request, Response, Status};
 use trailhound_core::convert::{account_to_pb, event_from_pb, event_to_pb};
-use trailhound_core::pipeline::{EnrichedSink, SinkError};
+use trailhound_core::pipeline::{EnrichedSink, EventSink, SinkError};
 use trailhound_core::{EnrichedEvent, Event};
 use trailhound_proto::common::v1 as common;
 use trailhound_proto::detect::v1::ObserveRequest;
@@ -18,19 +18,21 @@ use trailhound_proto::enrich::v1::enrich_service_server::EnrichService;
 use trailhound_proto::ingest::v1::EventBatch;
 use trailhound_runtime::{TracedChannel, status};
 
-use crate::Enricher;
+use crate::{EnrichSink, Enricher};
 
-/// Serves EnrichService.
+/// Serves EnrichService: `Process` is the same [`EnrichSink`] `trailhound
+/// up` hands ingest's batches to.
 pub struct EnrichGrpc {
-    enricher: Arc<Enricher>,
-    downstream: Arc<dyn EnrichedSink>,
+    stage: EnrichSink,
 }
 
 impl EnrichGrpc {
     pub fn new(enricher: Arc<Enricher>, downstream: Arc<dyn EnrichedSink>) -> Self {
         Self {
-            enricher,
-            downstream,
+            stage: EnrichSink {
+                enricher,
+                downstream,
+            },
         }
     }
 
@@ -66,8 +68,8 @@ impl EnrichService for EnrichGrpc {
     ) -> Result<Response<pb::ProcessResponse>, Status> {
         let events = Self::decode(req.into_inner())?;
         let accepted = self
-            .enricher
-            .process(events, &*self.downstream)
+            .stage
+            .send(events)
             .await
             .map_err(|e| status::downstream(e.to_string(), e.retryable))?;
         Ok(Response::new(pb::ProcessResponse { accepted }))
@@ -78,7 +80,7 @@ impl EnrichService for EnrichGrpc {
         req: Request<EventBatch>,
     ) -> Result<Response<pb::EnrichedBatch>, Status> {
         let events = Self::decode(req.into_inner())?;
-        let enriched = self.enricher.enrich(events).await;
+        let enriched = self.stage.enricher.enrich(events).await;
         Ok(Response::new(pb::EnrichedBatch {
             events: enriched.iter().map(enriched_to_pb).collect(),
         }))
@@ -96,7 +98,7 @@ impl EnrichService for EnrichGrpc {
                 &format!("{id:?} is not a 12-digit account id"),
             ));
         }
-        let account = self.enricher.account(&id).await;
+        let account = self.stage.enricher.account(&id).await;
         // Out of scope answers exactly what an unknown account does.
         if !scope.allows_account(&account) {
             return Ok(Response::new(account_to_pb(
@@ -112,6 +114,7 @@ impl EnrichService for EnrichGrpc {
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
         let scope = trailhound_runtime::security::scope_of(&req);
         let accounts = self
+            .stage
             .enricher
             .accounts()
             .await
@@ -129,7 +132,7 @@ impl EnrichService for EnrichGrpc {
         &self,
         _req: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::EnrichStats>, Status> {
-        let s = self.enricher.stats();
+        let s = self.stage.enricher.stats();
         Ok(Response::new(pb::EnrichStats {
             events: s.events.load(Ordering::Relaxed),
             cache_hits: s.cache_hits.load(Ordering::Relaxed),
@@ -144,7 +147,7 @@ impl EnrichService for EnrichGrpc {
         _req: Request<common::StatsRequest>,
     ) -> Result<Response<common::ServiceStats>, Status> {
         Ok(Response::new(trailhound_runtime::security::with_figures(
-            self.enricher.service_stats(),
+            self.stage.enricher.service_stats(),
         )))
     }
 }
