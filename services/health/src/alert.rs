@@ -51,7 +51,7 @@ pub fn label(s: pb::Status) -> &'static str {
 /// Where alerts go besides the log.
 #[async_trait]
 pub trait Alerter: Send + Sync {
-    async fn send(&self, alert: &Alert) -> Result<(), String>;
+    async fn send(&self, alert: &Alert) -> Result<(), crate::HealthError>;
 }
 
 /// Alerts through notify's Notify RPC.
@@ -107,9 +107,12 @@ pub fn alert_insight(a: &Alert) -> ipb::Insight {
 
 #[async_trait]
 impl Alerter for NotifyAlerter {
-    async fn send(&self, alert: &Alert) -> Result<(), String> {
+    async fn send(&self, alert: &Alert) -> Result<(), crate::HealthError> {
         let endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|e| e.to_string())?
+            .map_err(|e| crate::HealthError::BadEndpoint {
+                endpoint: self.endpoint.clone(),
+                reason: e.to_string(),
+            })?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10));
         let channel = trailhound_runtime::client::traced(&endpoint);
@@ -119,7 +122,7 @@ impl Alerter for NotifyAlerter {
             })
             .await
             .map(|_| ())
-            .map_err(|s| format!("notify refused the alert: {:?}: {}", s.code(), s.message()))
+            .map_err(crate::HealthError::from)
     }
 }
 
@@ -129,7 +132,7 @@ pub struct LogOnly;
 
 #[async_trait]
 impl Alerter for LogOnly {
-    async fn send(&self, _alert: &Alert) -> Result<(), String> {
+    async fn send(&self, _alert: &Alert) -> Result<(), crate::HealthError> {
         Ok(())
     }
 }

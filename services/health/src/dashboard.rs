@@ -20,6 +20,8 @@ use serde::Deserialize;
 use trailhound_proto::detect::v1 as dpb;
 use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;
 use trailhound_proto::health::v1 as pb;
+
+use crate::HealthError;
 use trailhound_proto::insights::v1 as ipb;
 use trailhound_proto::insights::v1::insights_service_client::InsightsServiceClient;
 
@@ -170,7 +172,7 @@ async fn page(
                 l.retain(|i| visible(&scope, i));
                 l
             }),
-        None => Err("no insights service configured".into()),
+        None => Err(HealthError::NotConfigured("insights")),
     };
     // A chosen account outside the scope charts nothing, as if unknown.
     let account_visible = |account: &str| {
@@ -199,7 +201,7 @@ async fn page(
     let entity = entity.filter(|(_, a, _)| account_visible(a));
     let series = match (&entity, cfg.targets.get("detect")) {
         (Some((d, a, r)), Some(ep)) => Some(fetch_series(ep, d, a, r, &scope).await),
-        (Some(_), None) => Some(Err("no detect service configured".into())),
+        (Some(_), None) => Some(Err(HealthError::NotConfigured("detect"))),
         (None, _) => None,
     };
     let mut html = render_page(
@@ -239,11 +241,11 @@ async fn fetch_insights(
     n: u32,
     account: Option<&str>,
     scope: &trailhound_core::Scope,
-) -> Result<Vec<ipb::Insight>, String> {
+) -> Result<Vec<ipb::Insight>, HealthError> {
     let fut = async {
         let ch = trailhound_runtime::client::traced(
             &tonic::transport::Endpoint::from_shared(endpoint.to_string())
-                .map_err(|e| e.to_string())?
+                .map_err(|e| refused("insights", e))?
                 .connect_timeout(FETCH_TIMEOUT),
         );
         let mut req = tonic::Request::new(ipb::ListInsightsRequest {
@@ -254,16 +256,17 @@ async fn fetch_insights(
                 .to_string(),
             ..Default::default()
         });
-        trailhound_runtime::security::on_behalf(&mut req, scope)?;
+        trailhound_runtime::security::on_behalf(&mut req, scope)
+            .map_err(|e| refused("insights", e))?;
         InsightsServiceClient::new(ch)
             .list_insights(req)
             .await
             .map(|r| r.into_inner().insights)
-            .map_err(|s| format!("insights: {}", s.message()))
+            .map_err(|s| refused("insights", s.message()))
     };
     tokio::time::timeout(FETCH_TIMEOUT, fut)
         .await
-        .unwrap_or_else(|_| Err("insights did not answer in time".into()))
+        .unwrap_or(Err(HealthError::Late("insights")))
 }
 
 /// An entity's series, read for a viewer with `scope` (a series summed
@@ -274,11 +277,11 @@ async fn fetch_series(
     account: &str,
     region: &str,
     scope: &trailhound_core::Scope,
-) -> Result<dpb::GetUsageSeriesResponse, String> {
+) -> Result<dpb::GetUsageSeriesResponse, HealthError> {
     let fut = async {
         let ch = trailhound_runtime::client::traced(
             &tonic::transport::Endpoint::from_shared(endpoint.to_string())
-                .map_err(|e| e.to_string())?
+                .map_err(|e| refused("detect", e))?
                 .connect_timeout(FETCH_TIMEOUT),
         );
         let mut req = tonic::Request::new(dpb::GetUsageSeriesRequest {
@@ -287,17 +290,26 @@ async fn fetch_series(
             region: region.to_string(),
             ..Default::default()
         });
-        trailhound_runtime::security::on_behalf(&mut req, scope)?;
+        trailhound_runtime::security::on_behalf(&mut req, scope)
+            .map_err(|e| refused("detect", e))?;
         DetectServiceClient::new(ch)
             .max_decoding_message_size(16 << 20)
             .get_usage_series(req)
             .await
             .map(|r| r.into_inner())
-            .map_err(|s| format!("detect: {}", s.message()))
+            .map_err(|s| refused("detect", s.message()))
     };
     tokio::time::timeout(FETCH_TIMEOUT, fut)
         .await
-        .unwrap_or_else(|_| Err("detect did not answer in time".into()))
+        .unwrap_or(Err(HealthError::Late("detect")))
+}
+
+/// A refusal by `service`, or a request to it that could not be made.
+fn refused(service: &'static str, e: impl std::fmt::Display) -> HealthError {
+    HealthError::Refused {
+        service,
+        message: e.to_string(),
+    }
 }
 
 fn status_class(s: pb::Status) -> &'static str {
@@ -337,9 +349,9 @@ svg .actual{stroke:#222;stroke-width:1.5;fill:none}svg .anomaly{fill:#c0192c}";
 /// The whole page. Pure, so it is tested without a server.
 pub fn render_page(
     h: &pb::SystemHealth,
-    insights: &Result<Vec<ipb::Insight>, String>,
+    insights: &Result<Vec<ipb::Insight>, HealthError>,
     entity: Option<&(String, String, String)>,
-    series: Option<&Result<dpb::GetUsageSeriesResponse, String>>,
+    series: Option<&Result<dpb::GetUsageSeriesResponse, HealthError>>,
     filtered: Option<&str>,
     refresh: Duration,
     rows: usize,
@@ -450,7 +462,11 @@ ingest <b id=\"events-per-second\">{ingest_rate}</b></p>"
     }
     match insights {
         Err(e) => {
-            let _ = write!(o, "<p class=\"bad\" id=\"anomalies-error\">{}</p>", esc(e));
+            let _ = write!(
+                o,
+                "<p class=\"bad\" id=\"anomalies-error\">{}</p>",
+                esc(&e.to_string())
+            );
         }
         Ok(list) if list.is_empty() => o.push_str("<p id=\"anomalies-none\">None yet.</p>"),
         Ok(list) => {
@@ -506,7 +522,11 @@ ingest <b id=\"events-per-second\">{ingest_rate}</b></p>"
         match series {
             Some(Ok(s)) => o.push_str(&render_chart(&s.points)),
             Some(Err(e)) => {
-                let _ = write!(o, "<p class=\"bad\" id=\"series-error\">{}</p>", esc(e));
+                let _ = write!(
+                    o,
+                    "<p class=\"bad\" id=\"series-error\">{}</p>",
+                    esc(&e.to_string())
+                );
             }
             None => {}
         }
@@ -644,7 +664,7 @@ mod tests {
         );
         let html = render_page(
             &h,
-            &Err("insights unreachable".into()),
+            &Err(HealthError::Unreachable("connection refused".into())),
             Some(&entity),
             Some(&series),
             None,
@@ -655,7 +675,7 @@ mod tests {
         assert!(html.contains("http-equiv=\"refresh\""));
         assert!(html.contains("id=\"series-actual\""));
         assert_eq!(html.matches("class=\"anomaly\"").count(), 1);
-        assert!(html.contains("insights unreachable"));
+        assert!(html.contains("unreachable: connection refused"));
         assert!(html.contains("data-service=\"enrich\""));
     }
 

@@ -22,9 +22,9 @@ const MAX_RATE: f64 = 1e9;
 #[derive(Clone, Debug)]
 pub struct Probe {
     /// grpc.health.v1: Ok when SERVING, else why not.
-    pub health: Result<(), String>,
+    pub health: Result<(), crate::HealthError>,
     /// The Stats RPC's answer, or why there is none.
-    pub stats: Result<ServiceStats, String>,
+    pub stats: Result<ServiceStats, crate::HealthError>,
     pub latency: Duration,
 }
 
@@ -130,7 +130,7 @@ fn errors_total(s: &ServiceStats) -> u64 {
 pub fn evaluate(probe: &Probe, prev: Option<&ServiceStats>, obj: &Objectives) -> Verdict {
     let mut reasons = Vec::new();
     if let Err(why) = &probe.health {
-        reasons.push(why.clone());
+        reasons.push(why.to_string());
         return Verdict {
             status: pb::Status::NotServing,
             reasons,
@@ -324,8 +324,8 @@ mod tests {
     #[test]
     fn gone_is_not_serving_and_erroring_is_degraded() {
         let gone = Probe {
-            health: Err("unreachable: connection refused".into()),
-            stats: Err("unreachable".into()),
+            health: Err(crate::HealthError::Unreachable("connection refused".into())),
+            stats: Err(crate::HealthError::Unreachable(String::new())),
             latency: Duration::ZERO,
         };
         let v = evaluate(&gone, None, &Objectives::default());

@@ -12,6 +12,7 @@
 pub mod alert;
 pub mod config;
 pub mod dashboard;
+pub mod error;
 pub mod evaluate;
 pub mod html;
 pub mod monitor;
@@ -32,6 +33,7 @@ use trailhound_proto::health::v1 as pb;
 use trailhound_proto::health::v1::health_service_server::{HealthService, HealthServiceServer};
 
 pub use config::{HealthConfig, Objectives, RecoveryConfig};
+pub use error::HealthError;
 pub use monitor::Monitor;
 
 pub const SERVICE_NAME: &str = "trailhound.health.v1.HealthService";

@@ -168,7 +168,7 @@ impl Monitor {
             {
                 Ok(p) => p,
                 Err(_) => {
-                    let why = format!("no answer within {} ms", hard.as_millis());
+                    let why = crate::HealthError::Deadline(hard.as_millis());
                     Probe {
                         health: Err(why.clone()),
                         stats: Err(why),
@@ -194,7 +194,7 @@ impl Monitor {
                 // that passes `not_serving_after` checks in a row.
                 let marked = s.marked_down
                     && probe.stats.is_ok()
-                    && matches!(&probe.health, Err(w) if w.contains("NOT_SERVING"));
+                    && matches!(&probe.health, Err(crate::HealthError::NotServing(_)));
                 let judged;
                 let probe = if marked {
                     judged = Probe {
@@ -442,7 +442,7 @@ impl Monitor {
             Err(e) => {
                 self.counters.actions_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(action, target, error = %e, "recovery action failed");
-                (false, e)
+                (false, e.to_string())
             }
         };
         let mut st = self.state.lock().await;

@@ -13,6 +13,7 @@ use tonic_health::pb::health_client::HealthClient;
 use trailhound_proto::common::v1 as common;
 use trailhound_proto::common::v1::control_service_client::ControlServiceClient;
 
+use crate::HealthError;
 use crate::evaluate::Probe;
 
 /// Reaches the watched services.
@@ -21,9 +22,19 @@ pub trait Prober: Send + Sync {
     /// Checks one service; must return within about `timeout`.
     async fn probe(&self, name: &str, endpoint: &str, timeout: Duration) -> Probe;
     /// ControlService/SetServing.
-    async fn set_serving(&self, endpoint: &str, serving: bool, reason: &str) -> Result<(), String>;
+    async fn set_serving(
+        &self,
+        endpoint: &str,
+        serving: bool,
+        reason: &str,
+    ) -> Result<(), HealthError>;
     /// ControlService/Recover: what the action did.
-    async fn recover(&self, endpoint: &str, action: &str, reason: &str) -> Result<String, String>;
+    async fn recover(
+        &self,
+        endpoint: &str,
+        action: &str,
+        reason: &str,
+    ) -> Result<String, HealthError>;
 }
 
 /// The real thing, over gRPC. Channels connect lazily and reconnect on
@@ -39,13 +50,16 @@ impl GrpcProber {
         &self,
         endpoint: &str,
         timeout: Duration,
-    ) -> Result<trailhound_runtime::TracedChannel, String> {
+    ) -> Result<trailhound_runtime::TracedChannel, HealthError> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(endpoint) {
             return Ok(c.clone());
         }
         let c = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| format!("bad endpoint {endpoint:?}: {e}"))?
+            .map_err(|e| HealthError::BadEndpoint {
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            })?
             .connect_timeout(timeout)
             .timeout(timeout)
             .tcp_nodelay(true);
@@ -53,16 +67,6 @@ impl GrpcProber {
         let c = trailhound_runtime::client::traced(&c);
         map.insert(endpoint.to_string(), c.clone());
         Ok(c)
-    }
-}
-
-fn describe(s: &tonic::Status) -> String {
-    match s.code() {
-        tonic::Code::Unavailable => format!("unreachable: {}", s.message()),
-        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            format!("no answer in time: {}", s.message())
-        }
-        c => format!("{c:?}: {}", s.message()),
     }
 }
 
@@ -86,10 +90,10 @@ impl Prober for GrpcProber {
                     service: String::new(),
                 })
                 .await
-                .map_err(|s| describe(&s))
+                .map_err(HealthError::from)
                 .and_then(|r| match r.into_inner().status() {
                     ServingStatus::Serving => Ok(()),
-                    other => Err(format!("grpc.health reports {}", other.as_str_name())),
+                    other => Err(HealthError::NotServing(other.as_str_name().to_string())),
                 })
         };
         let stats = async {
@@ -97,7 +101,7 @@ impl Prober for GrpcProber {
                 .stats(common::StatsRequest {})
                 .await
                 .map(|r| r.into_inner())
-                .map_err(|s| describe(&s))
+                .map_err(HealthError::from)
         };
         // One deadline over both, so a service that accepts the connection
         // and then hangs costs one timeout, not two.
@@ -110,7 +114,7 @@ impl Prober for GrpcProber {
                 latency,
             },
             Err(_) => {
-                let why = format!("no answer within {} ms", timeout.as_millis());
+                let why = HealthError::Deadline(timeout.as_millis());
                 Probe {
                     health: Err(why.clone()),
                     stats: Err(why),
@@ -120,7 +124,12 @@ impl Prober for GrpcProber {
         }
     }
 
-    async fn set_serving(&self, endpoint: &str, serving: bool, reason: &str) -> Result<(), String> {
+    async fn set_serving(
+        &self,
+        endpoint: &str,
+        serving: bool,
+        reason: &str,
+    ) -> Result<(), HealthError> {
         let channel = self.channel(endpoint, Duration::from_secs(5))?;
         ControlServiceClient::new(channel)
             .set_serving(common::SetServingRequest {
@@ -129,10 +138,15 @@ impl Prober for GrpcProber {
             })
             .await
             .map(|_| ())
-            .map_err(|s| describe(&s))
+            .map_err(HealthError::from)
     }
 
-    async fn recover(&self, endpoint: &str, action: &str, reason: &str) -> Result<String, String> {
+    async fn recover(
+        &self,
+        endpoint: &str,
+        action: &str,
+        reason: &str,
+    ) -> Result<String, HealthError> {
         let channel = self.channel(endpoint, Duration::from_secs(60))?;
         ControlServiceClient::new(channel)
             .recover(common::RecoverRequest {
@@ -141,6 +155,6 @@ impl Prober for GrpcProber {
             })
             .await
             .map(|r| r.into_inner().detail)
-            .map_err(|s| describe(&s))
+            .map_err(HealthError::from)
     }
 }

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use trailhound_health::alert::{Alert, Alerter};
 use trailhound_health::evaluate::Probe;
 use trailhound_health::probe::Prober;
-use trailhound_health::{HealthConfig, Monitor, RecoveryConfig};
+use trailhound_health::{HealthConfig, HealthError, Monitor, RecoveryConfig};
 use trailhound_proto::common::v1::ServiceStats;
 use trailhound_proto::health::v1 as pb;
 
@@ -70,7 +70,7 @@ impl Prober for Fake {
         let marked = self.marked.lock().unwrap().contains(endpoint);
         let ok = |s| Probe {
             health: if marked {
-                Err("grpc.health reports NOT_SERVING".into())
+                Err(HealthError::NotServing("NOT_SERVING".into()))
             } else {
                 Ok(())
             },
@@ -105,8 +105,8 @@ impl Prober for Fake {
                 ok(stats(name, 0, 0, 0))
             }
             Behaviour::Gone => Probe {
-                health: Err("unreachable: connection refused".into()),
-                stats: Err("unreachable".into()),
+                health: Err(HealthError::Unreachable("connection refused".into())),
+                stats: Err(HealthError::Unreachable(String::new())),
                 latency: Duration::ZERO,
             },
             Behaviour::Absurd => {
@@ -119,7 +119,12 @@ impl Prober for Fake {
         }
     }
 
-    async fn set_serving(&self, endpoint: &str, serving: bool, _r: &str) -> Result<(), String> {
+    async fn set_serving(
+        &self,
+        endpoint: &str,
+        serving: bool,
+        _r: &str,
+    ) -> Result<(), HealthError> {
         if serving {
             self.marked.lock().unwrap().remove(endpoint);
         } else {
@@ -132,7 +137,7 @@ impl Prober for Fake {
         Ok(())
     }
 
-    async fn recover(&self, endpoint: &str, action: &str, _r: &str) -> Result<String, String> {
+    async fn recover(&self, endpoint: &str, action: &str, _r: &str) -> Result<String, HealthError> {
         self.calls
             .lock()
             .unwrap()
@@ -149,10 +154,10 @@ struct Alerts {
 
 #[async_trait]
 impl Alerter for Alerts {
-    async fn send(&self, a: &Alert) -> Result<(), String> {
+    async fn send(&self, a: &Alert) -> Result<(), HealthError> {
         self.sent.lock().unwrap().push(a.clone());
         if self.fail {
-            Err("notify unreachable".into())
+            Err(HealthError::Unreachable("notify".into()))
         } else {
             Ok(())
         }
