@@ -2,19 +2,66 @@
 
 use tonic::Status;
 
+/// The small vocabulary every service's error enum speaks (quickwit's
+/// `ServiceError` pattern): a service says what kind of failure it had,
+/// and [`of`] is the one place that turns that kind into a gRPC code, so a
+/// refusal means the same thing on every port and to every client's retry
+/// rule ([`is_retryable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request is wrong; the message names the field and the reason.
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    /// Try again later: a dependency is down or overloaded.
+    Unavailable,
+    /// The request is fine but the service is not set up for it.
+    FailedPrecondition,
+    /// A fault of the service itself; logged where it is mapped.
+    Internal,
+}
+
+/// A service's error, as its gRPC adapter maps it.
+pub trait ServiceError: std::fmt::Display {
+    fn error_code(&self) -> ErrorCode;
+    /// What the status says; the error's `Display` unless the service
+    /// words it for the wire (INVALID_ARGUMENT as `field: reason`).
+    fn status_message(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The status for a service's error.
+pub fn of(e: &(impl ServiceError + ?Sized)) -> Status {
+    let message = e.status_message();
+    match e.error_code() {
+        ErrorCode::InvalidArgument => Status::invalid_argument(message),
+        ErrorCode::NotFound => Status::not_found(message),
+        ErrorCode::AlreadyExists => Status::already_exists(message),
+        ErrorCode::Unavailable => Status::unavailable(message),
+        ErrorCode::FailedPrecondition => Status::failed_precondition(message),
+        ErrorCode::Internal => {
+            tracing::error!(error = %message, "request failed");
+            Status::internal(message)
+        }
+    }
+}
+
+/// A downstream that refused a batch: retryable refusals are UNAVAILABLE
+/// (the caller backs off and retries), the rest INTERNAL.
+impl ServiceError for trailhound_core::pipeline::SinkError {
+    fn error_code(&self) -> ErrorCode {
+        if self.retryable {
+            ErrorCode::Unavailable
+        } else {
+            ErrorCode::Internal
+        }
+    }
+}
+
 /// INVALID_ARGUMENT naming the field and the reason.
 pub fn invalid(field: &str, reason: &str) -> Status {
     Status::invalid_argument(format!("{field}: {reason}"))
-}
-
-/// A downstream refused work: UNAVAILABLE when retrying may help (the caller
-/// backs off and retries), INTERNAL otherwise.
-pub fn downstream(message: String, retryable: bool) -> Status {
-    if retryable {
-        Status::unavailable(message)
-    } else {
-        Status::internal(message)
-    }
 }
 
 /// The other way: a call to `downstream` failed with `s`, as a sink error

@@ -23,25 +23,7 @@ use crate::service::{Detect, DetectError};
 use crate::store::AnomalyFilter;
 
 fn to_status(e: DetectError) -> Status {
-    match e {
-        DetectError::NotFound(n) => Status::not_found(format!("detector {n} not found")),
-        DetectError::AlreadyExists(n) => {
-            Status::already_exists(format!("detector {n} already exists"))
-        }
-        DetectError::InvalidDetector(reason) => status::invalid("detector", &reason),
-        DetectError::Backend { message, retryable } => {
-            tracing::warn!(error = %message, "OpenSearch backend failed");
-            if retryable {
-                Status::unavailable(message)
-            } else {
-                Status::failed_precondition(message)
-            }
-        }
-        e @ (DetectError::Store(_) | DetectError::Internal(_)) => {
-            tracing::error!(error = %e, "detect failed");
-            Status::internal(e.to_string())
-        }
-    }
+    status::of(&e)
 }
 
 fn invalid(e: InvalidField) -> Status {

@@ -74,6 +74,31 @@ pub enum DetectError {
     Backend { message: String, retryable: bool },
 }
 
+/// How detect's adapter answers each failure.
+impl trailhound_runtime::status::ServiceError for DetectError {
+    fn error_code(&self) -> trailhound_runtime::status::ErrorCode {
+        use trailhound_runtime::status::ErrorCode;
+        match self {
+            DetectError::NotFound(_) => ErrorCode::NotFound,
+            DetectError::AlreadyExists(_) => ErrorCode::AlreadyExists,
+            DetectError::InvalidDetector(_) => ErrorCode::InvalidArgument,
+            // A cluster that is down or overloaded, or one misconfigured.
+            DetectError::Backend {
+                retryable: true, ..
+            } => ErrorCode::Unavailable,
+            DetectError::Backend { .. } => ErrorCode::FailedPrecondition,
+            DetectError::Store(_) | DetectError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn status_message(&self) -> String {
+        match self {
+            DetectError::InvalidDetector(reason) => format!("detector: {reason}"),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// What enrich is told when a batch cannot be taken: an OpenSearch cluster
 /// that is down is retryable (ingest keeps the events), anything else not.
 impl From<DetectError> for SinkError {

@@ -67,11 +67,7 @@ impl EnrichService for EnrichGrpc {
         req: Request<EventBatch>,
     ) -> Result<Response<pb::ProcessResponse>, Status> {
         let events = Self::decode(req.into_inner())?;
-        let accepted = self
-            .stage
-            .send(events)
-            .await
-            .map_err(|e| status::downstream(e.to_string(), e.retryable))?;
+        let accepted = self.stage.send(events).await.map_err(|e| status::of(&e))?;
         Ok(Response::new(pb::ProcessResponse { accepted }))
     }
 
@@ -118,7 +114,7 @@ impl EnrichService for EnrichGrpc {
             .enricher
             .accounts()
             .await
-            .map_err(|e| status::downstream(e.to_string(), e.retryable))?;
+            .map_err(|e| status::of(&e))?;
         Ok(Response::new(pb::ListAccountsResponse {
             accounts: accounts
                 .iter()

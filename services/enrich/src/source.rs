@@ -16,6 +16,18 @@ pub struct SourceError {
     pub retryable: bool,
 }
 
+/// Throttling and outages are UNAVAILABLE (worth a retry); access denied
+/// and misconfiguration are not.
+impl trailhound_runtime::status::ServiceError for SourceError {
+    fn error_code(&self) -> trailhound_runtime::status::ErrorCode {
+        if self.retryable {
+            trailhound_runtime::status::ErrorCode::Unavailable
+        } else {
+            trailhound_runtime::status::ErrorCode::Internal
+        }
+    }
+}
+
 /// The organization's account directory.
 #[async_trait]
 pub trait AccountSource: Send + Sync {

@@ -53,7 +53,7 @@ fn to_pb(o: Outcome) -> pb::PushEventsResponse {
 }
 
 fn downstream_status(e: SinkError) -> Status {
-    status::downstream(e.to_string(), e.retryable)
+    status::of(&e)
 }
 
 #[tonic::async_trait]

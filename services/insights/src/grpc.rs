@@ -16,7 +16,7 @@ use trailhound_proto::insights::v1 as pb;
 use trailhound_proto::insights::v1::insights_service_server::InsightsService;
 use trailhound_runtime::status;
 
-use crate::ask::{AskError, MAX_QUESTION_CHARS};
+use crate::ask::MAX_QUESTION_CHARS;
 use crate::service::{InsightFilter, Insights, InsightsError};
 
 pub struct InsightsGrpc {
@@ -30,16 +30,7 @@ impl InsightsGrpc {
 }
 
 fn to_status(e: InsightsError) -> Status {
-    match e {
-        InsightsError::Ask(AskError::Invalid(reason)) => status::invalid("question", &reason),
-        InsightsError::Ask(AskError::Backend { backend, message }) => {
-            Status::unavailable(format!("{backend}: {message}"))
-        }
-        InsightsError::Store(e) => Status::internal(e.to_string()),
-        InsightsError::Ask(AskError::Store(e)) => Status::internal(e.to_string()),
-        InsightsError::Config(e) => Status::failed_precondition(e),
-        InsightsError::Internal(e) => Status::internal(e),
-    }
+    status::of(&e)
 }
 
 type InsightStream = Pin<Box<dyn Stream<Item = Result<pb::Insight, Status>> + Send>>;
