@@ -199,8 +199,8 @@ impl Pipeline {
 pub fn trail_records(trail: &Path) -> Vec<String> {
     let limits = trailhound_core::ParseLimits::default();
     let mut out = Vec::new();
-    for g in trailhound_ingest::files::delivery_groups(trail).expect("read trail") {
-        let parsed = trailhound_ingest::ingest::parse_group(&g.files, &limits);
+    for g in trailhound_trail::files::delivery_groups(trail).expect("read trail") {
+        let parsed = trailhound_trail::read::parse_group(&g.files, &limits);
         assert!(
             parsed.rejections.is_empty(),
             "generated trail has bad records: {:?}",

@@ -18,6 +18,7 @@ pub mod config;
 pub mod dynamo;
 pub mod enricher;
 pub mod grpc;
+pub mod org_command;
 pub mod source;
 pub mod store;
 

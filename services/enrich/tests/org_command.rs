@@ -1,15 +1,12 @@
 //! `trailhound org snapshot` as the command line runs it: flags parsed by
 //! clap, `[aws]` read from a config file, the file written and loaded back.
 //!
-//! The command lives in the `trailhound` binary crate
-//! (crates/trailhound/src/org.rs); it is compiled into this test too so
-//! enrich's emulator fixtures exercise it end to end. It uses only
-//! trailhound_enrich, trailhound_runtime, clap and anyhow.
+//! The command is enrich's (`trailhound_enrich::org_command`); the
+//! binary only mounts it, as it mounts every service's flags.
 
 use crate::common;
 
-#[path = "../../../crates/trailhound/src/org.rs"]
-mod org;
+use trailhound_enrich::org_command as org;
 
 use clap::Parser;
 use trailhound_enrich::{AccountSource, SnapshotSource};

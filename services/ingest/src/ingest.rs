@@ -11,8 +11,9 @@ use trailhound_core::reasons::ReasonTally;
 use trailhound_core::{Event, Rejection};
 
 use crate::deadletter::DeadLetterSink;
-use crate::dedupe::Dedupe;
-use crate::files::delivery_groups;
+use trailhound_trail::dedupe::Dedupe;
+use trailhound_trail::files::{delivery_groups, receiving_clock};
+use trailhound_trail::read::{parse_group, sort_by_time};
 
 /// Counters since start.
 #[derive(Debug, Default)]
@@ -367,7 +368,7 @@ impl Ingest {
     /// the delivery time in `source`'s file name when it has one.
     pub fn parse_json(&self, json: &str, source: &str) -> Collect {
         let mut sink = Collect::default();
-        let clock = crate::files::receiving_clock(source, now_ms());
+        let clock = receiving_clock(source, now_ms());
         cloudtrail::parse_document(json, source, &self.options.limits, clock, &mut sink);
         sink
     }
@@ -566,72 +567,6 @@ impl Ingest {
     }
 }
 
-/// Parses a delivery group's files and sorts their events by time.
-pub fn parse_group(files: &[std::path::PathBuf], limits: &ParseLimits) -> Collect {
-    let mut sink = Collect::default();
-    parse_files_into(files, limits, &mut Vec::new(), &mut sink);
-    sort_by_time(&mut sink.events);
-    sink
-}
-
-/// Parses a delivery group's files into `sink`, after what it holds, in
-/// file order ([`time_order`] sorts them). `bytes` is the read buffer: a
-/// caller parsing many groups keeps it, and `sink`, so their memory is
-/// reused rather than allocated (and faulted in) again for every group.
-pub fn parse_files_into(
-    files: &[std::path::PathBuf],
-    limits: &ParseLimits,
-    bytes: &mut Vec<u8>,
-    sink: &mut Collect,
-) {
-    let wall = now_ms();
-    for f in files {
-        let source = f.display().to_string();
-        let now = crate::files::receiving_clock(&source, wall);
-        bytes.clear();
-        match std::fs::File::open(f).and_then(|mut file| {
-            use std::io::Read;
-            file.read_to_end(bytes)
-        }) {
-            Ok(_) => {
-                cloudtrail::parse_file_bytes(bytes, &source, limits, now, sink);
-            }
-            Err(e) => sink.rejections.push(Rejection::new(
-                source,
-                format!("failed to read file: {e}"),
-                "",
-            )),
-        }
-    }
-}
-
-/// The positions of `events` in time order, equal times keeping their
-/// order (a stable sort); None when they are in order already.
-pub fn time_order(events: &[Event]) -> Option<Vec<usize>> {
-    if events.is_sorted_by_key(|e| e.event_time_ms) {
-        return None;
-    }
-    let mut order: Vec<(i64, usize)> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.event_time_ms, i))
-        .collect();
-    // Positions are distinct, so this is the stable order by time.
-    order.sort_unstable();
-    Some(order.into_iter().map(|(_, i)| i).collect())
-}
-
-/// Sorts events by time, keeping the order of equal times (a stable sort).
-/// Events are large, and a merge sort moves each one several times: this
-/// sorts (time, position) pairs and then moves each event once.
-pub fn sort_by_time(events: &mut Vec<Event>) {
-    let Some(order) = time_order(events) else {
-        return;
-    };
-    let mut slots: Vec<Option<Event>> = events.drain(..).map(Some).collect();
-    events.extend(order.iter().filter_map(|&i| slots[i].take()));
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum IngestPathError {
     #[error("failed to read {path}: {source}")]
@@ -643,46 +578,4 @@ pub enum IngestPathError {
     Downstream(#[from] SinkError),
     #[error("ingest failed: {0}")]
     Internal(String),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sorting_by_time_is_stable() {
-        let event = |id: usize, t: i64| Event {
-            event_id: id.to_string(),
-            event_time_ms: t,
-            event_source: String::new(),
-            event_name: String::new(),
-            aws_region: String::new(),
-            recipient_account_id: String::new(),
-            user_identity: Default::default(),
-            source_ip_address: String::new(),
-            user_agent: String::new(),
-            error_code: String::new(),
-            error_message: String::new(),
-            read_only: None,
-            management_event: None,
-            event_category: String::new(),
-            event_type: String::new(),
-            event_version: String::new(),
-            request_parameters: String::new(),
-            response_elements: String::new(),
-            raw: String::new(),
-        };
-        let times = [5, 3, 5, 1, 3, 3, 9, 0, 5, 1];
-        let mut events: Vec<Event> = times
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| event(i, t))
-            .collect();
-        let mut expected = events.clone();
-        expected.sort_by_key(|e| e.event_time_ms);
-        sort_by_time(&mut events);
-        assert_eq!(events, expected);
-        sort_by_time(&mut events);
-        assert_eq!(events, expected);
-    }
 }

@@ -11,8 +11,6 @@
 pub mod config;
 pub mod cwl_poll;
 pub mod deadletter;
-pub mod dedupe;
-pub mod files;
 pub mod firehose;
 pub mod grpc;
 pub mod ingest;

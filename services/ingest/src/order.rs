@@ -327,5 +327,5 @@ async fn release(ingest: Arc<Ingest>) {
 
 /// The delivery period a pushed file's source names, if any.
 pub fn period_of(source: &str) -> Option<&str> {
-    crate::files::delivery_key(source.rsplit('/').next().unwrap_or(source))
+    trailhound_trail::files::delivery_key(source.rsplit('/').next().unwrap_or(source))
 }

@@ -28,7 +28,7 @@
 //!
 //! The backfill lists a prefix (ListObjectsV2, every page) and replays it in
 //! delivery order (the delivery time in CloudTrail's file names, as
-//! [`crate::files`] does for local trees), skipping objects delivered and
+//! [`trailhound_trail::files`] does for local trees), skipping objects delivered and
 //! events that happened before `since`.
 
 use std::sync::Arc;
@@ -46,9 +46,9 @@ use trailhound_core::cloudtrail::{self, Collect};
 use trailhound_core::pipeline::SinkError;
 
 use crate::config::S3Location;
-use crate::files::{delivery_time, group_by_delivery};
 use crate::ingest::{Ingest, Outcome};
 use crate::source::{BackfillStop, Backoff, SourceError, sleep_or_stop};
+use trailhound_trail::files::{delivery_time, group_by_delivery};
 
 /// An S3 client for `aws`, with path-style addressing when an endpoint
 /// override is set (emulators serve buckets under the path, not as
@@ -196,7 +196,7 @@ pub fn decode_key(s: &str) -> Result<String, String> {
 
 /// Objects CloudTrail writes that hold no event records.
 fn not_event_records(key: &str) -> bool {
-    key.ends_with('/') || crate::files::not_event_records(key).is_some()
+    key.ends_with('/') || trailhound_trail::files::not_event_records(key).is_some()
 }
 
 fn looks_like_trail_file(key: &str) -> bool {

@@ -42,8 +42,8 @@ async fn anomalies_of_generated_org(dir: &std::path::Path) -> (Labels, Vec<Anoma
     let detect_cfg = trailhound_detect::DetectConfig::default();
     let mut engine = trailhound_detect::Engine::new(detect_cfg.detectors, detect_cfg.engine);
     let mut results = Vec::new();
-    for g in trailhound_ingest::files::delivery_groups(&dir.join("trail")).unwrap() {
-        let parsed = trailhound_ingest::ingest::parse_group(&g.files, &Default::default());
+    for g in trailhound_trail::files::delivery_groups(&dir.join("trail")).unwrap() {
+        let parsed = trailhound_trail::read::parse_group(&g.files, &Default::default());
         for e in enricher.enrich(parsed.events).await {
             engine.observe(&e, &mut results);
         }

@@ -34,8 +34,8 @@ pub fn generated_trail(dir: &Path) -> Vec<EnrichedEvent> {
         })
         .collect();
     let mut out = Vec::new();
-    for g in trailhound_ingest::files::delivery_groups(&dir.join("trail")).unwrap() {
-        let parsed = trailhound_ingest::ingest::parse_group(&g.files, &Default::default());
+    for g in trailhound_trail::files::delivery_groups(&dir.join("trail")).unwrap() {
+        let parsed = trailhound_trail::read::parse_group(&g.files, &Default::default());
         for e in parsed.events {
             let account = accounts
                 .get(&e.recipient_account_id)

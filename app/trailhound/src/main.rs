@@ -17,7 +17,6 @@ mod audit;
 mod certs;
 mod demo;
 mod nab;
-mod org;
 mod prices;
 mod probe;
 mod push;
@@ -122,7 +121,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Reads the live AWS Organization: `org snapshot --out org.json`
     /// writes it as an org snapshot file.
-    Org(org::OrgArgs),
+    Org(trailhound_enrich::org_command::OrgArgs),
     /// Writes a development CA and a certificate and key for each service
     /// and for tools (`client`), for TLS and mTLS ([tls] section).
     Certs(certs::CertsArgs),
@@ -319,7 +318,7 @@ fn main() -> anyhow::Result<()> {
         Command::Nab(args) => nab::run(&args),
         Command::Certs(args) => certs::run(&args),
         Command::Audit(args) => audit::run(&common, &args),
-        Command::Org(args) => rt.block_on(org::run(&common, &args)),
+        Command::Org(args) => rt.block_on(trailhound_enrich::org_command::run(&common, &args)),
         command => {
             let done = rt.block_on(async move {
                 trailhound_runtime::shutdown_on_signal(shutdown.clone());

@@ -55,7 +55,7 @@ pub struct PushSummary {
 const MAX_MESSAGE: usize = 8 << 20;
 
 pub async fn run(args: &PushArgs) -> anyhow::Result<PushSummary> {
-    let (groups, skipped) = trailhound_ingest::files::trail_files(&args.input)
+    let (groups, skipped) = trailhound_trail::files::trail_files(&args.input)
         .map_err(|e| anyhow::anyhow!("failed to read {}: {e}", args.input.display()))?;
     let files: Vec<PathBuf> = groups.into_iter().flat_map(|g| g.files).collect();
     let security = args.client.security()?;

@@ -246,7 +246,7 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         format!(
-            "{}/../pricing/tests/fixtures/{name}",
+            "{}/../../crates/pricing/tests/fixtures/{name}",
             env!("CARGO_MANIFEST_DIR")
         )
     }

@@ -42,7 +42,7 @@ pub enum OrgCommand {
 
 /// Runs an `org` command.
 pub async fn run(common: &trailhound_runtime::CommonArgs, args: &OrgArgs) -> anyhow::Result<()> {
-    let mut aws: trailhound_enrich::AwsConfig =
+    let mut aws: crate::AwsConfig =
         trailhound_runtime::load_section(common.config.as_deref(), "aws")?;
     match &args.command {
         OrgCommand::Snapshot {
@@ -57,7 +57,7 @@ pub async fn run(common: &trailhound_runtime::CommonArgs, args: &OrgArgs) -> any
                 aws.profile = Some(p.clone());
             }
             let started = Instant::now();
-            let snapshot = trailhound_enrich::aws_org::write_snapshot(&aws, out)
+            let snapshot = crate::aws_org::write_snapshot(&aws, out)
                 .await
                 .context("failed to snapshot the organization")?;
             let ous: std::collections::BTreeSet<&[String]> = snapshot
