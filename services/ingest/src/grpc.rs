@@ -67,7 +67,7 @@ impl IngestService for IngestGrpc {
         // Files named with their delivery period go through the sequencer,
         // which merges concurrent streams into delivery order; anything
         // else is forwarded as it comes, in batches.
-        let ordered = Stream::open(&self.ingest);
+        let ordered = Stream::open(self.ingest.clone());
         let mut loose = Collect::default();
         let mut total = Outcome::default();
         let mut forward_error = None;

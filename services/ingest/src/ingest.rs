@@ -11,6 +11,7 @@ use trailhound_core::reasons::ReasonTally;
 use trailhound_core::{Event, Rejection};
 
 use crate::deadletter::DeadLetterSink;
+use crate::order::{Sequenced, Sequencer};
 use trailhound_trail::dedupe::Dedupe;
 use trailhound_trail::files::{delivery_groups, receiving_clock};
 use trailhound_trail::read::{parse_group, sort_by_time};
@@ -109,7 +110,7 @@ pub struct Ingest {
     /// One replay at a time.
     replaying: tokio::sync::Mutex<()>,
     /// Merges concurrent push streams into delivery order.
-    sequencer: crate::order::Sequencer,
+    sequencer: Sequencer,
     /// Every rejection since start, by kind, for `Stats`.
     reasons: Mutex<ReasonTally>,
     /// Decompression and parsing at once: each may hold a document of up
@@ -169,7 +170,7 @@ impl Ingest {
             },
             spool: None,
             replaying: tokio::sync::Mutex::new(()),
-            sequencer: crate::order::Sequencer::new(
+            sequencer: Sequencer::new(
                 options.stream_idle,
                 options.stream_gather,
                 options.max_buffered,
@@ -184,7 +185,7 @@ impl Ingest {
         }
     }
 
-    pub fn sequencer(&self) -> &crate::order::Sequencer {
+    pub fn sequencer(&self) -> &Sequencer {
         &self.sequencer
     }
 
@@ -578,4 +579,16 @@ pub enum IngestPathError {
     Downstream(#[from] SinkError),
     #[error("ingest failed: {0}")]
     Internal(String),
+}
+
+/// The sequencer forwards merged push streams through ingest.
+#[async_trait::async_trait]
+impl Sequenced for Ingest {
+    fn sequencer(&self) -> &Sequencer {
+        Ingest::sequencer(self)
+    }
+
+    async fn forward_sorted(&self, events: Vec<Event>) -> Result<u64, SinkError> {
+        Ingest::forward_sorted(self, events).await
+    }
 }

@@ -29,8 +29,6 @@ use std::time::{Duration, Instant};
 use trailhound_core::Event;
 use trailhound_core::pipeline::SinkError;
 
-use crate::ingest::Ingest;
-
 use std::collections::HashMap;
 
 /// Shared by every stream of one ingest.
@@ -107,16 +105,35 @@ impl Sequencer {
     }
 }
 
+/// What the sequencer forwards through: ingest, seen only as far as the
+/// sequencer needs it (its sequencer, and forwarding a period's events in
+/// time order), so this module does not depend on the rest of ingest.
+#[async_trait::async_trait]
+pub trait Sequenced: Send + Sync + 'static {
+    fn sequencer(&self) -> &Sequencer;
+    async fn forward_sorted(&self, events: Vec<Event>) -> Result<u64, SinkError>;
+}
+
 /// One push stream's handle.
-#[derive(Debug)]
 pub struct Stream {
     id: u64,
-    ingest: Arc<Ingest>,
+    ingest: Arc<dyn Sequenced>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").field("id", &self.id).finish()
+    }
 }
 
 impl Stream {
-    pub fn open(ingest: &Arc<Ingest>) -> Self {
-        let seq = ingest.sequencer();
+    pub fn open(ingest: Arc<dyn Sequenced>) -> Self {
+        let id = Self::register(ingest.sequencer());
+        Self { id, ingest }
+    }
+
+    /// Adds an open stream to the sequencer's state; its id.
+    fn register(seq: &Sequencer) -> u64 {
         let mut st = seq.lock();
         let id = st.next_id;
         st.next_id += 1;
@@ -136,10 +153,7 @@ impl Stream {
                 abandoned: false,
             },
         );
-        Self {
-            id,
-            ingest: ingest.clone(),
-        }
+        id
     }
 
     /// Adds fresh (deduplicated, valid) events of delivery `period`.
@@ -278,7 +292,7 @@ fn ready(st: &mut State, idle: Duration, gather: Duration) -> Option<(String, Pe
 
 /// Forwards ready periods in order, one at a time, until none is
 /// buffered; then stops (the next `add` starts it again).
-async fn release(ingest: Arc<Ingest>) {
+async fn release(ingest: Arc<dyn Sequenced>) {
     let seq = ingest.sequencer();
     loop {
         let notified = seq.changed.notified();

@@ -284,8 +284,8 @@ async fn concurrent_streams_are_forwarded_in_delivery_order() {
     ));
     // Two shippers share the files of hours 10, 11 and 12: one sends all
     // of its share at once, the other a period at a time, slowly.
-    let fast = Stream::open(&ingest);
-    let slow = Stream::open(&ingest);
+    let fast = Stream::open(ingest.clone());
+    let slow = Stream::open(ingest.clone());
     let mut id = 0;
     let mut events = |account: &str, hour: u32| {
         let mut out = Vec::new();
