@@ -13,11 +13,18 @@
 //! detect acknowledged whose answer was lost on the way (a kill between the
 //! commit and the reply) is sent again by enrich or ingest, and is then
 //! recognised and acknowledged without being counted twice.
+//!
+//! `restore` rebuilds the engine from the checkpoint and the log on start.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use trailhound_core::{AccountMetadata, DetectorSpec, EnrichedEvent, Event, UserIdentity};
+
+mod restore;
+
+pub use restore::{REMEMBERED_BATCHES, WalOptions};
+pub(crate) use restore::{WalState, restore};
 
 const BATCH_V1: u8 = 1;
 const ADVANCE: u8 = 2;
