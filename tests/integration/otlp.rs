@@ -435,13 +435,24 @@ async fn services_export_stats_metrics_and_traces_to_a_real_otlp_collector() {
                 .iter()
                 .any(|s| s.resource == *svc && s.name == *name)
         }) && got.spans.iter().any(is_scrape);
+        // Every process exports on its own clock: wait for enrich's and
+        // detect's counters to have caught up with the push too.
         let all_services = [
             "trailhound-ingest",
             "trailhound-enrich",
             "trailhound-detect",
         ]
         .iter()
-        .all(|s| got.services().contains(s));
+        .all(|s| got.services().contains(s))
+            && [
+                ("trailhound-enrich", "enrich"),
+                ("trailhound-detect", "detect"),
+            ]
+            .iter()
+            .all(|(svc, label)| {
+                got.latest(svc, "trailhound.events.in", &[("service", label)])
+                    .is_some_and(|p| p.value >= 20.0)
+            });
         if settled && spans && all_services {
             break (stats, got);
         }
@@ -607,4 +618,193 @@ async fn services_export_stats_metrics_and_traces_to_a_real_otlp_collector() {
             });
         assert!(!s.parent_id.is_empty(), "{s:?} is a root span");
     }
+}
+
+/// The spans of the pipeline's own work: the push ingest serves, each hop's
+/// logic (enrich's Process, detect's Accept and Forward, insights'
+/// Analyze), by name, with how many there were and how many events or
+/// anomalies they carried. The gRPC spans of the hops themselves are left
+/// out: under `up` those hops are calls, not requests.
+fn pipeline_work(got: &Received, resource: impl Fn(&str) -> bool) -> BTreeMap<String, (u64, u64)> {
+    const WORK: [&str; 5] = [
+        "trailhound.ingest.v1.IngestService/PushEvents",
+        "trailhound.enrich/Process",
+        "trailhound.detect/Accept",
+        "trailhound.detect/Forward",
+        "trailhound.insights/Analyze",
+    ];
+    let mut out = BTreeMap::new();
+    for s in got
+        .spans
+        .iter()
+        .filter(|s| resource(&s.resource) && WORK.contains(&s.name.as_str()))
+    {
+        let carried = ["events", "anomalies"]
+            .iter()
+            .find_map(|k| s.attrs.get(*k))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let e: &mut (u64, u64) = out.entry(s.name.clone()).or_default();
+        e.0 += 1;
+        e.1 += carried;
+    }
+    out
+}
+
+/// Pushes a trail with `trailhound push` and flushes detect.
+async fn push_and_flush(ingest: u16, detect: u16, trail: &Path) {
+    let out = Command::new(trailhound_bin())
+        .args(["push", "--ingest"])
+        .arg(format!("http://127.0.0.1:{ingest}"))
+        .arg("--input")
+        .arg(trail)
+        .output()
+        .expect("run push");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use trailhound_proto::detect::v1::FlushRequest;
+    use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;
+    DetectServiceClient::connect(format!("http://127.0.0.1:{detect}"))
+        .await
+        .expect("connect detect")
+        .flush(FlushRequest {})
+        .await
+        .expect("flush");
+}
+
+/// Waits until what rotel holds of `resource`'s pipeline work has stopped
+/// changing (and holds every kind of it); that work.
+async fn settled_work(
+    rotel: &Rotel,
+    resource: impl Fn(&str) -> bool + Copy,
+) -> BTreeMap<String, (u64, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = BTreeMap::new();
+    let mut same = 0;
+    loop {
+        let now = pipeline_work(&rotel.received(), resource);
+        same = if now == last { same + 1 } else { 0 };
+        if now.len() == 5 && same >= 8 {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans did not settle in 60s: {now:?}\n{}",
+            rotel.logs()
+        );
+        last = now;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// One truth on every path, in traces too: the same trail pushed to
+/// `trailhound up` and to ingest, enrich, detect and insights as separate
+/// processes makes the same pipeline spans, as many, carrying as many
+/// events and anomalies — `up` runs the services' own hops, traced where
+/// the work is, not copies of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_and_the_separate_services_trace_the_same_work() {
+    let Some(bin) = rotel() else {
+        eprintln!(
+            "skipped: rotel is not installed (scripts/test-tools.sh installs it into .cache/venv; or set TRAILHOUND_ROTEL)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rotel = Rotel::start(&bin, dir.path()).await;
+    let otlp = rotel.endpoint();
+    let org = dir.path().join("org");
+    crate::harness::generated_org(&org, 2, 3, 23, 8);
+    let org_json = org.join("org.json").display().to_string();
+
+    // trailhound up.
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let mut args: Vec<String> = vec!["up".into(), "--org".into(), org_json.clone()];
+    for (s, p) in ["ingest", "enrich", "detect", "insights", "notify", "health"]
+        .iter()
+        .zip(&ports)
+    {
+        args.push(format!("--{s}-port"));
+        args.push(p.to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut up = start_exporting("up", &dir.path().join("up"), &otlp, &args);
+    wait_ready(&mut up, ports[2]).await;
+    wait_ready(&mut up, ports[0]).await;
+    push_and_flush(ports[0], ports[2], &org.join("trail")).await;
+    let through_up = settled_work(&rotel, |r| r == "trailhound").await;
+    up.stop();
+
+    // The same services as separate processes.
+    let (ip, ep, dp, sp) = (free_port(), free_port(), free_port(), free_port());
+    let listen = |p: u16| format!("127.0.0.1:{p}");
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+    let d = |n: &str| dir.path().join(n);
+    let mut insights = start_exporting(
+        "insights",
+        &d("insights"),
+        &otlp,
+        &["insights", "--insights-listen", &listen(sp)],
+    );
+    let mut detect = start_exporting(
+        "detect",
+        &d("detect"),
+        &otlp,
+        &[
+            "detect",
+            "--detect-listen",
+            &listen(dp),
+            "--insights-endpoint",
+            &url(sp),
+        ],
+    );
+    let mut enrich = start_exporting(
+        "enrich",
+        &d("enrich"),
+        &otlp,
+        &[
+            "enrich",
+            "--enrich-listen",
+            &listen(ep),
+            "--detect-endpoint",
+            &url(dp),
+            "--org",
+            &org_json,
+        ],
+    );
+    let mut ingest = start_exporting(
+        "ingest",
+        &d("ingest"),
+        &otlp,
+        &[
+            "ingest",
+            "--ingest-listen",
+            &listen(ip),
+            "--enrich-endpoint",
+            &url(ep),
+        ],
+    );
+    wait_ready(&mut insights, sp).await;
+    wait_ready(&mut detect, dp).await;
+    wait_ready(&mut enrich, ep).await;
+    wait_ready(&mut ingest, ip).await;
+    push_and_flush(ip, dp, &org.join("trail")).await;
+    let separate = settled_work(&rotel, |r| r.starts_with("trailhound-")).await;
+
+    assert!(
+        through_up
+            .get("trailhound.detect/Forward")
+            .is_some_and(|(n, anomalies)| *n > 0 && *anomalies > 0),
+        "the trail has anomalies to forward: {through_up:?}"
+    );
+    assert_eq!(
+        through_up,
+        separate,
+        "pipeline spans (count, events or anomalies) of up (left) and of the services (right)\n--- up ---\n{}\n--- detect ---\n{}",
+        up.logs(),
+        detect.logs()
+    );
 }

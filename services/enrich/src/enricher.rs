@@ -249,6 +249,7 @@ impl Enricher {
     /// what went on, what failed and how long it took: the one way a batch
     /// goes through enrich, whether ingest calls `Process` over gRPC or
     /// sends in process ([`EnrichSink`]).
+    #[tracing::instrument(name = "trailhound.enrich/Process", skip_all, fields(events = events.len()))]
     pub async fn process(
         &self,
         events: Vec<Event>,

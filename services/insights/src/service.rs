@@ -508,6 +508,7 @@ impl Insights {
     /// inside the caller's span so each insight records the trace it was
     /// made in: the one way anomalies come in, over gRPC (`Analyze`,
     /// `AnalyzeBatch`) or in process ([`InsightsSink`]).
+    #[tracing::instrument(name = "trailhound.insights/Analyze", skip_all, fields(anomalies = anomalies.len()))]
     pub async fn analyze_off_thread(
         self: &Arc<Self>,
         anomalies: Vec<Anomaly>,

@@ -248,6 +248,9 @@ impl Detect {
     /// active (its anomalies come from the results poller), else fed to
     /// the embedded engine on a blocking thread and its anomalies
     /// forwarded, in a span linked to the traces that filled their windows.
+    /// Its own span has the same name on every path, so `up` and the
+    /// separate services trace the same work.
+    #[tracing::instrument(name = "trailhound.detect/Accept", skip_all, fields(events = events.len()))]
     pub async fn accept(
         self: &Arc<Self>,
         events: Vec<EnrichedEvent>,
