@@ -4,7 +4,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use crate::org::pick;
+use crate::iso;
+use crate::org::{Account, pick};
 
 /// Who makes a call.
 #[derive(Clone, Debug)]
@@ -162,3 +163,131 @@ pub const NOISE: [(&str, &str, bool); 22] = [
     ("ecr.amazonaws.com", "GetAuthorizationToken", true),
     ("dynamodb.amazonaws.com", "DescribeTable", true),
 ];
+
+pub fn instance_items(rng: &mut ChaCha8Rng, n: u64, itype: &str) -> Value {
+    let items: Vec<Value> = (0..n)
+        .map(|_| json!({"instanceId": format!("i-{:017x}", rng.random::<u64>() >> 4), "imageId": "ami-0abcdef1234567890", "instanceType": itype, "instanceState": {"code": 0, "name": "pending"}, "privateIpAddress": format!("10.0.{}.{}", rng.random_range(0..255), rng.random_range(1..255))}))
+        .collect();
+    json!({"instancesSet": {"items": items}, "reservationId": format!("r-{:017x}", rng.random::<u64>() >> 4), "ownerId": "000000000000"})
+}
+
+/// Services that invoke Lambda functions on an account's behalf.
+pub const INVOKERS: [&str; 3] = [
+    "apigateway.amazonaws.com",
+    "events.amazonaws.com",
+    "sqs.amazonaws.com",
+];
+
+#[allow(clippy::too_many_arguments)] // one record's fields, in record order
+pub fn run_instances(
+    rng: &mut ChaCha8Rng,
+    t: i64,
+    a: &Account,
+    region: &str,
+    who: &Who,
+    ip: &str,
+    ua: &str,
+    n: u64,
+    itype: &str,
+    error: Option<(&str, &str)>,
+) -> Value {
+    let req = json!({"instancesSet": {"items": [{"imageId": "ami-0abcdef1234567890", "minCount": 1, "maxCount": n}]}, "instanceType": itype, "monitoring": {"enabled": false}, "disableApiTermination": false});
+    match error {
+        None => {
+            let resp = instance_items(rng, n, itype);
+            record(
+                rng,
+                &iso(t),
+                &a.id,
+                region,
+                who,
+                "ec2.amazonaws.com",
+                "RunInstances",
+                ip,
+                ua,
+                false,
+                req,
+                resp,
+                None,
+            )
+        }
+        Some((code, msg)) => record(
+            rng,
+            &iso(t),
+            &a.id,
+            region,
+            who,
+            "ec2.amazonaws.com",
+            "RunInstances",
+            ip,
+            ua,
+            false,
+            req,
+            Value::Null,
+            Some(json!({"errorCode": code, "errorMessage": msg})),
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one record's fields, in record order
+pub fn create_volume(
+    rng: &mut ChaCha8Rng,
+    t: i64,
+    a: &Account,
+    region: &str,
+    who: &Who,
+    ip: &str,
+    ua: &str,
+    size: u64,
+    vtype: &str,
+) -> Value {
+    let az = format!("{region}{}", pick(rng, &["a", "b", "c"]));
+    let mut req = json!({"size": size, "zone": az, "volumeType": vtype, "encrypted": true});
+    if vtype == "io2" {
+        req["iops"] = json!(3000 + 1000 * (size / 1000));
+    }
+    let resp = json!({"volumeId": format!("vol-{:017x}", rng.random::<u64>() >> 4), "size": size.to_string(), "zone": az, "status": "creating", "volumeType": vtype, "encrypted": true});
+    record(
+        rng,
+        &iso(t),
+        &a.id,
+        region,
+        who,
+        "ec2.amazonaws.com",
+        "CreateVolume",
+        ip,
+        ua,
+        false,
+        req,
+        resp,
+        None,
+    )
+}
+
+pub fn invoke(
+    rng: &mut ChaCha8Rng,
+    t: i64,
+    a: &Account,
+    region: &str,
+    function: &str,
+    who: &Who,
+    ip: &str,
+) -> Value {
+    let arn = format!("arn:aws:lambda:{region}:{}:function:{function}", a.id);
+    let extra = json!({"eventCategory": "Data", "managementEvent": false, "readOnly": false, "resources": [{"accountId": a.id, "type": "AWS::Lambda::Function", "ARN": arn}]});
+    record(
+        rng,
+        &iso(t),
+        &a.id,
+        region,
+        who,
+        "lambda.amazonaws.com",
+        "Invoke",
+        ip,
+        "aws-internal/3 aws-sdk-java/1.12.667",
+        false,
+        json!({"functionName": arn, "invocationType": "Event"}),
+        Value::Null,
+        Some(extra),
+    )
+}
