@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod auth;
+pub mod binary;
 pub mod client;
 pub mod config;
 pub mod control;
@@ -26,6 +27,7 @@ pub mod telemetry;
 pub mod tls;
 
 pub use args::CommonArgs;
+pub use binary::main;
 pub use client::{ClientSecurity, TracedChannel, connect};
 pub use config::{ConfigError, load_section};
 pub use control::{RecoverError, RecoverHandle};
