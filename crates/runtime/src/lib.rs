@@ -32,7 +32,7 @@ pub use client::{ClientSecurity, TracedChannel, connect};
 pub use config::{ConfigError, load_section};
 pub use control::{RecoverError, RecoverHandle};
 pub use security::Security;
-pub use server::{ServerOptions, serve};
+pub use server::{ServerOptions, bind, serve, serve_one};
 pub use shutdown::{shutdown_on_signal, within_deadline};
 pub use stats::StatsHandle;
 pub use telemetry::{TelemetryGuard, TelemetryOptions};
