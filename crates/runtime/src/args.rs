@@ -99,8 +99,7 @@ impl CommonArgs {
     /// The `[tls]` section with `--tls-cert` / `--tls-key` over its `cert`
     /// and `key`.
     pub fn tls_config(&self) -> Result<crate::tls::TlsConfig, crate::config::ConfigError> {
-        let mut tls: crate::tls::TlsConfig =
-            crate::config::load_section(self.config.as_deref(), "tls")?;
+        let mut tls: crate::tls::TlsConfig = self.section("tls")?;
         if let Some(c) = &self.tls_cert {
             tls.cert = Some(c.clone());
         }
@@ -108,6 +107,14 @@ impl CommonArgs {
             tls.key = Some(k.clone());
         }
         Ok(tls)
+    }
+
+    /// `[section]` of the `--config` file, or its defaults without one.
+    pub fn section<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        section: &str,
+    ) -> Result<T, crate::config::ConfigError> {
+        crate::config::load_section(self.config.as_deref(), section)
     }
 
     /// Telemetry for `service_name`, logging at `info` unless `--log` says

@@ -37,6 +37,17 @@ impl RecoverHandle {
     {
         Self(Arc::new(move |a| Box::pin(f(a))))
     }
+
+    /// The actions `act` runs on a service shared behind an `Arc`, which
+    /// each call gets its own handle on.
+    pub fn on<T, F, Fut>(service: Arc<T>, act: F) -> Self
+    where
+        T: Send + Sync + 'static,
+        F: Fn(Arc<T>, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, RecoverError>> + Send + 'static,
+    {
+        Self::new(move |action| act(service.clone(), action))
+    }
 }
 
 impl std::fmt::Debug for RecoverHandle {
@@ -79,7 +90,7 @@ impl ControlService for Control {
         _req: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::ServiceStats>, Status> {
         match &self.stats {
-            Some(s) => Ok(Response::new(crate::security::with_figures(s.get()))),
+            Some(s) => crate::stats::reply(s.get()),
             None => Err(Status::unimplemented(
                 "this server reports no figures through ControlService.Stats",
             )),

@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod auth;
+pub mod binary;
 pub mod client;
 pub mod config;
 pub mod control;
@@ -26,11 +27,12 @@ pub mod telemetry;
 pub mod tls;
 
 pub use args::CommonArgs;
+pub use binary::main;
 pub use client::{ClientSecurity, TracedChannel, connect};
 pub use config::{ConfigError, load_section};
 pub use control::{RecoverError, RecoverHandle};
 pub use security::Security;
-pub use server::{ServerOptions, serve};
+pub use server::{ServerOptions, bind, serve, serve_one};
 pub use shutdown::{shutdown_on_signal, within_deadline};
 pub use stats::StatsHandle;
 pub use telemetry::{TelemetryGuard, TelemetryOptions};

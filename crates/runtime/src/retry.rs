@@ -111,6 +111,28 @@ where
     }
 }
 
+/// One gRPC call to the next pipeline hop, `downstream`: retried on the
+/// retryable codes for `patience` ([`Policy::hop`]), each retry logged at
+/// debug; a failure is the downstream's refusal as a sink error.
+pub async fn hop<T, F, Fut>(
+    downstream: &str,
+    patience: Duration,
+    call: F,
+) -> Result<T, trailhound_core::pipeline::SinkError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    retry(
+        Policy::hop(patience),
+        |s: &tonic::Status| crate::status::is_retryable(s.code()),
+        |s, wait| tracing::debug!(code = ?s.code(), ?wait, "{downstream} unavailable, retrying"),
+        call,
+    )
+    .await
+    .map_err(|s| crate::status::to_sink_error(downstream, &s))
+}
+
 /// Sleeps, or returns false early when `shutdown` is cancelled.
 pub async fn sleep_or_stop(d: Duration, shutdown: &tokio_util::sync::CancellationToken) -> bool {
     tokio::select! {

@@ -61,6 +61,46 @@ impl Default for ServerOptions {
     }
 }
 
+impl ServerOptions {
+    /// The defaults, with the service's figures (served as `/metrics` and
+    /// `Stats`).
+    pub fn with_stats(stats: StatsHandle) -> Self {
+        Self {
+            stats: Some(stats),
+            ..Default::default()
+        }
+    }
+}
+
+/// Binds the address a service listens on; the error names it, since the
+/// OS's alone ("address in use") does not say which of the services failed.
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to listen on {addr}: {e}"))
+}
+
+/// [`serve`] for a server of one gRPC service, reported SERVING under the
+/// service's own name: what five of the six services are.
+pub async fn serve_one<S>(
+    listener: TcpListener,
+    svc: S,
+    options: ServerOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+        + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    serve(listener, Routes::new(svc), &[S::NAME], options, shutdown).await
+}
+
 /// Serves `routes` plus health and reflection on `listener` until `shutdown`
 /// is cancelled. `names` are the fully qualified gRPC service names reported
 /// SERVING (and the empty name, meaning the whole server).

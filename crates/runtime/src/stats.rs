@@ -24,9 +24,21 @@ impl StatsHandle {
         Self(Arc::new(f))
     }
 
+    /// The figures `figures` reads off a service shared behind an `Arc`,
+    /// e.g. `StatsHandle::of(ingest.clone(), Ingest::service_stats)`.
+    pub fn of<T: Send + Sync + 'static>(service: Arc<T>, figures: fn(&T) -> ServiceStats) -> Self {
+        Self::new(move || figures(&service))
+    }
+
     pub fn get(&self) -> ServiceStats {
         (self.0)()
     }
+}
+
+/// The answer to a service's own `Stats` RPC: its figures with the
+/// process's security figures, as ControlService.Stats gives them.
+pub fn reply(figures: ServiceStats) -> Result<tonic::Response<ServiceStats>, tonic::Status> {
+    Ok(tonic::Response::new(crate::security::with_figures(figures)))
 }
 
 impl std::fmt::Debug for StatsHandle {

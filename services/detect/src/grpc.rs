@@ -505,8 +505,6 @@ impl DetectService for DetectGrpc {
         &self,
         _req: Request<common::StatsRequest>,
     ) -> Result<Response<common::ServiceStats>, Status> {
-        Ok(Response::new(trailhound_runtime::security::with_figures(
-            self.detect.service_stats(),
-        )))
+        trailhound_runtime::stats::reply(self.detect.service_stats())
     }
 }

@@ -10,7 +10,7 @@ use trailhound_core::convert::anomaly_to_pb;
 use trailhound_core::pipeline::{AnomalySink, SinkError};
 use trailhound_proto::insights::v1::AnalyzeBatchRequest;
 use trailhound_proto::insights::v1::insights_service_client::InsightsServiceClient;
-use trailhound_runtime::{TracedChannel, status};
+use trailhound_runtime::TracedChannel;
 
 /// How long a batch of anomalies waits for insights to come back (a
 /// restart) before the hand-off gives up and counts a forward error.
@@ -41,18 +41,12 @@ impl AnomalySink for GrpcInsightsSink {
         };
         // Unavailable insights (restarting) gets a few seconds; detect
         // keeps every anomaly in its own store whatever happens here.
-        trailhound_runtime::retry::retry(
-            trailhound_runtime::retry::Policy::hop(INSIGHTS_PATIENCE),
-            |s: &tonic::Status| status::is_retryable(s.code()),
-            |s, wait| tracing::debug!(code = ?s.code(), ?wait, "insights unavailable, retrying"),
-            || {
-                let mut client = self.client.clone();
-                let req = req.clone();
-                async move { client.analyze_batch(req).await }
-            },
-        )
-        .await
-        .map_err(|s| status::to_sink_error("insights", &s))?;
+        trailhound_runtime::retry::hop("insights", INSIGHTS_PATIENCE, || {
+            let mut client = self.client.clone();
+            let req = req.clone();
+            async move { client.analyze_batch(req).await }
+        })
+        .await?;
         Ok(n)
     }
 }

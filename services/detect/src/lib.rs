@@ -93,24 +93,12 @@ pub async fn serve(
         let detect = detect.clone();
         tokio::spawn(async move { detect.forward(&[], None).await });
     }
-    let stats = {
-        let detect = detect.clone();
-        trailhound_runtime::StatsHandle::new(move || detect.service_stats())
-    };
+    let stats = trailhound_runtime::StatsHandle::of(detect.clone(), Detect::service_stats);
     let opensearch = detect
         .opensearch()
         .map(|b| tokio::spawn(b.run(shutdown.clone())));
-    let result = trailhound_runtime::serve(
-        listener,
-        tonic::service::Routes::new(svc),
-        &[SERVICE_NAME],
-        trailhound_runtime::ServerOptions {
-            stats: Some(stats),
-            ..Default::default()
-        },
-        shutdown,
-    )
-    .await;
+    let options = trailhound_runtime::ServerOptions::with_stats(stats);
+    let result = trailhound_runtime::serve_one(listener, svc, options, shutdown).await;
     ticker.abort();
     if let Some(t) = opensearch {
         t.abort();
@@ -140,8 +128,7 @@ pub struct DetectArgs {
 
 impl DetectArgs {
     pub fn config(&self, common: &trailhound_runtime::CommonArgs) -> anyhow::Result<DetectConfig> {
-        let mut c: DetectConfig =
-            trailhound_runtime::load_section(common.config.as_deref(), "detect")?;
+        let mut c: DetectConfig = common.section("detect")?;
         if let Some(l) = self.listen {
             c.listen = l;
         }
@@ -151,15 +138,11 @@ impl DetectArgs {
         c.validate()
             .map_err(|e| anyhow::anyhow!("invalid [detect] configuration: {e}"))?;
         if c.backend == config::DetectBackend::Opensearch {
-            let os: trailhound_opensearch::OpenSearchConfig =
-                trailhound_runtime::load_section(common.config.as_deref(), "opensearch")?;
+            let os: trailhound_opensearch::OpenSearchConfig = common.section("opensearch")?;
             os.validate()
                 .map_err(|e| anyhow::anyhow!("invalid [opensearch] configuration: {e}"))?;
             c.opensearch = Some(os);
-            c.aws = Some(trailhound_runtime::load_section(
-                common.config.as_deref(),
-                "aws",
-            )?);
+            c.aws = Some(common.section("aws")?);
         }
         Ok(c)
     }
@@ -215,6 +198,6 @@ pub async fn run(
             None => None,
         };
     let detect = build(&config, &common.data_dir, downstream)?;
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = trailhound_runtime::bind(config.listen).await?;
     serve(listener, detect, &config, shutdown).await
 }

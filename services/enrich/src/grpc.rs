@@ -142,9 +142,7 @@ impl EnrichService for EnrichGrpc {
         &self,
         _req: Request<common::StatsRequest>,
     ) -> Result<Response<common::ServiceStats>, Status> {
-        Ok(Response::new(trailhound_runtime::security::with_figures(
-            self.stage.enricher.service_stats(),
-        )))
+        trailhound_runtime::stats::reply(self.stage.enricher.service_stats())
     }
 }
 
@@ -174,18 +172,12 @@ impl EnrichedSink for GrpcDetectSink {
         let req = ObserveRequest {
             events: events.iter().map(enriched_to_pb).collect(),
         };
-        trailhound_runtime::retry::retry(
-            trailhound_runtime::retry::Policy::hop(self.patience),
-            |s: &Status| status::is_retryable(s.code()),
-            |s, wait| tracing::debug!(code = ?s.code(), ?wait, "detect unavailable, retrying"),
-            || {
-                let mut client = self.client.clone();
-                let req = req.clone();
-                async move { client.observe(req).await }
-            },
-        )
+        trailhound_runtime::retry::hop("detect", self.patience, || {
+            let mut client = self.client.clone();
+            let req = req.clone();
+            async move { client.observe(req).await }
+        })
         .await
         .map(|r| r.into_inner().accepted)
-        .map_err(|s| status::to_sink_error("detect", &s))
     }
 }

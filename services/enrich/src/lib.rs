@@ -167,25 +167,12 @@ pub async fn serve(
     downstream: Arc<dyn EnrichedSink>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let stats = {
-        let enricher = enricher.clone();
-        trailhound_runtime::StatsHandle::new(move || enricher.service_stats())
-    };
+    let stats = trailhound_runtime::StatsHandle::of(enricher.clone(), Enricher::service_stats);
     let svc = EnrichServiceServer::new(grpc::EnrichGrpc::new(enricher, downstream))
         .max_decoding_message_size(trailhound_runtime::security::max_message_size())
         .max_encoding_message_size(64 << 20);
-    let routes = tonic::service::Routes::new(svc);
-    trailhound_runtime::serve(
-        listener,
-        routes,
-        &[SERVICE_NAME],
-        trailhound_runtime::ServerOptions {
-            stats: Some(stats),
-            ..Default::default()
-        },
-        shutdown,
-    )
-    .await
+    let options = trailhound_runtime::ServerOptions::with_stats(stats);
+    trailhound_runtime::serve_one(listener, svc, options, shutdown).await
 }
 
 /// Flags of the enrich service; each overrides the config file.
@@ -244,8 +231,7 @@ impl EnrichArgs {
     /// The `[enrich]` section with these flags applied, and the `[aws]`
     /// section beside it.
     pub fn config(&self, common: &trailhound_runtime::CommonArgs) -> anyhow::Result<EnrichConfig> {
-        let mut c: EnrichConfig =
-            trailhound_runtime::load_section(common.config.as_deref(), "enrich")?;
+        let mut c: EnrichConfig = common.section("enrich")?;
         if let Some(l) = self.listen {
             c.listen = l;
         }
@@ -267,7 +253,7 @@ impl EnrichArgs {
         if self.create_table {
             c.create_table = true;
         }
-        c.aws = trailhound_runtime::load_section(common.config.as_deref(), "aws")?;
+        c.aws = common.section("aws")?;
         Ok(c)
     }
 }
@@ -284,6 +270,6 @@ pub async fn run(
         &config.detect_endpoint,
         std::time::Duration::from_secs(60),
     )?);
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = trailhound_runtime::bind(config.listen).await?;
     serve(listener, enricher, downstream, shutdown).await
 }

@@ -99,9 +99,7 @@ impl HealthService for HealthGrpc {
         &self,
         _req: Request<common::StatsRequest>,
     ) -> Result<Response<common::ServiceStats>, Status> {
-        Ok(Response::new(trailhound_runtime::security::with_figures(
-            self.monitor.service_stats(),
-        )))
+        trailhound_runtime::stats::reply(self.monitor.service_stats())
     }
 }
 
@@ -187,8 +185,7 @@ pub struct HealthArgs {
 impl HealthArgs {
     /// The `[health]` section with these flags applied.
     pub fn config(&self, common: &trailhound_runtime::CommonArgs) -> anyhow::Result<HealthConfig> {
-        let mut c: HealthConfig =
-            trailhound_runtime::load_section(common.config.as_deref(), "health")?;
+        let mut c: HealthConfig = common.section("health")?;
         if let Some(l) = self.listen {
             c.listen = l;
         }
@@ -232,9 +229,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = args.config(common)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("failed to listen on {}: {e}", config.listen))?;
+    let listener = trailhound_runtime::bind(config.listen).await?;
     let monitor = build(config)?;
     serve(listener, monitor, shutdown).await
 }

@@ -198,9 +198,7 @@ impl IngestService for IngestGrpc {
         &self,
         _req: Request<trailhound_proto::common::v1::StatsRequest>,
     ) -> Result<Response<trailhound_proto::common::v1::ServiceStats>, Status> {
-        Ok(Response::new(trailhound_runtime::security::with_figures(
-            self.ingest.service_stats(),
-        )))
+        trailhound_runtime::stats::reply(self.ingest.service_stats())
     }
 }
 
@@ -232,10 +230,6 @@ impl EventSink for GrpcEnrichSink {
             .process(batch)
             .await
             .map(|r| r.into_inner().accepted)
-            .map_err(|s| SinkError {
-                downstream: "enrich".into(),
-                message: format!("{:?}: {}", s.code(), s.message()),
-                retryable: status::is_retryable(s.code()),
-            })
+            .map_err(|s| status::to_sink_error("enrich", &s))
     }
 }

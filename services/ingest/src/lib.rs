@@ -39,44 +39,29 @@ pub async fn serve(
     batch_size: usize,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let stats = {
-        let ingest = ingest.clone();
-        trailhound_runtime::StatsHandle::new(move || ingest.service_stats())
-    };
+    use trailhound_runtime::RecoverError;
+    let stats = trailhound_runtime::StatsHandle::of(ingest.clone(), Ingest::service_stats);
     // health's "replay": send on what the durable buffer kept while
     // downstream was down.
-    let recover = {
-        let ingest = ingest.clone();
-        trailhound_runtime::RecoverHandle::new(move |action: String| {
-            let ingest = ingest.clone();
-            async move {
-                match action.as_str() {
-                    "replay" => match ingest.replay_spool().await {
-                        Ok((files, events)) => {
-                            Ok(format!("replayed {events} events from {files} spool files"))
-                        }
-                        Err(e) => Err(trailhound_runtime::RecoverError::Failed(e.to_string())),
-                    },
-                    other => Err(trailhound_runtime::RecoverError::Unknown(other.to_string())),
-                }
+    let recover =
+        trailhound_runtime::RecoverHandle::on(ingest.clone(), |ingest, action| async move {
+            if action != "replay" {
+                return Err(RecoverError::Unknown(action));
             }
-        })
-    };
+            let (files, events) = ingest
+                .replay_spool()
+                .await
+                .map_err(|e| RecoverError::Failed(e.to_string()))?;
+            Ok(format!("replayed {events} events from {files} spool files"))
+        });
     let svc = IngestServiceServer::new(grpc::IngestGrpc::new(ingest, batch_size))
         .max_decoding_message_size(trailhound_runtime::security::max_message_size())
         .max_encoding_message_size(16 << 20);
-    trailhound_runtime::serve(
-        listener,
-        tonic::service::Routes::new(svc),
-        &[SERVICE_NAME],
-        trailhound_runtime::ServerOptions {
-            stats: Some(stats),
-            recover: Some(recover),
-            ..Default::default()
-        },
-        shutdown,
-    )
-    .await
+    let options = trailhound_runtime::ServerOptions {
+        recover: Some(recover),
+        ..trailhound_runtime::ServerOptions::with_stats(stats)
+    };
+    trailhound_runtime::serve_one(listener, svc, options, shutdown).await
 }
 
 /// Flags of the ingest service; each overrides the config file.
@@ -130,8 +115,7 @@ pub struct IngestArgs {
 
 impl IngestArgs {
     pub fn config(&self, common: &trailhound_runtime::CommonArgs) -> anyhow::Result<IngestConfig> {
-        let mut c: IngestConfig =
-            trailhound_runtime::load_section(common.config.as_deref(), "ingest")?;
+        let mut c: IngestConfig = common.section("ingest")?;
         if let Some(l) = self.listen {
             c.listen = l;
         }
@@ -214,9 +198,7 @@ pub async fn run(
     let config = args.config(common)?;
     let downstream = Arc::new(grpc::GrpcEnrichSink::new(&config.enrich_endpoint)?);
     let ingest = build(&config, &common.data_dir, downstream)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("failed to listen on {}: {e}", config.listen))?;
+    let listener = trailhound_runtime::bind(config.listen).await?;
     read_paths(ingest.clone(), config.watch_paths.clone());
     let mut set = tokio::task::JoinSet::new();
     let started =

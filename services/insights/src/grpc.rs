@@ -316,9 +316,7 @@ impl InsightsService for InsightsGrpc {
         &self,
         _req: Request<trailhound_proto::common::v1::StatsRequest>,
     ) -> Result<Response<trailhound_proto::common::v1::ServiceStats>, Status> {
-        Ok(Response::new(trailhound_runtime::security::with_figures(
-            self.insights.service_stats(),
-        )))
+        trailhound_runtime::stats::reply(self.insights.service_stats())
     }
 }
 

@@ -57,21 +57,9 @@ pub async fn serve(
             }
         })
     };
-    let stats = {
-        let insights = insights.clone();
-        trailhound_runtime::StatsHandle::new(move || insights.service_stats())
-    };
-    let result = trailhound_runtime::serve(
-        listener,
-        tonic::service::Routes::new(svc),
-        &[SERVICE_NAME],
-        trailhound_runtime::ServerOptions {
-            stats: Some(stats),
-            ..Default::default()
-        },
-        shutdown,
-    )
-    .await;
+    let stats = trailhound_runtime::StatsHandle::of(insights.clone(), Insights::service_stats);
+    let options = trailhound_runtime::ServerOptions::with_stats(stats);
+    let result = trailhound_runtime::serve_one(listener, svc, options, shutdown).await;
     syncer.abort();
     if let Err(e) = insights.store().sync() {
         tracing::error!(error = %e, "final sync of the insight store failed");
@@ -100,8 +88,7 @@ impl InsightsArgs {
         &self,
         common: &trailhound_runtime::CommonArgs,
     ) -> anyhow::Result<InsightsConfig> {
-        let mut c: InsightsConfig =
-            trailhound_runtime::load_section(common.config.as_deref(), "insights")?;
+        let mut c: InsightsConfig = common.section("insights")?;
         if let Some(l) = self.listen {
             c.listen = l;
         }
@@ -144,8 +131,7 @@ pub async fn start_backends(
     let Some(q) = &config.qbusiness else {
         return Ok(());
     };
-    let aws_cfg: trailhound_aws::AwsConfig =
-        trailhound_runtime::load_section(common.config.as_deref(), "aws")?;
+    let aws_cfg: trailhound_aws::AwsConfig = common.section("aws")?;
     let aws = trailhound_aws::Aws::load(&aws_cfg).await?;
     if q.ask {
         insights.set_ask_backend(Arc::new(qbusiness::QBusinessAsk::new(
@@ -175,8 +161,6 @@ pub async fn run(
     let config = args.config(common)?;
     let insights = build(&config, &common.data_dir)?;
     start_backends(&insights, &config, common, shutdown.clone()).await?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("failed to listen on {}: {e}", config.listen))?;
+    let listener = trailhound_runtime::bind(config.listen).await?;
     serve(listener, insights, shutdown).await
 }

@@ -153,8 +153,6 @@ impl NotifyService for NotifyGrpc {
         &self,
         _req: Request<trailhound_proto::common::v1::StatsRequest>,
     ) -> Result<Response<trailhound_proto::common::v1::ServiceStats>, Status> {
-        Ok(Response::new(trailhound_runtime::security::with_figures(
-            self.notifier.service_stats(),
-        )))
+        trailhound_runtime::stats::reply(self.notifier.service_stats())
     }
 }

@@ -95,25 +95,15 @@ pub async fn serve(
     notifier: Arc<Notifier>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let stats = {
-        let notifier = notifier.clone();
-        trailhound_runtime::StatsHandle::new(move || notifier.service_stats())
-    };
+    let stats = trailhound_runtime::StatsHandle::of(notifier.clone(), Notifier::service_stats);
     let recover = recover_handle(notifier.clone());
     let svc = NotifyServiceServer::new(grpc::NotifyGrpc::new(notifier))
         .max_decoding_message_size(trailhound_runtime::security::max_message_size());
-    trailhound_runtime::serve(
-        listener,
-        tonic::service::Routes::new(svc),
-        &[SERVICE_NAME],
-        trailhound_runtime::ServerOptions {
-            stats: Some(stats),
-            recover: Some(recover),
-            ..Default::default()
-        },
-        shutdown,
-    )
-    .await
+    let options = trailhound_runtime::ServerOptions {
+        recover: Some(recover),
+        ..trailhound_runtime::ServerOptions::with_stats(stats)
+    };
+    trailhound_runtime::serve_one(listener, svc, options, shutdown).await
 }
 
 /// health's actions on notify (ControlService/Recover):
@@ -121,19 +111,15 @@ pub async fn serve(
 /// insights follower reconnect now.
 fn recover_handle(notifier: Arc<Notifier>) -> trailhound_runtime::RecoverHandle {
     use trailhound_runtime::RecoverError;
-    trailhound_runtime::RecoverHandle::new(move |action: String| {
-        let notifier = notifier.clone();
-        async move {
-            match action.as_str() {
-                "retry_dead_letters" => match notifier.retry_dead_letters().await {
-                    Ok(summary) => Ok(summary.to_string()),
-                    Err(e) => Err(RecoverError::Failed(format!(
-                        "failed to retry dead letters: {e}"
-                    ))),
-                },
-                "reconnect" => Ok(notifier.reconnect()),
-                other => Err(RecoverError::Unknown(other.to_string())),
-            }
+    trailhound_runtime::RecoverHandle::on(notifier, |notifier, action| async move {
+        match action.as_str() {
+            "retry_dead_letters" => notifier
+                .retry_dead_letters()
+                .await
+                .map(|summary| summary.to_string())
+                .map_err(|e| RecoverError::Failed(format!("failed to retry dead letters: {e}"))),
+            "reconnect" => Ok(notifier.reconnect()),
+            _ => Err(RecoverError::Unknown(action)),
         }
     })
 }
@@ -170,8 +156,7 @@ pub struct NotifyArgs {
 impl NotifyArgs {
     /// The `[notify]` section with these flags applied, validated.
     pub fn config(&self, common: &trailhound_runtime::CommonArgs) -> anyhow::Result<NotifyConfig> {
-        let mut c: NotifyConfig =
-            trailhound_runtime::load_section(common.config.as_deref(), "notify")?;
+        let mut c: NotifyConfig = common.section("notify")?;
         if let Some(l) = self.listen {
             c.listen = l;
         }
@@ -195,12 +180,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = args.config(common)?;
-    let aws: trailhound_aws::AwsConfig =
-        trailhound_runtime::load_section(common.config.as_deref(), "aws")?;
+    let aws: trailhound_aws::AwsConfig = common.section("aws")?;
     let notifier = build_aws(&config, &common.data_dir, &aws).await?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("failed to listen on {}: {e}", config.listen))?;
+    let listener = trailhound_runtime::bind(config.listen).await?;
     let stop = shutdown.child_token();
     let follower = tokio::spawn(follow_grpc(
         notifier.clone(),
