@@ -4,7 +4,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use super::structure::{FN_NOUNS, NORMAL_TYPES, hex, new_ip};
+use super::names::{NORMAL_TYPES, hex, new_ip};
+use super::structure::FN_NOUNS;
 use super::traffic::ec2_instances_per_step;
 use super::{Effect, HardOrg, MIN_MS, Rhythm, STEP, business};
 use crate::events::{CORP_UAS, Who, record};

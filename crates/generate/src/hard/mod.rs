@@ -41,6 +41,7 @@ use crate::write::{Sink, write_account};
 use crate::{DAY_MS, GenerateConfig, GenerateError, GenerateSummary, HOUR_MS};
 
 mod incidents;
+mod names;
 mod plan;
 mod structure;
 mod traffic;

@@ -4,7 +4,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::structure::{GPU_TYPES, hex, new_ip};
+use super::names::{GPU_TYPES, hex, new_ip};
 use super::{Effect, HardOrg, MIN_MS, Rhythm, WARMUP_DAYS, at_local, local, ms};
 use crate::events::CORP_UAS;
 use crate::labels::{Benign, Incident, IncidentKind, Target};

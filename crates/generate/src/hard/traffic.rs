@@ -5,7 +5,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use super::structure::NORMAL_TYPES;
+use super::names::NORMAL_TYPES;
 use super::{Effect, Func, HAccount, HardOrg, MIN_MS, Rhythm, STEP, at_local, business, local};
 use crate::events::{CORP_UAS, Who, record};
 use crate::events::{create_volume, invoke, run_instances};
