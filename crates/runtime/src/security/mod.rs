@@ -5,9 +5,9 @@
 //! across the six ports, not per port), applied by the server bootstrap as
 //! a tower layer in front of every route: gRPC and the HTTP pages alike.
 //!
-//! The caller's [`Principal`] travels to the handlers in the request's
-//! extensions; handlers read its scope with [`principal`] and filter the
-//! data they read by it.
+//! The caller's [`Principal`](crate::auth::Principal) travels to the
+//! handlers in the request's extensions; handlers read its scope with
+//! [`principal`] and filter the data they read by it.
 //!
 //! Defaults stay easy and safe: with no `[tls]` and no `[auth]`, everything
 //! works on loopback; binding any other address without both is refused at
