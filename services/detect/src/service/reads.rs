@@ -11,7 +11,8 @@ use crate::engine::LateEvent;
 use crate::store::{AnomalyFilter, SeriesPoint};
 
 impl Detect {
-    /// Late events recorded, newest first (see [`DetectStore::late_events`]).
+    /// Late events recorded, newest first (see
+    /// [`DetectStore::late_events`](crate::store::DetectStore::late_events)).
     pub fn late_events(
         &self,
         detector: &str,
@@ -68,7 +69,8 @@ impl Detect {
         Ok(self.store.series_latest(detector, entity_key)?)
     }
 
-    /// What the engine knows of `account_id` (see [`Engine::account`]).
+    /// What the engine knows of `account_id` (see
+    /// [`Engine::account`](crate::engine::Engine::account)).
     pub fn account(&self, account_id: &str) -> Option<trailhound_core::AccountMetadata> {
         self.engine().account(account_id).map(|a| (*a).clone())
     }

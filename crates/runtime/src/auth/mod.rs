@@ -17,15 +17,22 @@
 //! [`crate::security`]) every caller is an anonymous admin.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use trailhound_core::{Scope, ScopeRule};
 
 use crate::tls::PeerInfo;
+
+mod config;
+mod oidc;
+mod requirements;
+
+pub use config::{AuthConfig, AuthMode, Grant, SERVICE_NAMES, TokenGrant};
+use oidc::Jwks;
+pub use requirements::{Requirement, requirement};
 
 /// A secret string: never printed by `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -78,182 +85,6 @@ impl Role {
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// How callers authenticate.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// Nobody is asked: every caller is an anonymous admin. Accepted only
-    /// when every listener is on loopback (or with `--insecure`).
-    #[default]
-    None,
-    /// OIDC bearer tokens (plus static tokens and service certificates).
-    Oidc,
-    /// Static API tokens and service certificates only.
-    Tokens,
-}
-
-/// One `[[auth.grants]]` entry: who (an OIDC group, or a subject — a
-/// token's `sub`, `email` or username, or a client certificate's name)
-/// gets which role over which part of the organization.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Grant {
-    pub group: Option<String>,
-    pub subject: Option<String>,
-    pub role: Role,
-    #[serde(default)]
-    pub ous: Vec<String>,
-    #[serde(default)]
-    pub accounts: Vec<String>,
-    #[serde(default)]
-    pub environments: Vec<trailhound_core::Environment>,
-}
-
-impl Grant {
-    fn rule(&self) -> ScopeRule {
-        ScopeRule {
-            ous: self.ous.clone(),
-            accounts: self.accounts.clone(),
-            environments: self.environments.clone(),
-        }
-    }
-}
-
-/// One `[[auth.tokens]]` entry: a static API token, by its SHA-256 (hex).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenGrant {
-    pub name: String,
-    pub sha256: String,
-    pub role: Role,
-    #[serde(default)]
-    pub ous: Vec<String>,
-    #[serde(default)]
-    pub accounts: Vec<String>,
-    #[serde(default)]
-    pub environments: Vec<trailhound_core::Environment>,
-}
-
-/// The `[auth]` section.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    pub mode: AuthMode,
-    /// The OIDC issuer (`iss`), e.g.
-    /// `https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC`.
-    pub issuer: Option<String>,
-    /// Accepted audiences: the token's `aud`, or for Cognito access tokens
-    /// (which carry none) its `client_id`.
-    #[serde(deserialize_with = "one_or_many")]
-    pub audience: Vec<String>,
-    /// The JWKS URL; default: `jwks_uri` from the issuer's discovery
-    /// document.
-    pub jwks_url: Option<String>,
-    /// A CA bundle (PEM) trusted for the discovery document and the JWKS
-    /// besides the system's roots: for an issuer on a private PKI.
-    pub jwks_ca: Option<PathBuf>,
-    /// The claim listing the caller's groups (`cognito:groups` for
-    /// Cognito).
-    pub groups_claim: String,
-    /// Clock skew tolerated on `exp` and `nbf`.
-    #[serde(with = "humantime_serde")]
-    pub leeway: Duration,
-    /// The audit log (JSON lines), relative to the data dir.
-    pub audit_log: PathBuf,
-    pub grants: Vec<Grant>,
-    pub tokens: Vec<TokenGrant>,
-    /// Client-certificate names (DNS or URI SANs) that identify services,
-    /// each as the service it is. Default: the six service names, as
-    /// `trailhound certs` issues them.
-    pub services: Vec<String>,
-    /// For the dashboard's sign-in (authorization code + PKCE): the OIDC
-    /// client id (default: the first audience) …
-    pub client_id: Option<String>,
-    /// … its secret, from this environment variable (none for a public
-    /// client) …
-    pub client_secret_env: Option<String>,
-    /// … or from this file (a mounted secret); sent with HTTP Basic
-    /// (`client_secret_basic`).
-    pub client_secret_file: Option<PathBuf>,
-    /// … and the dashboard's external URL, for the redirect URI
-    /// (`<public_url>/auth/callback`).
-    pub public_url: Option<String>,
-    /// Scopes the dashboard asks for.
-    pub oidc_scopes: Vec<String>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            mode: AuthMode::None,
-            issuer: None,
-            audience: Vec::new(),
-            jwks_url: None,
-            jwks_ca: None,
-            groups_claim: "groups".into(),
-            leeway: Duration::from_secs(60),
-            audit_log: PathBuf::from("audit.jsonl"),
-            grants: Vec::new(),
-            tokens: Vec::new(),
-            services: SERVICE_NAMES.iter().map(|s| s.to_string()).collect(),
-            client_id: None,
-            client_secret_env: None,
-            client_secret_file: None,
-            public_url: None,
-            oidc_scopes: vec!["openid".into(), "email".into(), "profile".into()],
-        }
-    }
-}
-
-/// The six services, as `trailhound certs` names their certificates.
-pub const SERVICE_NAMES: [&str; 6] = ["ingest", "enrich", "detect", "insights", "notify", "health"];
-
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    })
-}
-
-impl AuthConfig {
-    /// Checks what can be checked without the network.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.mode == AuthMode::Oidc {
-            if self.issuer.as_deref().is_none_or(str::is_empty) {
-                return Err("[auth] mode = \"oidc\" needs issuer".into());
-            }
-            if self.audience.is_empty() {
-                return Err("[auth] mode = \"oidc\" needs audience".into());
-            }
-        }
-        for (i, t) in self.tokens.iter().enumerate() {
-            let ok = t.sha256.len() == 64 && t.sha256.bytes().all(|b| b.is_ascii_hexdigit());
-            if !ok {
-                return Err(format!(
-                    "[[auth.tokens]] #{} ({}): sha256 must be 64 hex digits (sha256sum of the token)",
-                    i + 1,
-                    t.name
-                ));
-            }
-        }
-        for (i, g) in self.grants.iter().enumerate() {
-            if g.group.is_some() == g.subject.is_some() {
-                return Err(format!(
-                    "[[auth.grants]] #{}: set exactly one of group or subject",
-                    i + 1
-                ));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -378,75 +209,6 @@ impl Principal {
     }
 }
 
-/// What a method or page needs from its caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Requirement {
-    /// Nothing (grpc.health, the sign-in pages).
-    Public,
-    /// Any authenticated caller (reflection).
-    Authenticated,
-    Role(Role),
-    /// The role over the whole organization: what reports on every
-    /// account at once (a service's counters) would tell a scoped caller
-    /// about accounts it may not see.
-    WholeOrg(Role),
-    /// A service identity or an admin.
-    ServiceOrAdmin,
-    /// A service identity only.
-    Service,
-}
-
-/// What `path` (a gRPC `/package.Service/Method` or an HTTP path) needs.
-pub fn requirement(path: &str) -> Requirement {
-    use Requirement::*;
-    let (service, method) = match path.trim_start_matches('/').split_once('/') {
-        Some((s, m)) => (s, m),
-        None => ("", path),
-    };
-    match service {
-        "grpc.health.v1.Health" => return Public,
-        "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => {
-            return Authenticated;
-        }
-        // Stats counts over every account (see the per-service Stats
-        // below); the levers are for those who run the pipeline.
-        "trailhound.common.v1.ControlService" if method == "Stats" => {
-            return WholeOrg(crate::auth::Role::Viewer);
-        }
-        "trailhound.common.v1.ControlService" => return Role(crate::auth::Role::Operator),
-        _ => {}
-    }
-    if service.starts_with("trailhound.") {
-        return match method {
-            // Alerts: a forged one would page people and spend budgets.
-            "Notify" | "Analyze" | "AnalyzeBatch" => Service,
-            // The pipeline's own hops.
-            "PushEvents" | "PushCloudWatchLogs" | "Process" | "Enrich" | "Observe" | "Flush" => {
-                ServiceOrAdmin
-            }
-            // Late and quarantined events are about the pipeline's input
-            // across every account: for those who run it.
-            "CreateDetector" | "UpdateDetector" | "DeleteDetector" | "StartDetector"
-            | "StopDetector" | "ListLateEvents" => Role(crate::auth::Role::Operator),
-            "GetStats" | "Stats" => WholeOrg(crate::auth::Role::Viewer),
-            "ListAnomalies" | "GetAnomaly" | "WatchAnomalies" | "GetUsageSeries"
-            | "ListDetectors" | "GetDetector" | "GetInsight" | "ListInsights" | "WatchInsights"
-            | "Ask" | "GetAccount" | "ListAccounts" | "ListDeliveries" | "ListChannels"
-            | "GetSystemHealth" | "WatchSystemHealth" => Role(crate::auth::Role::Viewer),
-            _ => Role(crate::auth::Role::Admin),
-        };
-    }
-    // HTTP routes sharing the ports.
-    if path.starts_with("/auth/") || path == "/favicon.ico" {
-        return Public;
-    }
-    // Prometheus figures are every account's activity summed, as Stats.
-    if path == "/metrics" {
-        return WholeOrg(crate::auth::Role::Viewer);
-    }
-    Role(crate::auth::Role::Viewer)
-}
-
 /// Why a caller was not identified.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -457,19 +219,6 @@ pub enum AuthError {
     #[error("token issuer unreachable: {0}")]
     Unavailable(String),
 }
-
-/// The issuer's signing keys, cached; fetched again when a token names a
-/// key id not in the cache (key rotation), at most every
-/// [`JWKS_MIN_REFRESH`].
-struct Jwks {
-    keys: HashMap<String, jsonwebtoken::DecodingKey>,
-    /// Keys without a `kid` (single-key issuers).
-    anonymous: Vec<jsonwebtoken::DecodingKey>,
-    fetched: Option<Instant>,
-    url: Option<String>,
-}
-
-const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
 
 /// Verifies credentials and maps them to principals.
 pub struct Authenticator {
@@ -706,182 +455,6 @@ impl Authenticator {
         }
         Ok(principal)
     }
-
-    async fn verify_jwt(&self, token: &str) -> Result<(Principal, u64), AuthError> {
-        use jsonwebtoken::{Algorithm, Validation};
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| AuthError::Invalid("not a JWT".into()))?;
-        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
-            return Err(AuthError::Invalid(format!(
-                "algorithm {:?} is not accepted (RS256 or ES256)",
-                header.alg
-            )));
-        }
-        let key = self.key_for(header.kid.as_deref()).await?;
-        let issuer = self.config.issuer.clone().unwrap_or_default();
-        let mut v = Validation::new(header.alg);
-        v.set_issuer(&[issuer.as_str()]);
-        v.validate_aud = false;
-        v.validate_nbf = true;
-        v.leeway = self.config.leeway.as_secs();
-        v.set_required_spec_claims(&["exp", "iss"]);
-        let data =
-            jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &v)
-                .map_err(|e| {
-                    use jsonwebtoken::errors::ErrorKind as K;
-                    AuthError::Invalid(
-                        match e.kind() {
-                            K::ExpiredSignature => "expired",
-                            K::ImmatureSignature => "not valid yet (nbf)",
-                            K::InvalidIssuer => "wrong issuer",
-                            K::InvalidSignature => "bad signature",
-                            K::MissingRequiredClaim(_) => "missing exp or iss",
-                            _ => "rejected",
-                        }
-                        .to_string(),
-                    )
-                })?;
-        let claims = data.claims;
-        let str_claim = |k: &str| claims.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        let audiences: Vec<String> = match claims.get("aud") {
-            Some(serde_json::Value::String(s)) => vec![s.clone()],
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            // Cognito access tokens carry the app client in client_id.
-            _ => str_claim("client_id").into_iter().collect(),
-        };
-        if !audiences.iter().any(|a| self.config.audience.contains(a)) {
-            return Err(AuthError::Invalid("wrong audience".into()));
-        }
-        let subject = str_claim("sub").ok_or_else(|| AuthError::Invalid("no sub".into()))?;
-        let name = str_claim("email")
-            .or_else(|| str_claim("preferred_username"))
-            .or_else(|| str_claim("cognito:username"))
-            .or_else(|| str_claim("username"));
-        let groups: Vec<String> = match claims.get(&self.config.groups_claim) {
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            Some(serde_json::Value::String(s)) => s
-                .split([',', ' '])
-                .filter(|g| !g.is_empty())
-                .map(str::to_string)
-                .collect(),
-            _ => Vec::new(),
-        };
-        let mut subjects = vec![subject.clone()];
-        subjects.extend(name.clone());
-        let (role, scope) = self.grants_for(&subjects, &groups);
-        let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
-        Ok((
-            Principal {
-                subject,
-                name,
-                kind: PrincipalKind::User,
-                role,
-                scope,
-            },
-            exp,
-        ))
-    }
-
-    /// The key `kid` names, fetching the JWKS when it is not cached.
-    async fn key_for(&self, kid: Option<&str>) -> Result<jsonwebtoken::DecodingKey, AuthError> {
-        let mut jwks = self.jwks.lock().await;
-        // A token without a kid may use a set's only key; a set whose keys
-        // carry no kid serves any kid (single-key issuers).
-        let lookup = |j: &Jwks| match kid {
-            Some(k) => j
-                .keys
-                .get(k)
-                .cloned()
-                .or_else(|| j.anonymous.first().cloned()),
-            None => j.anonymous.first().cloned().or_else(|| {
-                (j.keys.len() == 1)
-                    .then(|| j.keys.values().next().cloned())
-                    .flatten()
-            }),
-        };
-        if let Some(k) = lookup(&jwks) {
-            return Ok(k);
-        }
-        let may_refresh = jwks.fetched.is_none_or(|t| t.elapsed() >= JWKS_MIN_REFRESH);
-        if may_refresh {
-            self.refresh(&mut jwks).await?;
-            if let Some(k) = lookup(&jwks) {
-                return Ok(k);
-            }
-        }
-        Err(AuthError::Invalid("unknown signing key".into()))
-    }
-
-    async fn refresh(&self, jwks: &mut Jwks) -> Result<(), AuthError> {
-        jwks.fetched = Some(Instant::now());
-        let url = match &jwks.url {
-            Some(u) => u.clone(),
-            None => {
-                let issuer = self.config.issuer.clone().unwrap_or_default();
-                let discovery = format!(
-                    "{}/.well-known/openid-configuration",
-                    issuer.trim_end_matches('/')
-                );
-                let doc: serde_json::Value = self.get_json(&discovery).await?;
-                let u = doc
-                    .get("jwks_uri")
-                    .and_then(|v| v.as_str())
-                    .ok_or_else(|| {
-                        AuthError::Unavailable(format!("{discovery} names no jwks_uri"))
-                    })?
-                    .to_string();
-                jwks.url = Some(u.clone());
-                u
-            }
-        };
-        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(self.get_json(&url).await?)
-            .map_err(|e| AuthError::Unavailable(format!("{url} is not a JWK set: {e}")))?;
-        let mut keys = HashMap::new();
-        let mut anonymous = Vec::new();
-        for jwk in &set.keys {
-            let Ok(key) = jsonwebtoken::DecodingKey::from_jwk(jwk) else {
-                continue;
-            };
-            match &jwk.common.key_id {
-                Some(kid) => {
-                    keys.insert(kid.clone(), key);
-                }
-                None => anonymous.push(key),
-            }
-        }
-        tracing::info!(
-            url,
-            keys = keys.len() + anonymous.len(),
-            "fetched the issuer's signing keys"
-        );
-        jwks.keys = keys;
-        jwks.anonymous = anonymous;
-        Ok(())
-    }
-
-    async fn get_json(&self, url: &str) -> Result<serde_json::Value, AuthError> {
-        let r = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| AuthError::Unavailable(format!("failed to fetch {url}: {e}")))?;
-        if !r.status().is_success() {
-            return Err(AuthError::Unavailable(format!(
-                "failed to fetch {url}: HTTP {}",
-                r.status()
-            )));
-        }
-        r.json()
-            .await
-            .map_err(|e| AuthError::Unavailable(format!("failed to read {url}: {e}")))
-    }
 }
 
 /// The hex SHA-256 of a token, as `[[auth.tokens]] sha256` wants it.
@@ -891,54 +464,9 @@ pub fn token_sha256(token: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::PathBuf;
 
-    #[test]
-    fn every_method_has_a_deliberate_requirement() {
-        use Requirement::*;
-        assert_eq!(requirement("/grpc.health.v1.Health/Check"), Public);
-        assert_eq!(
-            requirement("/trailhound.common.v1.ControlService/SetServing"),
-            Role(super::Role::Operator)
-        );
-        assert_eq!(
-            requirement("/trailhound.notify.v1.NotifyService/Notify"),
-            Service
-        );
-        assert_eq!(
-            requirement("/trailhound.insights.v1.InsightsService/Analyze"),
-            Service
-        );
-        assert_eq!(
-            requirement("/trailhound.enrich.v1.EnrichService/Process"),
-            ServiceOrAdmin
-        );
-        assert_eq!(
-            requirement("/trailhound.detect.v1.DetectService/CreateDetector"),
-            Role(super::Role::Operator)
-        );
-        assert_eq!(
-            requirement("/trailhound.detect.v1.DetectService/ListAnomalies"),
-            Role(super::Role::Viewer)
-        );
-        // A method nobody listed is closed to all but admins.
-        assert_eq!(
-            requirement("/trailhound.detect.v1.DetectService/DropEverything"),
-            Role(super::Role::Admin)
-        );
-        assert_eq!(requirement("/auth/login"), Public);
-        assert_eq!(requirement("/"), Role(super::Role::Viewer));
-        assert_eq!(requirement("/metrics"), WholeOrg(super::Role::Viewer));
-        assert_eq!(
-            requirement("/trailhound.common.v1.ControlService/Stats"),
-            WholeOrg(super::Role::Viewer)
-        );
-        assert_eq!(
-            requirement("/trailhound.common.v1.ControlService/SetServing"),
-            Role(super::Role::Operator)
-        );
-        assert_eq!(requirement("/health.json"), Role(super::Role::Viewer));
-    }
+    use super::*;
 
     #[test]
     fn refusals_name_the_role_needed() {
