@@ -8,7 +8,6 @@ use http_body::{Frame, SizeHint};
 use serde::{Deserialize, Serialize};
 
 use super::Security;
-use super::layer::code_name;
 use super::limits::StreamPermit;
 
 /// One line of the audit log.
@@ -117,4 +116,12 @@ impl http_body::Body for AuditBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// A gRPC status code as the audit log spells it ("ok", "permissiondenied").
+pub(super) fn code_name(code: i32) -> String {
+    if code == 0 {
+        return "ok".into();
+    }
+    format!("{:?}", tonic::Code::from_i32(code)).to_lowercase()
 }

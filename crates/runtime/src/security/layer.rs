@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use super::audit::AuditBody;
+use super::audit::{AuditBody, code_name};
 use super::limits::limit_key;
 use super::{AuditRecord, ON_BEHALF_SCOPE, SESSION_COOKIE, Security, cookie};
 use crate::auth::{Principal, Requirement};
@@ -84,13 +84,6 @@ fn refuse(grpc: bool, code: tonic::Code, message: String, browser_login: bool) -
         );
     }
     r
-}
-
-pub(super) fn code_name(code: i32) -> String {
-    if code == 0 {
-        return "ok".into();
-    }
-    format!("{:?}", tonic::Code::from_i32(code)).to_lowercase()
 }
 
 impl<S> tower::Service<http::Request<tonic::body::Body>> for SecurityService<S>

@@ -53,7 +53,7 @@ use crate::wal::{WalState, restore};
 
 mod detectors;
 mod durability;
-mod error;
+pub(crate) mod error;
 mod observe;
 mod opensearch;
 mod reads;

@@ -6,7 +6,7 @@ use std::collections::{HashSet, VecDeque};
 use trailhound_core::{Anomaly, DetectorSpec};
 
 use crate::engine::{Engine, EngineConfig, WindowResult};
-use crate::service::DetectError;
+use crate::service::error::DetectError;
 use crate::store::DetectStore;
 use crate::wal::{self, WalEntry};
 
