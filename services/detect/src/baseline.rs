@@ -69,11 +69,12 @@ pub struct Expectation {
     /// two weeks ago, 0 when that is not known: a weekly job. A spike must
     /// also clear this.
     pub weekly: f64,
-    /// The excess over expected the entity's bursts reached on at least
-    /// two of the last seven days (the one day's, with one day known; 0
-    /// with none): bursts at any hour, of a size seen day after day, are
-    /// the entity's habit (a function fired by a queue), and a spike must
-    /// clear them too.
+    /// The largest excess over expected of a window not raised in the last
+    /// seven days (0 with none): bursts at any hour, of a size the entity
+    /// has already had without anyone calling them anomalous, are its
+    /// habit (a function fired by a queue), and a spike must clear them
+    /// too. Raised windows are left out, so one storm does not excuse the
+    /// next.
     pub usual_peak: f64,
     /// Variance over mean of the feature's events for counts and sums of
     /// sizes (E[v²]/E[v]; 1 for a plain count): X/dispersion is roughly
@@ -88,7 +89,8 @@ const VAR_ALPHA: f64 = 0.02;
 /// hundred events.
 const UNIT_DECAY: f64 = 0.995;
 
-fn is_weekend(day: i64) -> bool {
+/// Saturday or Sunday (UTC), for days since the epoch.
+pub fn is_weekend(day: i64) -> bool {
     // 1970-01-01 was a Thursday: day 2 is Saturday, day 3 Sunday.
     matches!(day.rem_euclid(7), 2 | 3)
 }
@@ -123,37 +125,31 @@ impl Baseline {
         }
     }
 
-    /// The second largest of the last week's daily maximal excesses of
-    /// feature `f` (before `day`); the largest with one day known.
+    /// The largest of the last week's daily maximal excesses of feature
+    /// `f` (before `day`), raised windows left out.
     fn usual_peak(&self, f: usize, day: i64) -> f64 {
-        let mut tops: Vec<f32> = self
+        let top = self
             .daily_max
             .iter()
             .filter(|(d, _)| i64::from(*d) < day && day - i64::from(*d) <= PEAK_DAYS)
             .filter_map(|(_, v)| v.get(f).copied())
-            .collect();
-        tops.sort_by(|a, b| b.total_cmp(a));
-        f64::from(
-            tops.get(1)
-                .or(tops.first())
-                .copied()
-                .unwrap_or(0.0)
-                .max(0.0),
-        )
+            .fold(0.0f32, f32::max);
+        f64::from(top)
     }
 
-    /// Notes a window's real excess over `expected` (before any clipping)
-    /// for the daily maxima, and whether it had events.
+    /// Notes whether a window had events and, unless it was raised, its
+    /// real excess over `expected` for the daily maxima.
     pub fn note_window(
         &mut self,
         window_start_ms: i64,
         values: &[f64],
         expected: &[Expectation],
         events: u64,
+        raised: bool,
     ) {
         let active = if events > 0 { 1.0 } else { 0.0 };
         self.active_share += ACTIVE_ALPHA * (active - self.active_share);
-        if events == 0 {
+        if events == 0 || raised {
             return;
         }
         let (_, day) = self.slot_of(window_start_ms);
@@ -495,5 +491,24 @@ mod tests {
         b.expect(MONDAY + 50 * TEN_MIN, &mut exp);
         assert!((exp[0].expected - 4.0).abs() < 0.1, "{exp:?}");
         assert!((exp[1].expected - 400.0).abs() < 10.0, "{exp:?}");
+    }
+
+    #[test]
+    fn the_usual_peak_leaves_raised_windows_out() {
+        let mut b = Baseline::new(1, TEN_MIN);
+        let e = [Expectation {
+            expected: 1.0,
+            scale: 1.0,
+            weekly: 0.0,
+            usual_peak: 0.0,
+            dispersion: 1.0,
+        }];
+        // A burst of 20 on Monday (not raised), a storm of 200 on Tuesday
+        // (raised).
+        b.note_window(MONDAY + 3_600_000, &[21.0], &e, 21, false);
+        b.note_window(MONDAY + DAY + 3_600_000, &[201.0], &e, 201, true);
+        let mut exp = Vec::new();
+        b.expect(MONDAY + 2 * DAY, &mut exp);
+        assert_eq!(exp[0].usual_peak, 20.0);
     }
 }

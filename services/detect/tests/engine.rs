@@ -593,12 +593,10 @@ fn accounts_rising_together_under_one_role_are_raised_as_coordinated() {
 
 #[test]
 fn a_rise_over_hours_no_window_shows_is_raised_when_sustained_rises_are_on() {
-    // Three hours at night in one account, three times its launches by
-    // its usual principal from its usual address: no window stands out.
-    let night = T0 + 5 * 86_400_000 + 2 * 3_600_000;
-    let rise = |t: i64, k: usize| {
-        (k == 0 && t >= night && t < night + 180 * MIN).then_some(("deploy/ci", "10.0.0.1", 4))
-    };
+    // One launch every half hour, by the usual principal from the usual
+    // address, for eight days; on the last night three hours hold two
+    // launches every ten minutes: six times as many, which no window shows.
+    let night = T0 + 7 * 86_400_000 + 2 * 3_600_000;
     let run = |sustained_z: f64| {
         let cfg = EngineConfig {
             sustained_z,
@@ -606,19 +604,41 @@ fn a_rise_over_hours_no_window_shows_is_raised_when_sustained_rises_are_on() {
         };
         let mut e = Engine::new(default_detectors(), cfg);
         let mut out = Vec::new();
-        fleet(&mut e, 6, Environment::Production, &mut out, rise);
+        let acct = ACCOUNTS[0];
+        let own = format!("arn:aws:sts::{acct}:assumed-role/deploy/ci");
+        for w in 0..8 * 144 {
+            let t = T0 + w * 10 * MIN;
+            let rising = (night..night + 180 * MIN).contains(&t);
+            let n = if rising { 2 } else { u64::from(w % 3 == 0) };
+            for k in 0..n {
+                let id = 2 * u64::try_from(w).unwrap_or(0) + k + 1;
+                let ev = call(
+                    id,
+                    t + MIN + i64::try_from(k).unwrap_or(0) * 3 * MIN,
+                    acct,
+                    Environment::Production,
+                    "RunInstances",
+                    &own,
+                    "10.0.0.1",
+                    1,
+                );
+                e.observe(&ev, &mut out);
+            }
+        }
+        e.flush(&mut out);
         anomalies(&out)
             .into_iter()
             .filter(|a| a.detector == "ec2-run-instances")
-            .map(|a| (a.account_id.clone(), a.window_start.timestamp_millis()))
+            .map(|a| a.window_start.timestamp_millis())
             .collect::<Vec<_>>()
     };
     assert!(run(0.0).is_empty(), "{:?}", run(0.0));
     let found = run(4.0);
     assert!(!found.is_empty());
-    for (account, start) in &found {
-        assert_eq!(account, ACCOUNTS[0]);
-        assert!((night..night + 180 * MIN).contains(start), "{start}");
+    // Windows within the hour after the rise still hold its share of it.
+    assert!(found.iter().any(|s| (night..night + 180 * MIN).contains(s)));
+    for start in &found {
+        assert!((night..night + 240 * MIN).contains(start), "{start}");
     }
 }
 

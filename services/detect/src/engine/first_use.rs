@@ -5,8 +5,9 @@ use super::*;
 
 /// How an entity's first window looks: a first use of a region (raised
 /// when significant, else counted), or activity of an account × region
-/// detector too young to have a rhythm, in an account watched long enough
-/// (IAM changes or secret reads where there were next to none), raised
+/// detector too young to have a rhythm, in an account watched for as long
+/// as an entity needs to have one (`min_history_hours`: IAM changes or
+/// secret reads where there were next to none), raised
 /// when it is both large and by a principal or from an address new to the
 /// account.
 #[allow(clippy::too_many_arguments)]
@@ -33,7 +34,10 @@ pub(super) fn first_seen(
     if (history * interval.max(1) as u64) >= cfg.min_history_hours * 3_600_000
         || agg.events == 0
         || spec.category_fields.len() > 2
-        || start - h.first_seen_ms < horizon
+        // Until the account itself has been watched as long as an entity
+        // needs to have a rhythm, nothing about it is new: its weekly
+        // jobs and first bursts are still being met for the first time.
+        || start - h.first_seen_ms < horizon.max(cfg.min_history_hours as i64 * 3_600_000)
         || values.first().copied().unwrap_or(0.0) < 2.0 * cfg.new_region_min
     {
         return FirstUse::No;

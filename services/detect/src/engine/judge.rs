@@ -78,19 +78,19 @@ pub(super) fn evaluate_before(
         crossed: silent_total >= cfg.drop_min_total && ent.silent_expected < cfg.drop_min_total,
         active_share: ent.baseline.active_share(),
     };
-    // Judged only once the entity's days are known to swing so much
-    // (two days with busy spans), and by the larger of the two ratios.
-    let sustained = match (values.first(), exp.first()) {
-        (Some(x), Some(e)) if cfg.sustained_z > 0.0 => match ent.usual_swing(start) {
-            Some(swing) => Sustained::of(
-                &ent.recent,
-                (*x, e.expected, e.dispersion),
-                cfg.sustained_ratio.max(cfg.sustained_margin * swing),
-                f64::from(ent.overdispersion).max(1.0),
-            ),
-            None => Sustained::default(),
-        },
-        _ => Sustained::default(),
+    // Judged against at least four earlier days, when the rule is on.
+    let sustained = if cfg.sustained_z > 0.0 {
+        let window = start.div_euclid(interval.max(1));
+        Sustained::of(
+            &ent.counts,
+            window,
+            agg.events as f64,
+            interval,
+            cfg.sustained_ratio,
+            |w| is_weekend_day((w * interval).div_euclid(86_400_000)),
+        )
+    } else {
+        Sustained::default()
     };
     // The forest's grade can only turn a window anomalous (or suppressed,
     // which must be told apart from quiet) that would be so at the highest
@@ -211,17 +211,10 @@ pub(super) fn evaluate_after(
         sustained,
     );
     ent.silent_expected = silent_total;
-    if let (Some(x), Some(e)) = (values.first(), exp.first()) {
-        if ent.recent.len() >= SUSTAINED_WINDOWS {
-            ent.recent.pop_front();
-        }
-        ent.recent
-            .push_back((*x as f32, e.expected as f32, e.dispersion as f32));
-        // What only the sustained rule reads is learned only when it is on.
-        if cfg.sustained_z > 0.0 {
-            ent.note_swing(start);
-            ent.note_scatter(*x, e.expected, e.dispersion);
-        }
+    // What only the sustained rule reads is kept only when it is on.
+    if cfg.sustained_z > 0.0 {
+        ent.counts
+            .record(start.div_euclid(interval.max(1)), agg.events, interval);
     }
     let (grade, kind, suppressed) = match verdict {
         Verdict::Raise(g, k) => (g, k, None),
@@ -370,7 +363,8 @@ pub(super) fn evaluate_after(
     } else {
         values.clone()
     };
-    ent.baseline.note_window(start, &values, &exp, agg.events);
+    ent.baseline
+        .note_window(start, &values, &exp, agg.events, anomaly.is_some());
     ent.baseline
         .record_events(start, &recorded, agg.events, &exp, anomaly.is_some());
     ent.active_streak = if agg.events > 0 {
@@ -623,9 +617,15 @@ pub(super) struct Window<'a> {
 }
 
 impl Window<'_> {
-    /// Features that spike at thresholds scaled by `k`, with their residual.
+    /// Features that spike at thresholds scaled by `k`, with their residual;
+    /// none unless the first rises by the absolute and relative excess a
+    /// spike needs. The first feature is what the detector counts
+    /// (volumes, instances, calls); the others describe it (GiB): one
+    /// large volume where none was expected is a size, not a burst, but
+    /// three large ones are.
     pub(super) fn spiking(&self, cfg: &EngineConfig, k: f64) -> Vec<(usize, f64)> {
-        self.values
+        let spiking: Vec<(usize, f64)> = self
+            .values
             .iter()
             .zip(self.exp)
             .zip(self.z)
@@ -637,7 +637,16 @@ impl Window<'_> {
                     && *x - e.expected >= k * cfg.min_relative_excess * e.expected
             })
             .map(|(i, (_, zz))| (i, *zz))
-            .collect()
+            .collect();
+        let primary_rises = self
+            .values
+            .first()
+            .zip(self.exp.first())
+            .is_some_and(|(x, e)| {
+                x - e.expected >= k * cfg.min_excess
+                    && x - e.expected >= k * cfg.min_relative_excess * e.expected
+            });
+        if primary_rises { spiking } else { Vec::new() }
     }
 
     /// Whether every spiking feature stays within the excess the entity's
@@ -727,9 +736,9 @@ pub(super) fn judge(
     if cfg.sustained_z > 0.0
         && (history * interval_ms.max(1) as u64) >= 4 * 86_400_000
         && sustained.z >= k * cfg.sustained_z
-        && sustained.excess >= 3.0 * k * cfg.min_excess
-        && sustained.largest <= 0.4 * sustained.excess
-        && w.z.first().is_some_and(|z| *z > 0.0)
+        && sustained.excess >= 2.0 * k * cfg.min_excess
+        && sustained.largest <= 0.4 * sustained.total
+        && w.values.first().is_some_and(|x| *x > 0.0)
     {
         return Verdict::Raise(
             magnitude(sustained.z / k * cfg.spike_z / cfg.sustained_z),

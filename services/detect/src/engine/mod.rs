@@ -56,7 +56,7 @@ use trailhound_core::{
 };
 use trailhound_rcf::{Detection, DetectorConfig, ForestConfig, ThresholdedForest};
 
-use crate::baseline::{Baseline, Expectation};
+use crate::baseline::{Baseline, Expectation, is_weekend as is_weekend_day};
 use crate::clock::{EventClock, partition_key};
 use crate::pool::Pool;
 
@@ -854,9 +854,7 @@ impl Engine {
                     account,
                     last_active_ms: start,
                     silent_expected: 0.0,
-                    recent: Default::default(),
-                    swings: Vec::new(),
-                    overdispersion: 4.0,
+                    counts: Counts::default(),
                 },
             );
         }
@@ -1034,25 +1032,106 @@ mod tests {
         assert_eq!(normal_units(0.7f64.ln()), 0.0);
     }
 
+    /// Counts of `days` earlier days, each the same: `per_window` events
+    /// in every window, then `today` windows of `rise` events.
+    fn counts_with(days: i64, per_window: u64, today: &[u64]) -> (Counts, i64) {
+        let interval = 600_000;
+        let mut c = Counts::default();
+        let mut w = 0;
+        for _ in 0..days * 144 {
+            c.record(w, per_window, interval);
+            w += 1;
+        }
+        for &x in today {
+            c.record(w, x, interval);
+            w += 1;
+        }
+        (c, w)
+    }
+
     #[test]
-    fn a_sparse_rise_over_hours_is_sustained_and_one_burst_is_not() {
-        // Expected 0.25 per window; 1 per window for two hours.
-        let mut recent = std::collections::VecDeque::new();
-        for _ in 0..17 {
-            recent.push_back((1.0f32, 0.25f32, 1.0f32));
-        }
-        let s = Sustained::of(&recent, (1.0, 0.25, 1.0), 2.5, 1.0);
+    fn a_rise_over_hours_beyond_every_earlier_day_is_sustained_and_one_burst_is_not() {
+        let weekday = |_: i64| false;
+        // Earlier days: 1 event per window, 6 per hour. Today: 3 per window
+        // for three hours (the window judged is the last).
+        let (c, w) = counts_with(8, 1, &[3; 17]);
+        let s = Sustained::of(&c, w, 3.0, 600_000, 2.5, weekday);
         assert!(s.z > 4.0, "{s:?}");
-        assert!(close(s.excess, 13.5, 1e-9));
-        assert!(s.largest <= 0.4 * s.excess);
-        // The same total in one window: as unlikely, but not spread.
-        let mut recent = std::collections::VecDeque::new();
-        for _ in 0..17 {
-            recent.push_back((0.0f32, 0.25f32, 1.0f32));
+        assert_eq!((s.total, s.mean, s.most), (54.0, 18.0, 18.0));
+        assert!(s.largest <= 0.4 * s.total);
+        // The same events in one window: as unlikely, but not spread.
+        let mut today = vec![1; 17];
+        today[14] = 37;
+        let (c, w) = counts_with(8, 1, &today);
+        let s = Sustained::of(&c, w, 1.0, 600_000, 2.5, weekday);
+        assert!(s.largest > 0.4 * s.total, "{s:?}");
+        // Too few earlier days: not judged.
+        let (c, w) = counts_with(2, 1, &[3; 17]);
+        assert_eq!(Sustained::of(&c, w, 3.0, 600_000, 2.5, weekday).z, 0.0);
+    }
+
+    #[test]
+    fn a_span_no_higher_than_an_earlier_day_is_no_rise() {
+        let interval = 600_000;
+        let mut c = Counts::default();
+        // Six quiet days and one busy one (3 per window), then a busy today.
+        for w in 0..7 * 144 {
+            c.record(w, if w / 144 == 3 { 3 } else { 1 }, interval);
         }
-        let s = Sustained::of(&recent, (18.0, 0.25, 1.0), 2.5, 1.0);
-        assert!(s.largest > 0.4 * s.excess, "{s:?}");
-        // A measurement (dispersion 0) is never judged.
-        assert_eq!(Sustained::of(&recent, (18.0, 0.25, 0.0), 2.5, 1.0).z, 0.0);
+        let end = 7 * 144 + 17;
+        for w in 7 * 144..end {
+            c.record(w, 3, interval);
+        }
+        let s = Sustained::of(&c, end, 3.0, interval, 2.5, |_| false);
+        assert_eq!(s.z, 0.0, "{s:?}");
+    }
+
+    #[test]
+    fn counts_skip_silent_windows_and_forget_after_two_weeks() {
+        let interval = 600_000;
+        let mut c = Counts::default();
+        c.record(10, 5, interval);
+        c.record(14, 2, interval);
+        assert_eq!(c.span_sum(14, 5), Some(7.0));
+        assert_eq!(c.span_sum(14, 6), None, "before the first record");
+        c.record(14 + 14 * 144, 1, interval);
+        assert_eq!(c.span_sum(14 + 14 * 144, 2), Some(1.0));
+        assert_eq!(c.span_sum(14, 1), None, "overwritten");
+    }
+
+    #[test]
+    fn a_bursty_entity_s_clumps_are_no_sustained_rise() {
+        // Earlier days: quiet (1 in every third window) with a burst of 40
+        // every 8 hours, at other hours than the three judged; today those
+        // three hours hold 3 in every window, beyond every earlier day's.
+        let interval = 600_000;
+        let mut c = Counts::default();
+        let day = 144;
+        for w in 0..8 * day {
+            let x = if w % 48 == 30 {
+                40
+            } else {
+                u64::from(w % 3 == 0)
+            };
+            c.record(w, x, interval);
+        }
+        assert!(c.dispersion(8 * day) > 10.0, "{}", c.dispersion(8 * day));
+        let end = 8 * day + 17;
+        for w in 8 * day..end {
+            c.record(w, 3, interval);
+        }
+        let s = Sustained::of(&c, end, 3.0, interval, 2.5, |_| false);
+        assert!(s.z < 4.0, "{s:?}");
+        // The same rise in an entity whose events come one by one is one.
+        let mut c = Counts::default();
+        for w in 0..8 * day {
+            c.record(w, u64::from(w % 3 == 0), interval);
+        }
+        assert!((c.dispersion(8 * day) - 1.0).abs() < 1e-9);
+        for w in 8 * day..end {
+            c.record(w, 2, interval);
+        }
+        let s = Sustained::of(&c, end, 2.0, interval, 2.5, |_| false);
+        assert!(s.z > 4.0, "{s:?}");
     }
 }

@@ -69,88 +69,11 @@ pub(super) struct EntityState {
     /// windows (0 when the last window had events).
     #[serde(default)]
     pub(super) silent_expected: f64,
-    /// The primary feature's (actual, expected, dispersion) in the last
-    /// [`SUSTAINED_WINDOWS`] windows, for a rise no window alone shows.
+    /// Events per window over the last two weeks, while the sustained
+    /// rule is on.
     #[serde(default)]
-    pub(super) recent: std::collections::VecDeque<(f32, f32, f32)>,
-    /// Per day of the last week, the largest ratio of a two-hour span's
-    /// total to its expected total (over spans expected to hold
-    /// [`SWING_MIN_EVENTS`] or more): how far this entity's days swing (a
-    /// sandbox's busy day is twice the usual), which a sustained rise must
-    /// clear by `sustained_margin`.
-    #[serde(default)]
-    pub(super) swings: Vec<(i32, f32)>,
-    /// How much more the primary feature scatters around its expectation
-    /// than counts of independent events would (variance over mean, in
-    /// event units; about a day's memory): a function fed by a queue comes
-    /// in clumps, and its sums over hours are judged by that, not as
-    /// Poisson counts.
-    #[serde(default)]
-    pub(super) overdispersion: f32,
+    pub(super) counts: Counts,
 }
-
-/// Expected events (in event units) a span needs for its ratio to say
-/// something about the day rather than about chance.
-pub(super) const SWING_MIN_EVENTS: f64 = 5.0;
-
-/// Span, in windows, the day-to-day swing is measured over.
-pub(super) const SWING_SPAN: usize = 12;
-
-impl EntityState {
-    /// Learns the overdispersion from one window (actual, expected,
-    /// dispersion) of the primary feature.
-    pub(super) fn note_scatter(&mut self, x: f64, e: f64, d: f64) {
-        if d <= 0.0 {
-            return;
-        }
-        let (ux, ue) = (x / d, e / d);
-        let phi = ((ux - ue) * (ux - ue) / ue.max(0.25)).min(1e4) as f32;
-        self.overdispersion += (phi - self.overdispersion) / 144.0;
-    }
-
-    /// Notes the span ending with the window just pushed to `recent`.
-    pub(super) fn note_swing(&mut self, window_start_ms: i64) {
-        if self.recent.len() < SWING_SPAN {
-            return;
-        }
-        let span = self.recent.iter().skip(self.recent.len() - SWING_SPAN);
-        let Some(SpanTotals { x, e, d, .. }) = SpanTotals::of(span.map(widen)) else {
-            return;
-        };
-        if e / d < SWING_MIN_EVENTS {
-            return;
-        }
-        let ratio = (x / e) as f32;
-        let Ok(day) = i32::try_from(window_start_ms.div_euclid(86_400_000)) else {
-            return;
-        };
-        match self.swings.iter_mut().find(|(d, _)| *d == day) {
-            Some((_, m)) => *m = m.max(ratio),
-            None => {
-                self.swings.retain(|(d, _)| day - *d < 7);
-                self.swings.push((day, ratio));
-            }
-        }
-    }
-
-    /// The second largest daily swing of the last week before this day,
-    /// None with fewer than two days known.
-    pub(super) fn usual_swing(&self, window_start_ms: i64) -> Option<f64> {
-        let day = window_start_ms.div_euclid(86_400_000);
-        let mut v: Vec<f32> = self
-            .swings
-            .iter()
-            .filter(|(d, _)| i64::from(*d) < day && day - i64::from(*d) <= 7)
-            .map(|(_, r)| *r)
-            .collect();
-        v.sort_by(|a, b| b.total_cmp(a));
-        v.get(1).map(|r| f64::from(*r))
-    }
-}
-
-/// Windows of the primary feature kept for a sustained rise (the longest
-/// of [`SUSTAINED_SPANS`]).
-pub(super) const SUSTAINED_WINDOWS: usize = SUSTAINED_SPANS[SUSTAINED_SPANS.len() - 1];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct DetectorState {

@@ -1,106 +1,219 @@
-//! The sustained-rise rule (off by default): sums of the last one to three hours judged as counts, quasi-Poisson, beyond the entity's usual swing.
+//! The sustained-rise rule: an entity's events over the last one to three hours against the same hours of earlier days (quasi-Poisson, and beyond every one of those days).
 
 #[allow(unused_imports)]
 use super::*;
 
-/// A rise of the primary feature summed over the last one, two or three
-/// hours, judged as counts: a night's launches three or four times over
-/// are 0–2 per window, which no window shows, but a dozen where three are
-/// usual is as unlikely by chance as a spike.
-#[derive(Clone, Copy, Debug, Default)]
+/// A rise in how many events an entity had over the last one, two or
+/// three hours, judged against the same hours of the days before: a
+/// night's launches three or four times over are 0–2 per window, which no
+/// window shows, but more than on any earlier night, and as unlikely as a
+/// spike given how much those nights varied.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(super) struct Sustained {
-    /// The Poisson tail probability of the sum, as standard normal units
-    /// (corrected for the three spans tried); 0 when not judged.
+    /// The tail probability of the span's events against the earlier
+    /// days' (quasi-Poisson, corrected for the spans tried), as standard
+    /// normal units; 0 when not judged or not a rise.
     pub(super) z: f64,
+    /// Events in the span beyond the earlier days' mean.
     pub(super) excess: f64,
-    /// The largest one window's excess: a sustained rise is spread over
-    /// the span, not one burst.
+    /// The span's events and the earlier days' mean and most.
+    pub(super) total: f64,
+    pub(super) mean: f64,
+    pub(super) most: f64,
+    /// The largest one window's events in the span: a sustained rise is
+    /// spread over the span, not one burst (the spike rule's business).
     pub(super) largest: f64,
+    /// Span length, in windows, and earlier days compared.
+    pub(super) span: usize,
+    pub(super) days: usize,
 }
 
-/// Spans a sustained rise is summed over, in windows (1, 2 and 3 hours
-/// at 10 minutes).
-pub(super) const SUSTAINED_SPANS: [usize; 3] = [6, 12, 18];
+/// Span lengths a sustained rise is summed over, in hours.
+pub(super) const SUSTAINED_HOURS: [i64; 3] = [1, 2, 3];
+
+/// Events per window, on earlier days' average, above which an entity is
+/// too busy for the sustained rule.
+pub(super) const SPARSE_PER_WINDOW: f64 = 1.0;
+
+/// Variance over mean of an entity's events per window above which its
+/// events come in clumps and the sustained rule does not judge it.
+pub(super) const MAX_CLUMPING: f64 = 3.0;
+
+/// Days of per-window event counts kept for the day-over-day comparison.
+pub(super) const COUNT_DAYS: i64 = 14;
+
+/// Earlier days (of the same kind, weekday or weekend, when there are
+/// enough) a span must be compared with before it is judged.
+pub(super) const MIN_DAYS: usize = 4;
+
+/// Events per window of one entity over the last [`COUNT_DAYS`] days, by
+/// window number: what the same hours held on earlier days. Kept only
+/// while the sustained rule is on (about 4 KB per entity at 10-minute
+/// windows).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(super) struct Counts {
+    ring: Vec<u16>,
+    /// Window numbers (start / interval) of the oldest and newest cells
+    /// recorded; cells between hold counts, silent windows 0.
+    first: i64,
+    last: i64,
+}
+
+impl Counts {
+    fn len(interval_ms: i64) -> usize {
+        (COUNT_DAYS * 86_400_000 / interval_ms.max(60_000)).max(1) as usize
+    }
+
+    /// Records window `window` (a window number) with `events`; windows
+    /// skipped since the last record were silent.
+    pub(super) fn record(&mut self, window: i64, events: u64, interval_ms: i64) {
+        let len = Self::len(interval_ms);
+        if self.ring.len() != len {
+            self.ring = vec![0; len];
+            self.first = window;
+            self.last = window - 1;
+        }
+        if window <= self.last {
+            return;
+        }
+        let from = (self.last + 1).max(window - len as i64 + 1);
+        for w in from..window {
+            self.ring[w.rem_euclid(len as i64) as usize] = 0;
+        }
+        self.ring[window.rem_euclid(len as i64) as usize] = events.min(u64::from(u16::MAX)) as u16;
+        self.last = window;
+    }
+
+    /// The events of window `window`, if it is recorded and still kept.
+    pub(super) fn get(&self, window: i64) -> Option<f64> {
+        let len = self.ring.len() as i64;
+        (len > 0 && window >= self.first && window <= self.last && window > self.last - len)
+            .then(|| f64::from(self.ring[window.rem_euclid(len) as usize]))
+    }
+
+    /// Variance over mean of the events per window recorded up to
+    /// `before` (exclusive): 1 for events that come independently, far
+    /// more for an entity whose events come in bursts. 1 with nothing
+    /// known.
+    pub(super) fn dispersion(&self, before: i64) -> f64 {
+        let len = self.ring.len() as i64;
+        let from = self.first.max(self.last - len + 1);
+        let (mut n, mut sum, mut sq) = (0.0f64, 0.0f64, 0.0f64);
+        for w in from..before.min(self.last + 1) {
+            let x = f64::from(self.ring[w.rem_euclid(len) as usize]);
+            n += 1.0;
+            sum += x;
+            sq += x * x;
+        }
+        if n < 2.0 || sum <= 0.0 {
+            return 1.0;
+        }
+        let mean = sum / n;
+        ((sq / n - mean * mean) / mean).max(1.0)
+    }
+
+    /// Events of the `span` windows ending with `end`, if all are known.
+    pub(super) fn span_sum(&self, end: i64, span: i64) -> Option<f64> {
+        (end - span + 1..=end).map(|w| self.get(w)).sum()
+    }
+}
 
 impl Sustained {
-    /// `recent` and `now` are (actual, expected, dispersion) of the primary
-    /// feature; a dispersion of 0 (a measurement) is never judged, nor a
-    /// span below `min_ratio` times its expected total (most, and cheaply).
+    /// Judges the spans ending with the window `window` (not yet
+    /// recorded), which had `now` events. `is_weekend(window)` tells the
+    /// kind of day a window falls on. Spans below `min_ratio` times the
+    /// earlier days' mean, or not above every one of them, are not rises.
     pub(super) fn of(
-        recent: &std::collections::VecDeque<(f32, f32, f32)>,
-        now: (f64, f64, f64),
+        counts: &Counts,
+        window: i64,
+        now: f64,
+        interval_ms: i64,
         min_ratio: f64,
-        overdispersion: f64,
+        is_weekend: impl Fn(i64) -> bool,
     ) -> Self {
+        let interval = interval_ms.max(60_000);
+        let per_day = 86_400_000 / interval;
+        let weekend = is_weekend(window);
         let mut best = Self::default();
-        for span in SUSTAINED_SPANS {
-            if recent.len() + 1 < span {
+        let mut clumping = None;
+        for hours in SUSTAINED_HOURS {
+            let span = (hours * 3_600_000 / interval).max(1);
+            let Some(before) = counts.span_sum(window - 1, span - 1) else {
                 break;
-            }
-            let last = recent
-                .iter()
-                .skip(recent.len() + 1 - span)
-                .map(widen)
-                .chain(std::iter::once(now));
-            let Some(SpanTotals { x, e, d, largest }) = SpanTotals::of(last) else {
-                return Self::default();
             };
-            if x < min_ratio * e || x <= e {
+            let total = before + now;
+            // A handful of events is no rise worth a test.
+            if total < 6.0 {
                 continue;
             }
-            // In event units (X/dispersion is about Poisson); at least one
-            // event expected, as a quiet entity's noise floor.
-            // Quasi-Poisson: scaled down by the entity's overdispersion.
-            let d = d * overdispersion.max(1.0);
-            let ln_p =
-                poisson_ln_tail(x / d, (e / d).max(1.0)) + (SUSTAINED_SPANS.len() as f64).ln();
+            let mut same = Vec::with_capacity(COUNT_DAYS as usize);
+            let mut any = Vec::with_capacity(COUNT_DAYS as usize);
+            for d in 1..COUNT_DAYS {
+                let end = window - d * per_day;
+                let Some(s) = counts.span_sum(end, span) else {
+                    break;
+                };
+                if is_weekend(end) == weekend {
+                    same.push(s);
+                }
+                any.push(s);
+            }
+            let days = if same.len() >= MIN_DAYS { same } else { any };
+            if days.len() < MIN_DAYS {
+                continue;
+            }
+            let n = days.len() as f64;
+            let mean = days.iter().sum::<f64>() / n;
+            // Where earlier days had an event per window or more, a rise
+            // of this size shows in the windows themselves (the spike
+            // rule's); sums over hours are for what windows cannot show.
+            if mean > SPARSE_PER_WINDOW * span as f64 {
+                continue;
+            }
+            let most = days.iter().copied().fold(0.0, f64::max);
+            if total <= most || total < min_ratio * mean.max(1.0) {
+                continue;
+            }
+            // Still rising: the last hour holds its share of the rise, so a
+            // sum that only remembers a rise over is not raised for hours.
+            let hour = (3_600_000 / interval).clamp(1, span);
+            let recent = counts.span_sum(window - 1, hour - 1).unwrap_or(0.0) + now;
+            if recent < min_ratio * mean * hour as f64 / span as f64 {
+                continue;
+            }
+            let var = days.iter().map(|s| (s - mean) * (s - mean)).sum::<f64>() / (n - 1.0);
+            // Quasi-Poisson: the earlier days' own scatter (a sandbox's busy
+            // days) and the clumping of the entity's windows (a queue-fed
+            // function's bursts) widen the test, never narrow it below
+            // Poisson; the mean itself is known from n days only.
+            let clumping = *clumping.get_or_insert_with(|| counts.dispersion(window - span));
+            // An entity whose events come in clumps (a queue-fed function's
+            // bursts) has sums over hours that say nothing a burst does not.
+            if clumping > MAX_CLUMPING {
+                break;
+            }
+            let phi = (var / mean.max(1.0)).max(clumping).max(1.0) * (1.0 + 1.0 / n);
+            let ln_p = poisson_ln_tail(total / phi, mean.max(1.0) / phi)
+                + (SUSTAINED_HOURS.len() as f64).ln();
             let z = normal_units(ln_p);
             if z > best.z {
+                let largest = (window - span + 1..window)
+                    .filter_map(|w| counts.get(w))
+                    .fold(now, f64::max);
                 best = Self {
                     z,
-                    excess: x - e,
+                    excess: total - mean,
+                    total,
+                    mean,
+                    most,
                     largest,
+                    span: span as usize,
+                    days: days.len(),
                 };
             }
         }
         best
     }
-}
-
-/// One span of the primary feature: totals of actual and expected, the
-/// largest dispersion, and the largest one window's excess.
-pub(super) struct SpanTotals {
-    pub(super) x: f64,
-    pub(super) e: f64,
-    pub(super) d: f64,
-    pub(super) largest: f64,
-}
-
-impl SpanTotals {
-    /// None when a window is a measurement (dispersion 0), not a count.
-    pub(super) fn of(windows: impl Iterator<Item = (f64, f64, f64)>) -> Option<Self> {
-        let mut t = Self {
-            x: 0.0,
-            e: 0.0,
-            d: 0.0,
-            largest: 0.0,
-        };
-        for (x, e, d) in windows {
-            if d <= 0.0 {
-                return None;
-            }
-            t.x += x;
-            t.e += e;
-            t.d = t.d.max(d);
-            t.largest = t.largest.max(x - e);
-        }
-        Some(t)
-    }
-}
-
-/// A `recent` entry in full precision.
-pub(super) fn widen(&(x, e, d): &(f32, f32, f32)) -> (f64, f64, f64) {
-    (f64::from(x), f64::from(e), f64::from(d))
 }
 
 /// ln P(N ≥ k) for N ~ Poisson(mu), k real (the sum of the terms from k
