@@ -79,7 +79,9 @@ pub(super) fn evaluate_before(
         active_share: ent.baseline.active_share(),
     };
     // Judged against at least four earlier days, when the rule is on.
-    let sustained = if cfg.sustained_z > 0.0 {
+    // Not in development and sandbox accounts: a day busier than the last
+    // few is the swing those environments are known for.
+    let sustained = if cfg.sustained_z > 0.0 && sensitivity <= 1.0 {
         let window = start.div_euclid(interval.max(1));
         Sustained::of(
             &ent.counts,
