@@ -620,11 +620,12 @@ pub(super) struct Window<'a> {
 
 impl Window<'_> {
     /// Features that spike at thresholds scaled by `k`, with their residual;
-    /// none unless the first rises by the absolute and relative excess a
-    /// spike needs. The first feature is what the detector counts
-    /// (volumes, instances, calls); the others describe it (GiB): one
-    /// large volume where none was expected is a size, not a burst, but
-    /// three large ones are.
+    /// none unless the first rises too: more than one event's worth, and
+    /// above expected by at least one and by the relative excess a spike
+    /// needs. The first feature is what the detector counts (volumes,
+    /// instances, calls); the others describe it (GiB): one large volume
+    /// where none was expected is a size, not a burst, but four huge ones
+    /// where one was expected are.
     pub(super) fn spiking(&self, cfg: &EngineConfig, k: f64) -> Vec<(usize, f64)> {
         let spiking: Vec<(usize, f64)> = self
             .values
@@ -645,7 +646,8 @@ impl Window<'_> {
             .first()
             .zip(self.exp.first())
             .is_some_and(|(x, e)| {
-                x - e.expected >= k * cfg.min_excess
+                *x >= 2.0
+                    && x - e.expected >= 1.0
                     && x - e.expected >= k * cfg.min_relative_excess * e.expected
             });
         if primary_rises { spiking } else { Vec::new() }
