@@ -63,12 +63,7 @@ async fn the_dashboard_renders_services_anomalies_and_the_chart_in_a_browser() {
     let dir = tempfile::tempdir().expect("tempdir");
     let org_dir = dir.path().join("org");
     let labels = generated_org(&org_dir, 5, 4, 11, 10);
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
-        .expect("a cryptomining burst")
-        .clone();
+    let burst = crate::harness::cryptomining(&labels);
 
     let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
     let p = |i: usize| ports[i].to_string();

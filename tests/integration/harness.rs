@@ -1,7 +1,6 @@
 //! Starting services as child processes on free loopback ports, waiting
 //! until they are ready, and stopping them.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,14 +8,7 @@ use std::time::{Duration, Instant};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-/// A free port on 127.0.0.1 (bound and released; the race with another
-/// process taking it is accepted in tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
+pub use trailhound_testkit::free_port;
 
 pub fn trailhound_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_trailhound"))
@@ -33,16 +25,30 @@ pub struct Service {
 impl Service {
     /// Starts `trailhound <args>` with its data in `data_dir`.
     pub fn start(name: &str, data_dir: &Path, args: &[&str]) -> Service {
+        Self::start_with(name, data_dir, args, |_| {})
+    }
+
+    /// [`Service::start`], with `configure` adding to the command (its
+    /// environment, above all) before it is spawned.
+    pub fn start_with(
+        name: &str,
+        data_dir: &Path,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Service {
         std::fs::create_dir_all(data_dir).expect("create service data dir");
         let log = data_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("create log file");
-        let child = Command::new(trailhound_bin())
+        let mut command = Command::new(trailhound_bin());
+        command
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
             .env("TRAILHOUND_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(file)
+            .stderr(file);
+        configure(&mut command);
+        let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("failed to start trailhound {name}: {e}"));
         Service {
@@ -209,6 +215,17 @@ pub fn trail_records(trail: &Path) -> Vec<String> {
         out.extend(parsed.events.into_iter().map(|e| e.raw));
     }
     out
+}
+
+/// The cryptomining burst the generator injects into every org: the
+/// incident most of these tests push and look for.
+pub fn cryptomining(labels: &trailhound_generate::Labels) -> trailhound_generate::Incident {
+    labels
+        .incidents
+        .iter()
+        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
+        .expect("the generator injects a cryptomining burst")
+        .clone()
 }
 
 /// A generated organization in a temp dir.

@@ -283,27 +283,13 @@ impl Received {
 
 /// Starts `trailhound <args>` exporting OTLP to `endpoint`, quickly.
 fn start_exporting(name: &str, data_dir: &Path, endpoint: &str, args: &[&str]) -> Service {
-    std::fs::create_dir_all(data_dir).expect("create service data dir");
-    let log = data_dir.join(format!("{name}.log"));
-    let child = Command::new(trailhound_bin())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--otlp-endpoint", endpoint])
-        .args(args)
-        .env("TRAILHOUND_LOG", "info")
-        .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .env_remove("OTEL_SDK_DISABLED")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("create log file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("failed to start trailhound {name}: {e}"));
-    Service {
-        name: name.to_string(),
-        child,
-        log,
-    }
+    let args = [&["--otlp-endpoint", endpoint], args].concat();
+    Service::start_with(name, data_dir, &args, |c| {
+        c.env("OTEL_METRIC_EXPORT_INTERVAL", "500")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .env_remove("OTEL_SDK_DISABLED")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    })
 }
 
 fn record(i: u32) -> String {

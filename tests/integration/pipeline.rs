@@ -19,12 +19,7 @@ async fn a_burst_pushed_to_ingest_is_found_by_detect_across_processes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let org_dir = dir.path().join("org");
     let labels = generated_org(&org_dir, 5, 4, 11, 10);
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
-        .expect("the generator injects a cryptomining burst")
-        .clone();
+    let burst = crate::harness::cryptomining(&labels);
 
     let p = Pipeline::start(dir.path(), &org_dir.join("org.json")).await;
     let mut detect = DetectServiceClient::connect(format!("http://127.0.0.1:{}", p.detect_port))

@@ -95,12 +95,7 @@ async fn event_times_cannot_blind_detection_or_wedge_a_service() {
     };
     trailhound_generate::generate(&cfg, &org).expect("generate");
     let labels = trailhound_generate::read_labels(&org.join("labels.json")).expect("labels");
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
-        .expect("a cryptomining burst")
-        .clone();
+    let burst = crate::harness::cryptomining(&labels);
     let mut p = Pipeline::start(dir.path(), &org.join("org.json")).await;
     let (mut ingest, mut detect) = clients(&p).await;
     let member = &burst.account_id;

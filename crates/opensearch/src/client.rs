@@ -126,13 +126,7 @@ pub struct Client {
     pattern: String,
 }
 
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("pattern", &self.pattern)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Client { pattern, .. });
 
 /// A parsed response: the status and the JSON body (Null when empty).
 #[derive(Clone, Debug)]

@@ -19,12 +19,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use opensearch::http::Method;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde_json::{Value, json};
 use trailhound_core::pipeline::AnomalySink;
 use trailhound_core::{
     AccountMetadata, Anomaly, AnomalyKind, Contributor, DetectorSpec, Environment, FeatureValue,
 };
+use trailhound_runtime::store::{Db, Failure};
 
 use crate::client::{Client, OsError};
 use crate::config::OpenSearchConfig;
@@ -56,44 +57,29 @@ pub enum PollError {
 }
 
 /// What was already emitted, across restarts.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Checkpoint {
-    db: Arc<Database>,
-    path: String,
+    db: Db,
 }
 
-impl std::fmt::Debug for Checkpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpoint")
-            .field("path", &self.path)
-            .finish()
+impl From<Failure> for PollError {
+    fn from(Failure { path, message }: Failure) -> Self {
+        PollError::Checkpoint { path, message }
     }
 }
 
 impl Checkpoint {
     pub fn open(path: &Path) -> Result<Self, PollError> {
-        let p = path.display().to_string();
-        let err = |e: &dyn std::fmt::Display| PollError::Checkpoint {
-            path: p.clone(),
-            message: e.to_string(),
-        };
-        let db = trailhound_runtime::store::open(path, |w| {
+        let db = Db::open(path, |w| {
             w.open_table(WATERMARKS)?;
             w.open_table(EMITTED)?;
             Ok(())
-        })
-        .map_err(|e| err(&e))?;
-        Ok(Self {
-            db: Arc::new(db),
-            path: p,
-        })
+        })?;
+        Ok(Self { db })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> PollError {
-        PollError::Checkpoint {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
+        self.db.fail(e).into()
     }
 
     pub fn watermark(&self, detector: &str) -> Result<i64, PollError> {
@@ -148,13 +134,7 @@ pub struct Poller {
     sink: Option<Arc<dyn AnomalySink>>,
 }
 
-impl std::fmt::Debug for Poller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Poller")
-            .field("checkpoint", &self.checkpoint)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Poller { checkpoint, .. });
 
 /// What one poll did.
 #[derive(Debug, Default)]

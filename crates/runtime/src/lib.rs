@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod drain;
+pub mod jsonl;
 pub mod metrics;
 pub mod private;
 pub mod retry;

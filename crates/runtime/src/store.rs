@@ -4,6 +4,62 @@
 //! enrich and the OpenSearch results poller each keep their own tables.
 
 use std::path::Path;
+use std::sync::Arc;
+
+/// Which store failed and how, for the caller's own error type (each
+/// service's error enum has a variant with exactly these two fields).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub path: String,
+    pub message: String,
+}
+
+/// An open redb store and the path its errors name; cheap to clone. It
+/// derefs to the database so transactions are begun as usual.
+#[derive(Clone)]
+pub struct Db {
+    db: Arc<redb::Database>,
+    path: String,
+}
+
+trailhound_core::debug_fields!(Db { path });
+
+impl Db {
+    /// [`open`], keeping the path for the errors that follow.
+    pub fn open(
+        path: &Path,
+        tables: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::TableError>,
+    ) -> Result<Self, Failure> {
+        let p = path.display().to_string();
+        match open(path, tables) {
+            Ok(db) => Ok(Self {
+                db: Arc::new(db),
+                path: p,
+            }),
+            Err(message) => Err(Failure { path: p, message }),
+        }
+    }
+
+    /// The path as errors show it.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `e`, as a failure of this store.
+    pub fn fail(&self, e: impl std::fmt::Display) -> Failure {
+        Failure {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl std::ops::Deref for Db {
+    type Target = redb::Database;
+    fn deref(&self) -> &redb::Database {
+        &self.db
+    }
+}
 
 /// Opens (creating if absent) the redb file at `path` with its parent
 /// directory and the file itself private, and creates the tables `tables`
@@ -25,7 +81,13 @@ pub fn open(
 /// or oldest first by a range scan. Offset so that times before 1970 sort
 /// too.
 pub fn time_key(ms: i64, id: &str) -> String {
-    format!("{:020}|{id}", (ms as i128 + (1i128 << 62)) as u128)
+    format!("{}|{id}", sortable_ms(ms))
+}
+
+/// `ms` as fixed-width text that sorts as the number does, for keys that
+/// put a time after other parts.
+pub fn sortable_ms(ms: i64) -> String {
+    format!("{:020}", (ms as i128 + (1i128 << 62)) as u128)
 }
 
 #[cfg(test)]

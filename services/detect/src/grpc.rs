@@ -8,16 +8,16 @@ use chrono::Utc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use trailhound_core::EnrichedEvent;
 use trailhound_core::convert::{
     InvalidField, account_from_pb, anomaly_to_pb, detector_from_pb, detector_to_pb, event_from_pb,
     timestamp_ms,
 };
-use trailhound_core::{EnrichedEvent, Environment};
 use trailhound_proto::common::v1 as common;
 use trailhound_proto::detect::v1 as pb;
 use trailhound_proto::detect::v1::detect_service_server::DetectService;
 use trailhound_proto::time::to_millis;
-use trailhound_runtime::status;
+use trailhound_runtime::status::{self, check};
 
 use crate::service::{Detect, DetectError};
 use crate::store::AnomalyFilter;
@@ -120,20 +120,9 @@ impl DetectService for DetectGrpc {
         req: Request<pb::ListLateEventsRequest>,
     ) -> Result<Response<pb::ListLateEventsResponse>, Status> {
         let r = req.into_inner();
-        if !r.account_id.is_empty() && !trailhound_core::is_account_id(&r.account_id) {
-            return Err(status::invalid("account_id", "must be 12 digits"));
-        }
-        if r.page_size > MAX_PAGE {
-            return Err(status::invalid(
-                "page_size",
-                &format!("must be at most {MAX_PAGE}"),
-            ));
-        }
-        let size = if r.page_size == 0 {
-            100
-        } else {
-            r.page_size as usize
-        };
+        check::account_filter(&r.account_id)?;
+        check::at_most("page_size", r.page_size, MAX_PAGE)?;
+        let size = check::page_size(r.page_size);
         let token = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
         let (events, next) = self
             .detect
@@ -174,27 +163,12 @@ impl DetectService for DetectGrpc {
     ) -> Result<Response<pb::ListAnomaliesResponse>, Status> {
         let scope = trailhound_runtime::security::scope_of(&req);
         let r = req.into_inner();
-        let environment = if r.environment.is_empty() {
-            None
-        } else {
-            Some(
-                r.environment
-                    .parse::<Environment>()
-                    .map_err(|e| status::invalid("environment", &e))?,
-            )
-        };
-        if !r.account_id.is_empty() && !trailhound_core::is_account_id(&r.account_id) {
-            return Err(status::invalid("account_id", "must be 12 digits"));
-        }
+        let environment = check::environment(&r.environment)?;
+        check::account_filter(&r.account_id)?;
         if !(0.0..=1.0).contains(&r.min_grade) {
             return Err(status::invalid("min_grade", "must be within 0..1"));
         }
-        if r.page_size > MAX_PAGE {
-            return Err(status::invalid(
-                "page_size",
-                &format!("must be at most {MAX_PAGE}"),
-            ));
-        }
+        check::at_most("page_size", r.page_size, MAX_PAGE)?;
         let filter = AnomalyFilter {
             account_id: r.account_id,
             environment,
@@ -207,11 +181,7 @@ impl DetectService for DetectGrpc {
             min_grade: r.min_grade,
             scope,
         };
-        let page_size = if r.page_size == 0 {
-            100
-        } else {
-            r.page_size as usize
-        };
+        let page_size = check::page_size(r.page_size);
         let token = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
         if let Some(t) = token
             && !t.contains('|')
@@ -238,9 +208,7 @@ impl DetectService for DetectGrpc {
     ) -> Result<Response<common::Anomaly>, Status> {
         let scope = trailhound_runtime::security::scope_of(&req);
         let id = req.into_inner().id;
-        if id.is_empty() {
-            return Err(status::invalid("id", "must not be empty"));
-        }
+        check::not_empty("id", &id)?;
         // Out of scope reads exactly like absent.
         match self.detect.get(&id).map_err(to_status)? {
             Some(a) if scope.allows(&a.account_id, &a.ou_path, a.environment) => {
@@ -314,12 +282,8 @@ impl DetectService for DetectGrpc {
     ) -> Result<Response<pb::GetUsageSeriesResponse>, Status> {
         let scope = trailhound_runtime::security::scope_of(&req);
         let r = req.into_inner();
-        if r.detector.is_empty() {
-            return Err(status::invalid("detector", "must not be empty"));
-        }
-        if !trailhound_core::is_account_id(&r.account_id) {
-            return Err(status::invalid("account_id", "must be 12 digits"));
-        }
+        check::not_empty("detector", &r.detector)?;
+        check::account_id(&r.account_id)?;
         let spec = self
             .detect
             .detector(&r.detector)

@@ -4,9 +4,8 @@
 //! not re-learn from zero, and (with the log) loses no acknowledged batch.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use trailhound_core::{Anomaly, DetectorSpec};
 
@@ -96,37 +95,32 @@ impl AnomalyFilter {
     }
 }
 
-#[derive(Clone)]
-pub struct DetectStore {
-    db: Arc<Database>,
-    path: String,
-}
-
-impl std::fmt::Debug for DetectStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DetectStore")
-            .field("path", &self.path)
-            .finish()
+impl From<trailhound_runtime::store::Failure> for StoreError {
+    fn from(f: trailhound_runtime::store::Failure) -> Self {
+        StoreError {
+            path: f.path,
+            message: f.message,
+        }
     }
 }
 
-use trailhound_runtime::store::time_key;
+#[derive(Clone, Debug)]
+pub struct DetectStore {
+    db: Db,
+}
+
+use trailhound_runtime::store::{Db, time_key};
 
 fn series_key(detector: &str, entity: &str, ms: i64) -> String {
     format!(
-        "{detector}\u{1f}{entity}\u{1f}{:020}",
-        (ms as i128 + (1i128 << 62)) as u128
+        "{detector}\u{1f}{entity}\u{1f}{}",
+        trailhound_runtime::store::sortable_ms(ms)
     )
 }
 
 impl DetectStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let p = path.display().to_string();
-        let err = |e: &dyn std::fmt::Display| StoreError {
-            path: p.clone(),
-            message: e.to_string(),
-        };
-        let db = trailhound_runtime::store::open(path, |w| {
+        let db = Db::open(path, |w| {
             for t in [ANOMALIES, SERIES, DETECTORS, STATE] {
                 w.open_table(t)?;
             }
@@ -137,19 +131,12 @@ impl DetectStore {
             w.open_table(WAL)?;
             w.open_table(BATCHES)?;
             Ok(())
-        })
-        .map_err(|e| err(&e))?;
-        Ok(Self {
-            db: Arc::new(db),
-            path: p,
-        })
+        })?;
+        Ok(Self { db })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
+        self.db.fail(e).into()
     }
 
     /// Persists closed windows: their series points and any anomalies, in

@@ -2,12 +2,12 @@
 //! implementation (redb). The DynamoDB one is in [`crate::dynamo`].
 
 use std::path::Path;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, TableDefinition};
+use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 use trailhound_core::AccountMetadata;
+use trailhound_runtime::store::{Db, Failure};
 
 /// A cached lookup and when it was made.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,40 +41,25 @@ pub trait MetadataStore: Send + Sync {
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 
 /// The embedded store: one redb file, values as JSON.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RedbStore {
-    db: Arc<Database>,
-    path: String,
+    db: Db,
 }
 
-impl std::fmt::Debug for RedbStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore")
-            .field("path", &self.path)
-            .finish()
+impl From<Failure> for StoreError {
+    fn from(Failure { path, message }: Failure) -> Self {
+        StoreError::Backend { path, message }
     }
 }
 
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let p = path.display().to_string();
-        let err = |message: String| StoreError::Backend {
-            path: p.clone(),
-            message,
-        };
-        let db = trailhound_runtime::store::open(path, |w| w.open_table(ACCOUNTS).map(|_| ()))
-            .map_err(err)?;
-        Ok(Self {
-            db: Arc::new(db),
-            path: p,
-        })
+        let db = Db::open(path, |w| w.open_table(ACCOUNTS).map(|_| ()))?;
+        Ok(Self { db })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Backend {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
+        self.db.fail(e).into()
     }
 }
 

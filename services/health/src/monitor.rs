@@ -94,13 +94,10 @@ pub struct Monitor {
     common: trailhound_runtime::stats::Common,
 }
 
-impl std::fmt::Debug for Monitor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Monitor")
-            .field("targets", &self.config.targets)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Monitor {
+    targets: config.targets,
+    ..
+});
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

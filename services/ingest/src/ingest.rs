@@ -131,13 +131,7 @@ struct Figures {
     pending: trailhound_runtime::stats::Pending,
 }
 
-impl std::fmt::Debug for Ingest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ingest")
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Ingest { options, .. });
 
 fn rand_suffix() -> u32 {
     use std::hash::{BuildHasher, Hasher};

@@ -199,14 +199,10 @@ pub struct Connector {
     limiter: Arc<tokio::sync::Semaphore>,
 }
 
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
-            .field("application_id", &self.config.application_id)
-            .field("index_id", &self.config.index_id)
-            .finish()
-    }
-}
+trailhound_core::debug_fields!(Connector {
+    application_id: config.application_id,
+    index_id: config.index_id
+});
 
 impl Connector {
     pub fn new(aws: &trailhound_aws::Aws, config: QBusinessConfig) -> Self {
@@ -404,13 +400,9 @@ pub struct QBusinessAsk {
     store: InsightStore,
 }
 
-impl std::fmt::Debug for QBusinessAsk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QBusinessAsk")
-            .field("application_id", &self.config.application_id)
-            .finish()
-    }
-}
+trailhound_core::debug_fields!(QBusinessAsk {
+    application_id: config.application_id
+});
 
 impl QBusinessAsk {
     pub fn new(aws: &trailhound_aws::Aws, config: QBusinessConfig, store: InsightStore) -> Self {

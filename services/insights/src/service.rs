@@ -135,13 +135,7 @@ struct Figures {
     freshness_ms: std::sync::atomic::AtomicI64,
 }
 
-impl std::fmt::Debug for Insights {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Insights")
-            .field("store", &self.store)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Insights { store, .. });
 
 fn entity_key(a: &Anomaly) -> String {
     let mut k = a.detector.clone();

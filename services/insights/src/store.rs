@@ -3,9 +3,8 @@
 //! restart keeps grouping windows into the same incidents.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use trailhound_core::Insight;
 
@@ -32,48 +31,36 @@ pub struct OpenIncident {
     pub last_end_ms: i64,
 }
 
-#[derive(Clone)]
-pub struct InsightStore {
-    db: Arc<Database>,
-    path: String,
-}
-
-impl std::fmt::Debug for InsightStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InsightStore")
-            .field("path", &self.path)
-            .finish()
+impl From<trailhound_runtime::store::Failure> for StoreError {
+    fn from(f: trailhound_runtime::store::Failure) -> Self {
+        StoreError {
+            path: f.path,
+            message: f.message,
+        }
     }
 }
 
-use trailhound_runtime::store::time_key;
+#[derive(Clone, Debug)]
+pub struct InsightStore {
+    db: Db,
+}
+
+use trailhound_runtime::store::{Db, time_key};
 
 impl InsightStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let p = path.display().to_string();
-        let err = |e: &dyn std::fmt::Display| StoreError {
-            path: p.clone(),
-            message: e.to_string(),
-        };
-        let db = trailhound_runtime::store::open(path, |w| {
+        let db = Db::open(path, |w| {
             w.open_table(INSIGHTS)?;
             w.open_table(BY_TIME)?;
             w.open_table(BY_ANALYSIS)?;
             w.open_table(INCIDENTS)?;
             Ok(())
-        })
-        .map_err(|e| err(&e))?;
-        Ok(Self {
-            db: Arc::new(db),
-            path: p,
-        })
+        })?;
+        Ok(Self { db })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
+        self.db.fail(e).into()
     }
 
     /// Saves insights and the entities' open incidents in one transaction.
