@@ -19,7 +19,7 @@ use trailhound_enrich::{
     AwsConfig, CachedEntry, DynamoOptions, DynamoStore, Enricher, MetadataStore,
     OrganizationsSource,
 };
-use trailhound_testkit::{Emulator, FaultProxy};
+use trailhound_testkit::Emulator;
 
 const TABLE: &str = "trailhound-test-accounts";
 
@@ -220,13 +220,7 @@ async fn entries_are_top_level_attributes_that_fill_the_indexes() -> anyhow::Res
 
 #[tokio::test]
 async fn a_restarted_enricher_asks_organizations_nothing_it_knows() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let org = build_org(&emu.aws_config()).await?;
-    let proxy = FaultProxy::start(emu.endpoint(), vec![]).await;
-    let config = AwsConfig {
-        endpoint_url: Some(proxy.endpoint().into()),
-        ..emu.aws_config()
-    };
+    let (_emu, org, proxy, config) = common::org_behind_proxy(vec![]).await?;
     let start = || async {
         let a = aws(&config).await?;
         let store: Arc<dyn MetadataStore> = Arc::new(DynamoStore::open(&a, &options(true)).await?);

@@ -8,20 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{aws, build_org};
+use common::{aws, build_org, via};
 use trailhound_core::{EnvironmentRules, Event, UserIdentity};
 use trailhound_enrich::{
     AccountSource, AwsConfig, DynamoOptions, DynamoStore, Enricher, MetadataStore,
     OrganizationsSource,
 };
 use trailhound_testkit::{Emulator, FaultProxy, FaultRule};
-
-fn via(proxy: &FaultProxy, emu: &Emulator) -> AwsConfig {
-    AwsConfig {
-        endpoint_url: Some(proxy.endpoint().into()),
-        ..emu.aws_config()
-    }
-}
 
 fn event(account: &str, n: usize) -> Event {
     Event {
@@ -49,18 +42,13 @@ fn event(account: &str, n: usize) -> Event {
 
 #[tokio::test]
 async fn throttled_calls_are_retried_and_succeed() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let org = build_org(&emu.aws_config()).await?;
-    let proxy = FaultProxy::start(
-        emu.endpoint(),
-        vec![
-            FaultRule::throttle("DescribeAccount").times(2),
-            FaultRule::throttle("ListAccounts").times(2),
-            FaultRule::internal_error("ListTagsForResource").times(1),
-        ],
-    )
-    .await;
-    let config = via(&proxy, &emu); // max_attempts = 3
+    // max_attempts = 3
+    let (_emu, org, proxy, config) = common::org_behind_proxy(vec![
+        FaultRule::throttle("DescribeAccount").times(2),
+        FaultRule::throttle("ListAccounts").times(2),
+        FaultRule::internal_error("ListTagsForResource").times(1),
+    ])
+    .await?;
     let source = OrganizationsSource::connect(&aws(&config).await?).await?;
     let a = source.account(&org.payments_prod).await?;
     assert_eq!(a.map(|a| a.name).as_deref(), Some("payments-prod"));
@@ -84,10 +72,7 @@ async fn throttled_calls_are_retried_and_succeed() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn persistent_5xx_is_explained_and_enrich_goes_on() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let org = build_org(&emu.aws_config()).await?;
-    let proxy = FaultProxy::start(emu.endpoint(), vec![]).await;
-    let config = via(&proxy, &emu);
+    let (_emu, org, proxy, config) = common::org_behind_proxy(vec![]).await?;
     let source = Arc::new(OrganizationsSource::connect(&aws(&config).await?).await?);
     let e = Enricher::new(
         source.clone(),
@@ -161,14 +146,10 @@ async fn persistent_5xx_is_explained_and_enrich_goes_on() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn access_denied_names_the_action_and_the_fix_without_retrying() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let org = build_org(&emu.aws_config()).await?;
-    let proxy = FaultProxy::start(
-        emu.endpoint(),
-        vec![FaultRule::access_denied("DescribeOrganization").times(1)],
-    )
-    .await;
-    let config = via(&proxy, &emu);
+    let (_emu, org, proxy, config) = common::org_behind_proxy(vec![
+        FaultRule::access_denied("DescribeOrganization").times(1),
+    ])
+    .await?;
     let err = OrganizationsSource::connect(&aws(&config).await?)
         .await
         .err()
@@ -225,14 +206,11 @@ async fn access_denied_names_the_action_and_the_fix_without_retrying() -> anyhow
 
 #[tokio::test]
 async fn a_transient_failure_at_start_up_does_not_stop_enrich() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let org = build_org(&emu.aws_config()).await?;
-    let proxy = FaultProxy::start(
-        emu.endpoint(),
-        vec![FaultRule::internal_error("DescribeOrganization").times(3)],
-    )
-    .await;
-    let source = OrganizationsSource::connect(&aws(&via(&proxy, &emu)).await?).await?;
+    let (_emu, org, _proxy, config) = common::org_behind_proxy(vec![
+        FaultRule::internal_error("DescribeOrganization").times(3),
+    ])
+    .await?;
+    let source = OrganizationsSource::connect(&aws(&config).await?).await?;
     assert_eq!(source.organization_id(), "", "not known yet");
     let a = source.account(&org.payments_prod).await?;
     assert!(a.is_some());

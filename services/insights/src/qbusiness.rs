@@ -213,6 +213,19 @@ impl Connector {
         }
     }
 
+    /// A failed call to `action` on this index, explained.
+    fn call_failed<E, R>(
+        &self,
+        e: &aws_sdk_qbusiness::error::SdkError<E, R>,
+        action: &str,
+    ) -> QBusinessError
+    where
+        E: aws_sdk_qbusiness::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        QBusinessError::Call(trailhound_aws::explain(e, action, &self.resource()))
+    }
+
     fn resource(&self) -> String {
         format!(
             "application {} index {}",
@@ -239,13 +252,7 @@ impl Connector {
             .set_document_attribute_configurations(Some(configs))
             .send()
             .await
-            .map_err(|e| {
-                QBusinessError::Call(trailhound_aws::explain(
-                    &e,
-                    "qbusiness:UpdateIndex",
-                    &self.resource(),
-                ))
-            })?;
+            .map_err(|e| self.call_failed(&e, "qbusiness:UpdateIndex"))?;
         Ok(())
     }
 
@@ -265,13 +272,7 @@ impl Connector {
                 .set_documents(Some(docs))
                 .send()
                 .await
-                .map_err(|e| {
-                    QBusinessError::Call(trailhound_aws::explain(
-                        &e,
-                        "qbusiness:BatchPutDocument",
-                        &self.resource(),
-                    ))
-                })?;
+                .map_err(|e| self.call_failed(&e, "qbusiness:BatchPutDocument"))?;
             for f in out.failed_documents() {
                 refused.push(format!(
                     "{}: {}",
@@ -310,13 +311,7 @@ impl Connector {
                 .set_documents(Some(docs))
                 .send()
                 .await
-                .map_err(|e| {
-                    QBusinessError::Call(trailhound_aws::explain(
-                        &e,
-                        "qbusiness:BatchDeleteDocument",
-                        &self.resource(),
-                    ))
-                })?;
+                .map_err(|e| self.call_failed(&e, "qbusiness:BatchDeleteDocument"))?;
             if !out.failed_documents().is_empty() {
                 return Err(QBusinessError::Failed {
                     failed: out.failed_documents().len(),

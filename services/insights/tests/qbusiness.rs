@@ -68,6 +68,19 @@ fn signed(h: &HeaderMap) -> Result<(), Box<Response>> {
     Ok(())
 }
 
+/// [`signed`], and addressed to the one application and index there is.
+fn signed_to_the_index(h: &HeaderMap, app: &str, index: &str) -> Result<(), Box<Response>> {
+    signed(h)?;
+    if app != APP || index != INDEX {
+        return Err(Box::new(err(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            "no such application or index",
+        )));
+    }
+    Ok(())
+}
+
 fn only_keys(v: &Value, allowed: &[&str], what: &str) -> Result<(), String> {
     let obj = v.as_object().ok_or(format!("{what} must be an object"))?;
     for k in obj.keys() {
@@ -224,15 +237,8 @@ async fn update_index(
     h: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(r) = signed(&h) {
+    if let Err(r) = signed_to_the_index(&h, &app, &index) {
         return *r;
-    }
-    if app != APP || index != INDEX {
-        return err(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            "no such application or index",
-        );
     }
     if let Err(e) = only_keys(
         &body,
@@ -277,15 +283,8 @@ async fn put_documents(
     h: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(r) = signed(&h) {
+    if let Err(r) = signed_to_the_index(&h, &app, &index) {
         return *r;
-    }
-    if app != APP || index != INDEX {
-        return err(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            "no such application or index",
-        );
     }
     if let Err(e) = only_keys(
         &body,
@@ -324,15 +323,8 @@ async fn delete_documents(
     h: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    if let Err(r) = signed(&h) {
+    if let Err(r) = signed_to_the_index(&h, &app, &index) {
         return *r;
-    }
-    if app != APP || index != INDEX {
-        return err(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            "no such application or index",
-        );
     }
     let Some(docs) = body["documents"].as_array() else {
         return invalid("documents is required");
