@@ -62,6 +62,14 @@ impl Service {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Kills the process hard (SIGKILL), as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        self.child
+            .kill()
+            .unwrap_or_else(|e| panic!("kill {}: {e}", self.name));
+        let _ = self.child.wait();
+    }
+
     /// Stops the process with SIGTERM (graceful) and waits for it.
     pub fn stop(&mut self) {
         let _ = Command::new("kill")
@@ -188,6 +196,21 @@ impl Pipeline {
             enrich_args,
             detect_args,
         }
+    }
+
+    /// Starts `service` (enrich or detect) again as `name`, with its data
+    /// in `data_dir/<service>` and its command line and port as before, and
+    /// waits until it is ready.
+    pub async fn start_again(&self, service: &str, data_dir: &Path, name: &str) -> Service {
+        let (args, port) = match service {
+            "enrich" => (&self.enrich_args, self.enrich_port),
+            "detect" => (&self.detect_args, self.detect_port),
+            other => panic!("{other} is not restartable"),
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut s = Service::start(name, &data_dir.join(service), &args);
+        wait_ready(&mut s, port).await;
+        s
     }
 
     pub fn logs(&self) -> String {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod drain;
 pub mod jsonl;
+pub mod layer;
 pub mod metrics;
 pub mod private;
 pub mod retry;

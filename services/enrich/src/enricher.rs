@@ -207,11 +207,11 @@ impl Enricher {
         let f = &self.inner.figures;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = f.common.stats(load(&s.events), load(&f.forwarded));
-        out.queues = vec![trailhound_proto::common::v1::QueueDepth {
-            name: "batches_pending".into(),
-            depth: f.pending.depth(),
-            capacity: 0,
-        }];
+        out.queues = vec![trailhound_runtime::stats::queue(
+            "batches_pending",
+            f.pending.depth(),
+            0,
+        )];
         out.batch_latency = Some(f.batch.summary());
         out.backend_latency = Some(f.backend.summary());
         out.backend_calls = load(&s.backend_calls);

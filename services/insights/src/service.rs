@@ -235,16 +235,8 @@ impl Insights {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = f.common.stats(load(&f.received), load(&s.analyzed));
         out.queues = vec![
-            trailhound_proto::common::v1::QueueDepth {
-                name: "batches_pending".into(),
-                depth: f.pending.depth(),
-                capacity: 0,
-            },
-            trailhound_proto::common::v1::QueueDepth {
-                name: "watchers".into(),
-                depth: self.watchers() as u64,
-                capacity: 0,
-            },
+            trailhound_runtime::stats::queue("batches_pending", f.pending.depth(), 0),
+            trailhound_runtime::stats::queue("watchers", self.watchers() as u64, 0),
         ];
         out.batch_latency = Some(f.batch.summary());
         out.errors.insert("analyze".into(), load(&f.errors));
