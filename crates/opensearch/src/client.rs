@@ -135,6 +135,16 @@ pub struct Reply {
     pub body: Value,
 }
 
+impl Reply {
+    /// The hits of a search reply (none when it has none).
+    pub fn hits(&self) -> Vec<Value> {
+        self.body["hits"]["hits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 impl Client {
     /// Builds the client. `aws` is needed for SigV4 only: its credential
     /// chain signs every request.
@@ -246,6 +256,12 @@ impl Client {
     }
 
     /// A JSON request; see [`Client::send`].
+    /// POSTs the query `body` to `path` (an index or pattern and
+    /// `_search`, or a plugin's search endpoint).
+    pub async fn search(&self, path: &str, body: &Value, what: &str) -> Result<Reply, OsError> {
+        self.json(Method::Post, path, Some(body), what).await
+    }
+
     pub async fn json(
         &self,
         method: Method,

@@ -191,17 +191,13 @@ impl Poller {
             });
             let r = self
                 .client
-                .json(
-                    Method::Post,
+                .search(
                     &self.results_path(),
-                    Some(&q),
+                    &q,
                     &format!("anomaly results of detector {name}"),
                 )
                 .await?;
-            let hits = r.body["hits"]["hits"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let hits = r.hits();
             let mut batch = Vec::new();
             let mut new_wm = wm;
             let mut accounts: HashMap<String, AccountMetadata> = HashMap::new();
@@ -427,10 +423,9 @@ impl Poller {
         let pattern = self.config.index_pattern();
         let r = self
             .client
-            .json(
-                Method::Post,
+            .search(
                 &format!("{pattern}/_search"),
-                Some(&q),
+                &q,
                 &format!("account {account_id} in {pattern}"),
             )
             .await?;

@@ -4,7 +4,6 @@
 //! numbers the plugin's detector aggregates.
 
 use chrono::{DateTime, Utc};
-use opensearch::http::Method;
 use serde_json::{Value, json};
 use trailhound_core::{Anomaly, DetectorSpec, Environment};
 
@@ -104,17 +103,13 @@ impl Search {
         let index = &self.config.anomaly_index;
         let r = self
             .client
-            .json(
-                Method::Post,
+            .search(
                 &format!("{index}/_search"),
-                Some(&body),
+                &body,
                 &format!("anomalies in {index}"),
             )
             .await?;
-        let hits = r.body["hits"]["hits"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let hits = r.hits();
         let mut out = Vec::new();
         for h in &hits {
             match serde_json::from_value::<Anomaly>(h["_source"].clone()) {
@@ -156,10 +151,9 @@ impl Search {
         let pattern = self.config.index_pattern();
         let r = self
             .client
-            .json(
-                Method::Post,
+            .search(
                 &format!("{pattern}/_search"),
-                Some(&body),
+                &body,
                 &format!("latest event of detector {} in {pattern}", spec.name),
             )
             .await?;
@@ -197,10 +191,9 @@ impl Search {
         let pattern = self.config.index_pattern();
         let r = self
             .client
-            .json(
-                Method::Post,
+            .search(
                 &format!("{pattern}/_search"),
-                Some(&body),
+                &body,
                 &format!("series of detector {} in {pattern}", spec.name),
             )
             .await?;

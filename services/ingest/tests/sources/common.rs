@@ -70,6 +70,56 @@ impl EventSink for Recorder {
     }
 }
 
+/// Sources started the way `trailhound ingest` and `up` start them, with
+/// their state in `dir`.
+pub struct Running {
+    pub started: trailhound_ingest::StartedSources,
+    stop: tokio_util::sync::CancellationToken,
+    set: tokio::task::JoinSet<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub async fn start(
+        config: &trailhound_ingest::IngestConfig,
+        aws: Option<&trailhound_aws::AwsConfig>,
+        dir: tempfile::TempDir,
+        ingest: Arc<Ingest>,
+    ) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut set = tokio::task::JoinSet::new();
+        let started = trailhound_ingest::start_sources_with(
+            config,
+            aws,
+            dir.path(),
+            ingest,
+            &mut set,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        Self {
+            started,
+            stop,
+            set,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the sources without waiting for them.
+    pub fn cancel(&self) {
+        self.stop.cancel();
+    }
+
+    /// Stops the sources and waits until each has ended well.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while let Some(r) = self.set.join_next().await {
+            r.unwrap().unwrap();
+        }
+    }
+}
+
 pub fn options() -> IngestOptions {
     IngestOptions {
         batch_size: 100,
