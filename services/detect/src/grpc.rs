@@ -161,8 +161,7 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::ListAnomaliesRequest>,
     ) -> Result<Response<pb::ListAnomaliesResponse>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
+        let (scope, r) = trailhound_runtime::security::scoped(req);
         let environment = check::environment(&r.environment)?;
         check::account_filter(&r.account_id)?;
         if !(0.0..=1.0).contains(&r.min_grade) {
@@ -206,8 +205,8 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::GetAnomalyRequest>,
     ) -> Result<Response<common::Anomaly>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let id = req.into_inner().id;
+        let (scope, r) = trailhound_runtime::security::scoped(req);
+        let id = r.id;
         check::not_empty("id", &id)?;
         // Out of scope reads exactly like absent.
         match self.detect.get(&id).map_err(to_status)? {
@@ -224,8 +223,7 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::WatchAnomaliesRequest>,
     ) -> Result<Response<Self::WatchAnomaliesStream>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
+        let (scope, r) = trailhound_runtime::security::scoped(req);
         if !(0.0..=1.0).contains(&r.min_grade) {
             return Err(status::invalid("min_grade", "must be within 0..1"));
         }
@@ -280,8 +278,7 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::GetUsageSeriesRequest>,
     ) -> Result<Response<pb::GetUsageSeriesResponse>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
+        let (scope, r) = trailhound_runtime::security::scoped(req);
         check::not_empty("detector", &r.detector)?;
         check::account_id(&r.account_id)?;
         let spec = self

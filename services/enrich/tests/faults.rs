@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{aws, build_org, via};
-use trailhound_core::{EnvironmentRules, Event, UserIdentity};
+use trailhound_core::{EnvironmentRules, Event};
 use trailhound_enrich::{
     AccountSource, AwsConfig, DynamoOptions, DynamoStore, Enricher, MetadataStore,
     OrganizationsSource,
@@ -20,23 +20,11 @@ fn event(account: &str, n: usize) -> Event {
     Event {
         event_id: format!("e-{account}-{n}"),
         event_time_ms: 1_767_225_600_000,
-        event_source: "ec2.amazonaws.com".into(),
-        event_name: "RunInstances".into(),
-        aws_region: "us-east-1".into(),
         recipient_account_id: account.into(),
-        user_identity: UserIdentity::default(),
         source_ip_address: "203.0.113.7".into(),
         user_agent: "test".into(),
-        error_code: String::new(),
-        error_message: String::new(),
-        read_only: Some(false),
-        management_event: Some(true),
-        event_category: "Management".into(),
-        event_type: "AwsApiCall".into(),
         event_version: "1.08".into(),
-        request_parameters: String::new(),
-        response_elements: String::new(),
-        raw: String::new(),
+        ..trailhound_core::event::testing::run_instances()
     }
 }
 

@@ -27,15 +27,15 @@ struct Line<'a> {
 #[derive(Debug)]
 pub struct JsonlDeadLetter {
     file: JsonLines,
+    /// Rejections handed to the file since start, written or not.
     count: AtomicU64,
 }
 
 impl JsonlDeadLetter {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        Ok(Self {
-            file: JsonLines::open(path)?,
-            count: AtomicU64::new(0),
-        })
+        let file = JsonLines::open(path)?;
+        let count = AtomicU64::default();
+        Ok(Self { file, count })
     }
 
     pub fn path(&self) -> &Path {

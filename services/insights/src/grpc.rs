@@ -93,8 +93,8 @@ impl InsightsService for InsightsGrpc {
         &self,
         req: Request<pb::GetInsightRequest>,
     ) -> Result<Response<pb::Insight>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let id = req.into_inner().id;
+        let (scope, r) = trailhound_runtime::security::scoped(req);
+        let id = r.id;
         check::not_empty("id", &id)?;
         // Out of scope reads exactly like absent.
         match self.insights.get(&id).map_err(to_status)? {
@@ -109,8 +109,7 @@ impl InsightsService for InsightsGrpc {
         &self,
         req: Request<pb::ListInsightsRequest>,
     ) -> Result<Response<pb::ListInsightsResponse>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
+        let (scope, r) = trailhound_runtime::security::scoped(req);
         check::account_filter(&r.account_id)?;
         let environment = check::environment(&r.environment)?;
         if !r.page_token.is_empty() && !r.page_token.contains('|') {
@@ -157,8 +156,7 @@ impl InsightsService for InsightsGrpc {
         &self,
         req: Request<pb::WatchInsightsRequest>,
     ) -> Result<Response<Self::WatchInsightsStream>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
+        let (scope, r) = trailhound_runtime::security::scoped(req);
         let since = check::time("since", r.since.as_ref())?;
         let include_suppressed = r.include_suppressed;
         // Subscribe before reading the store, so nothing falls between.
@@ -219,8 +217,7 @@ impl InsightsService for InsightsGrpc {
     }
 
     async fn ask(&self, req: Request<pb::AskRequest>) -> Result<Response<pb::AskResponse>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
+        let (scope, r) = trailhound_runtime::security::scoped(req);
         // Checked here too, before anything is allocated for it.
         if r.question.len() > MAX_QUESTION_CHARS * 4 {
             return Err(status::invalid(

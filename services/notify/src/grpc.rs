@@ -94,8 +94,7 @@ impl NotifyService for NotifyGrpc {
         &self,
         req: Request<pb::ListDeliveriesRequest>,
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
+        let (scope, r) = trailhound_runtime::security::scoped(req);
         check::at_most("limit", r.limit, MAX_LIMIT)?;
         let filter = DeliveryFilter {
             channel: non_empty(r.channel),
