@@ -292,6 +292,18 @@ fn start_exporting(name: &str, data_dir: &Path, endpoint: &str, args: &[&str]) -
     })
 }
 
+/// rotel collecting in `dir`; none, after saying the test is skipped, when
+/// rotel is not installed.
+async fn collector(dir: &Path) -> Option<Rotel> {
+    let Some(bin) = rotel() else {
+        eprintln!(
+            "skipped: rotel is not installed (scripts/test-tools.sh installs it into .cache/venv; or set TRAILHOUND_ROTEL)"
+        );
+        return None;
+    };
+    Some(Rotel::start(&bin, dir).await)
+}
+
 fn record(i: u32) -> String {
     format!(
         r#"{{"eventVersion":"1.09","eventID":"0f0e0d0c-0000-4000-8000-{i:012}","eventTime":"2026-03-01T10:{:02}:00Z","eventSource":"ec2.amazonaws.com","eventName":"RunInstances","awsRegion":"us-east-1","recipientAccountId":"111122223333"}}"#,
@@ -301,14 +313,10 @@ fn record(i: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_export_stats_metrics_and_traces_to_a_real_otlp_collector() {
-    let Some(bin) = rotel() else {
-        eprintln!(
-            "skipped: rotel is not installed (scripts/test-tools.sh installs it into .cache/venv; or set TRAILHOUND_ROTEL)"
-        );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(rotel) = collector(dir.path()).await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rotel = Rotel::start(&bin, dir.path()).await;
     let otlp = rotel.endpoint();
 
     let (ip, ep, dp) = (free_port(), free_port(), free_port());
@@ -693,14 +701,10 @@ async fn settled_work(
 /// the work is, not copies of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_and_the_separate_services_trace_the_same_work() {
-    let Some(bin) = rotel() else {
-        eprintln!(
-            "skipped: rotel is not installed (scripts/test-tools.sh installs it into .cache/venv; or set TRAILHOUND_ROTEL)"
-        );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(rotel) = collector(dir.path()).await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rotel = Rotel::start(&bin, dir.path()).await;
     let otlp = rotel.endpoint();
     let org = dir.path().join("org");
     crate::harness::generated_org(&org, 2, 3, 23, 8);

@@ -83,21 +83,20 @@ async fn a_burst_pushed_to_ingest_is_found_by_detect_across_processes() {
         ws >= start_ms - 600_000 && ws <= start_ms + 1_200_000,
         "found at {ws}, incident at {start_ms}"
     );
-    let principal = found
-        .top_contributors
-        .iter()
-        .find(|c| c.dimension == "principal")
-        .expect("principal contributor");
+    let contributor = |dimension: &str| {
+        found
+            .top_contributors
+            .iter()
+            .find(|c| c.dimension == dimension)
+            .unwrap_or_else(|| panic!("no {dimension} contributor"))
+    };
+    let principal = contributor("principal");
     assert_eq!(Some(&principal.value), burst.principal_arn.as_ref());
     assert!(
         principal.is_new,
         "the attacker's principal is new to the account"
     );
-    let itype = found
-        .top_contributors
-        .iter()
-        .find(|c| c.dimension == "instance_type")
-        .expect("instance type contributor");
+    let itype = contributor("instance_type");
     assert_eq!(Some(&itype.value), burst.instance_type.as_ref());
     let account = found.account.as_ref().expect("account metadata");
     assert!(account.known && !account.name.is_empty());

@@ -78,49 +78,48 @@ impl Checkpoint {
         Ok(Self { db })
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> PollError {
-        self.db.fail(e).into()
-    }
-
     pub fn watermark(&self, detector: &str) -> Result<i64, PollError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(WATERMARKS).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(WATERMARKS).map_err(|e| self.db.fail(e))?;
         Ok(t.get(detector)
-            .map_err(|e| self.err(e))?
+            .map_err(|e| self.db.fail(e))?
             .map(|v| v.value())
             .unwrap_or(0))
     }
 
     pub fn emitted(&self, id: &str) -> Result<bool, PollError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(EMITTED).map_err(|e| self.err(e))?;
-        Ok(t.get(id).map_err(|e| self.err(e))?.is_some())
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(EMITTED).map_err(|e| self.db.fail(e))?;
+        Ok(t.get(id).map_err(|e| self.db.fail(e))?.is_some())
     }
 
     /// Records emitted ids and moves the watermark on, in one transaction;
     /// forgets ids more than a day behind the watermark.
     pub fn record(&self, detector: &str, ids: &[String], watermark: i64) -> Result<(), PollError> {
-        let w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let w = self.db.begin_write().map_err(|e| self.db.fail(e))?;
         {
-            let mut marks = w.open_table(WATERMARKS).map_err(|e| self.err(e))?;
-            marks.insert(detector, watermark).map_err(|e| self.err(e))?;
-            let mut t = w.open_table(EMITTED).map_err(|e| self.err(e))?;
+            let mut marks = w.open_table(WATERMARKS).map_err(|e| self.db.fail(e))?;
+            marks
+                .insert(detector, watermark)
+                .map_err(|e| self.db.fail(e))?;
+            let mut t = w.open_table(EMITTED).map_err(|e| self.db.fail(e))?;
             for id in ids {
-                t.insert(id.as_str(), watermark).map_err(|e| self.err(e))?;
+                t.insert(id.as_str(), watermark)
+                    .map_err(|e| self.db.fail(e))?;
             }
             let horizon = watermark - 86_400_000;
             let old: Vec<String> = t
                 .iter()
-                .map_err(|e| self.err(e))?
+                .map_err(|e| self.db.fail(e))?
                 .filter_map(|r| r.ok())
                 .filter(|(k, v)| v.value() < horizon && k.value().starts_with(detector))
                 .map(|(k, _)| k.value().to_string())
                 .collect();
             for k in old {
-                t.remove(k.as_str()).map_err(|e| self.err(e))?;
+                t.remove(k.as_str()).map_err(|e| self.db.fail(e))?;
             }
         }
-        w.commit().map_err(|e| self.err(e))?;
+        w.commit().map_err(|e| self.db.fail(e))?;
         Ok(())
     }
 }

@@ -57,18 +57,14 @@ impl RedbStore {
         let db = Db::open(path, |w| w.open_table(ACCOUNTS).map(|_| ()))?;
         Ok(Self { db })
     }
-
-    fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        self.db.fail(e).into()
-    }
 }
 
 #[async_trait]
 impl MetadataStore for RedbStore {
     async fn get(&self, account_id: &str) -> Result<Option<CachedEntry>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(ACCOUNTS).map_err(|e| self.err(e))?;
-        match t.get(account_id).map_err(|e| self.err(e))? {
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(ACCOUNTS).map_err(|e| self.db.fail(e))?;
+        match t.get(account_id).map_err(|e| self.db.fail(e))? {
             None => Ok(None),
             // A corrupt or old-format entry is a miss, not a failure.
             Some(v) => Ok(serde_json::from_slice(v.value()).ok()),
@@ -76,14 +72,14 @@ impl MetadataStore for RedbStore {
     }
 
     async fn put(&self, entry: &CachedEntry) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(entry).map_err(|e| self.err(e))?;
-        let mut w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let bytes = serde_json::to_vec(entry).map_err(|e| self.db.fail(e))?;
+        let mut w = self.db.begin_write().map_err(|e| self.db.fail(e))?;
         w.set_durability(redb::Durability::Eventual);
         {
-            let mut t = w.open_table(ACCOUNTS).map_err(|e| self.err(e))?;
+            let mut t = w.open_table(ACCOUNTS).map_err(|e| self.db.fail(e))?;
             t.insert(entry.metadata.account_id.as_str(), bytes.as_slice())
-                .map_err(|e| self.err(e))?;
+                .map_err(|e| self.db.fail(e))?;
         }
-        w.commit().map_err(|e| self.err(e))
+        w.commit().map_err(|e| self.db.fail(e).into())
     }
 }

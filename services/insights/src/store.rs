@@ -59,88 +59,84 @@ impl InsightStore {
         Ok(Self { db })
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        self.db.fail(e).into()
-    }
-
     /// Saves insights and the entities' open incidents in one transaction.
     pub fn put(
         &self,
         insights: &[Insight],
         incidents: &[(String, OpenIncident)],
     ) -> Result<(), StoreError> {
-        let mut w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut w = self.db.begin_write().map_err(|e| self.db.fail(e))?;
         // Not fsynced per batch (analysis sits in detect's forwarding
         // path); `sync` makes it durable, every few seconds and at
         // shutdown. A crash loses at most that much, and detect still has
         // the anomalies.
         w.set_durability(redb::Durability::Eventual);
         {
-            let mut t = w.open_table(INSIGHTS).map_err(|e| self.err(e))?;
-            let mut by_time = w.open_table(BY_TIME).map_err(|e| self.err(e))?;
-            let mut by_analysis = w.open_table(BY_ANALYSIS).map_err(|e| self.err(e))?;
+            let mut t = w.open_table(INSIGHTS).map_err(|e| self.db.fail(e))?;
+            let mut by_time = w.open_table(BY_TIME).map_err(|e| self.db.fail(e))?;
+            let mut by_analysis = w.open_table(BY_ANALYSIS).map_err(|e| self.db.fail(e))?;
             for i in insights {
                 // A re-analysis replaces the old entry and its index keys.
                 let old: Option<Insight> = t
                     .get(i.id.as_str())
-                    .map_err(|e| self.err(e))?
+                    .map_err(|e| self.db.fail(e))?
                     .and_then(|v| serde_json::from_slice(v.value()).ok());
                 if let Some(old) = old {
                     by_analysis
                         .remove(time_key(old.analyzed_at.timestamp_millis(), &old.id).as_str())
-                        .map_err(|e| self.err(e))?;
+                        .map_err(|e| self.db.fail(e))?;
                 }
-                let json = serde_json::to_vec(i).map_err(|e| self.err(e))?;
+                let json = serde_json::to_vec(i).map_err(|e| self.db.fail(e))?;
                 t.insert(i.id.as_str(), json.as_slice())
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
                 by_time
                     .insert(
                         time_key(i.anomaly.window_start.timestamp_millis(), &i.id).as_str(),
                         (),
                     )
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
                 by_analysis
                     .insert(
                         time_key(i.analyzed_at.timestamp_millis(), &i.id).as_str(),
                         (),
                     )
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
             }
-            let mut inc = w.open_table(INCIDENTS).map_err(|e| self.err(e))?;
+            let mut inc = w.open_table(INCIDENTS).map_err(|e| self.db.fail(e))?;
             for (entity, open) in incidents {
-                let bytes = postcard::to_stdvec(open).map_err(|e| self.err(e))?;
+                let bytes = postcard::to_stdvec(open).map_err(|e| self.db.fail(e))?;
                 inc.insert(entity.as_str(), bytes.as_slice())
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
             }
         }
-        w.commit().map_err(|e| self.err(e))
+        w.commit().map_err(|e| self.db.fail(e).into())
     }
 
     /// Makes every earlier commit durable.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.db
             .begin_write()
-            .map_err(|e| self.err(e))?
+            .map_err(|e| self.db.fail(e))?
             .commit()
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.db.fail(e).into())
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Insight>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(INSIGHTS).map_err(|e| self.err(e))?;
-        match t.get(id).map_err(|e| self.err(e))? {
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(INSIGHTS).map_err(|e| self.db.fail(e))?;
+        match t.get(id).map_err(|e| self.db.fail(e))? {
             Some(v) => serde_json::from_slice(v.value())
                 .map(Some)
-                .map_err(|e| self.err(e)),
+                .map_err(|e| self.db.fail(e).into()),
             None => Ok(None),
         }
     }
 
     pub fn incident(&self, entity: &str) -> Result<Option<OpenIncident>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(INCIDENTS).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(INCIDENTS).map_err(|e| self.db.fail(e))?;
         Ok(t.get(entity)
-            .map_err(|e| self.err(e))?
+            .map_err(|e| self.db.fail(e))?
             .and_then(|v| postcard::from_bytes(v.value()).ok()))
     }
 
@@ -153,22 +149,22 @@ impl InsightStore {
         limit: usize,
         mut keep: impl FnMut(&Insight) -> bool,
     ) -> Result<(Vec<Insight>, Option<String>), StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let idx = r.open_table(BY_TIME).map_err(|e| self.err(e))?;
-        let t = r.open_table(INSIGHTS).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let idx = r.open_table(BY_TIME).map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(INSIGHTS).map_err(|e| self.db.fail(e))?;
         let iter = match after {
-            Some(k) => idx.range(..k).map_err(|e| self.err(e))?,
-            None => idx.range::<&str>(..).map_err(|e| self.err(e))?,
+            Some(k) => idx.range(..k).map_err(|e| self.db.fail(e))?,
+            None => idx.range::<&str>(..).map_err(|e| self.db.fail(e))?,
         };
         let mut out = Vec::new();
         let mut last = None;
         for item in iter.rev() {
-            let (k, _) = item.map_err(|e| self.err(e))?;
+            let (k, _) = item.map_err(|e| self.db.fail(e))?;
             let key = k.value().to_string();
             let Some((_, id)) = key.split_once('|') else {
                 continue;
             };
-            let Some(v) = t.get(id).map_err(|e| self.err(e))? else {
+            let Some(v) = t.get(id).map_err(|e| self.db.fail(e))? else {
                 continue;
             };
             let Ok(insight) = serde_json::from_slice::<Insight>(v.value()) else {
@@ -187,18 +183,18 @@ impl InsightStore {
 
     /// Insights analyzed at or after `since_ms`, oldest first.
     pub fn analyzed_since(&self, since_ms: i64, limit: usize) -> Result<Vec<Insight>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let idx = r.open_table(BY_ANALYSIS).map_err(|e| self.err(e))?;
-        let t = r.open_table(INSIGHTS).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let idx = r.open_table(BY_ANALYSIS).map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(INSIGHTS).map_err(|e| self.db.fail(e))?;
         let from = time_key(since_ms, "");
         let mut out = Vec::new();
-        for item in idx.range(from.as_str()..).map_err(|e| self.err(e))? {
-            let (k, _) = item.map_err(|e| self.err(e))?;
+        for item in idx.range(from.as_str()..).map_err(|e| self.db.fail(e))? {
+            let (k, _) = item.map_err(|e| self.db.fail(e))?;
             let key = k.value().to_string();
             let Some((_, id)) = key.split_once('|') else {
                 continue;
             };
-            if let Some(v) = t.get(id).map_err(|e| self.err(e))?
+            if let Some(v) = t.get(id).map_err(|e| self.db.fail(e))?
                 && let Ok(i) = serde_json::from_slice::<Insight>(v.value())
             {
                 out.push(i);

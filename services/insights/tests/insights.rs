@@ -330,10 +330,9 @@ fn anomaly(account: &str, env: Environment, principal: &str, ip: &str, minute: i
     }
 }
 
-#[test]
-fn the_same_actor_in_two_accounts_is_one_correlated_incident() {
-    let dir = tempfile::tempdir().unwrap();
-    let insights = open(dir.path(), InsightsConfig::default());
+/// The same role name (mallory's) rising in a production account, then
+/// 20 minutes later in a staging one, from two addresses.
+fn mallory_in_two_accounts() -> (Anomaly, Anomaly) {
     let a = anomaly(
         "111122223333",
         Environment::Production,
@@ -348,6 +347,14 @@ fn the_same_actor_in_two_accounts_is_one_correlated_incident() {
         "198.51.100.1",
         20,
     );
+    (a, b)
+}
+
+#[test]
+fn the_same_actor_in_two_accounts_is_one_correlated_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let insights = open(dir.path(), InsightsConfig::default());
+    let (a, b) = mallory_in_two_accounts();
     let first = insights.analyze(&[a]).unwrap().pop().unwrap();
     assert!(first.correlation.is_none());
     let second = insights.analyze(&[b]).unwrap().pop().unwrap();
@@ -468,20 +475,7 @@ fn scope_of_accounts(accounts: &[&str]) -> trailhound_core::Scope {
 async fn a_scoped_caller_sees_no_count_of_correlated_accounts_outside_its_scope() {
     let dir = tempfile::tempdir().unwrap();
     let insights = open(dir.path(), InsightsConfig::default());
-    let a = anomaly(
-        "111122223333",
-        Environment::Production,
-        "arn:aws:sts::111122223333:assumed-role/Admin/mallory",
-        "203.0.113.9",
-        0,
-    );
-    let b = anomaly(
-        "444455556666",
-        Environment::Staging,
-        "arn:aws:sts::444455556666:assumed-role/Admin/mallory",
-        "198.51.100.1",
-        20,
-    );
+    let (a, b) = mallory_in_two_accounts();
     insights.analyze(&[a]).unwrap();
     let whole = insights.analyze(&[b]).unwrap().pop().unwrap();
     assert!(whole.correlation.is_some());
