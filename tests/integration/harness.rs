@@ -10,6 +10,20 @@ use tonic_health::pb::health_client::HealthClient;
 
 pub use trailhound_testkit::free_port;
 
+/// Runs `command` to its end; a test failure, with its stderr, unless it
+/// succeeded (`what` names it in either message).
+pub fn run_ok(command: &mut Command, what: &str) -> std::process::Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub fn trailhound_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_trailhound"))
 }

@@ -19,7 +19,7 @@ use trailhound_proto::common::v1::{ServiceStats, StatsRequest};
 use trailhound_proto::ingest::v1::PushEventsRequest;
 use trailhound_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 
-use crate::harness::{Service, free_port, trailhound_bin, wait_ready};
+use crate::harness::{Service, free_port, run_ok, trailhound_bin, wait_ready};
 
 /// rotel's binary: `TRAILHOUND_ROTEL`, else the link scripts/test-tools.sh
 /// makes in .cache/venv/bin, else the binary inside the installed wheel.
@@ -647,17 +647,13 @@ fn pipeline_work(got: &Received, resource: impl Fn(&str) -> bool) -> BTreeMap<St
 
 /// Pushes a trail with `trailhound push` and flushes detect.
 async fn push_and_flush(ingest: u16, detect: u16, trail: &Path) {
-    let out = Command::new(trailhound_bin())
-        .args(["push", "--ingest"])
-        .arg(format!("http://127.0.0.1:{ingest}"))
-        .arg("--input")
-        .arg(trail)
-        .output()
-        .expect("run push");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(trailhound_bin())
+            .args(["push", "--ingest"])
+            .arg(format!("http://127.0.0.1:{ingest}"))
+            .arg("--input")
+            .arg(trail),
+        "push",
     );
     use trailhound_proto::detect::v1::FlushRequest;
     use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;

@@ -13,7 +13,7 @@ use std::process::Command;
 use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;
 use trailhound_proto::detect::v1::{FlushRequest, ListAnomaliesRequest, ListLateEventsRequest};
 
-use crate::harness::{Pipeline, Service, free_port, trailhound_bin, wait_ready};
+use crate::harness::{Pipeline, Service, free_port, run_ok, trailhound_bin, wait_ready};
 
 /// An anomaly as the paths must agree on it.
 type Found = (String, String, String, String);
@@ -31,17 +31,13 @@ fn generate(dir: &Path, file_minutes: u32) {
 }
 
 fn replay(org: &Path) -> BTreeSet<Found> {
-    let out = Command::new(trailhound_bin())
-        .args(["--log", "warn", "detect", "--org"])
-        .arg(org.join("org.json"))
-        .arg("--input")
-        .arg(org.join("trail"))
-        .output()
-        .expect("run the replay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(trailhound_bin())
+            .args(["--log", "warn", "detect", "--org"])
+            .arg(org.join("org.json"))
+            .arg("--input")
+            .arg(org.join("trail")),
+        "the replay",
     );
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains(" 0 late"), "{summary}");

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use trailhound_generate::score::{ReportedAnomaly, score};
 
-use crate::harness::{generated_org, trailhound_bin};
+use crate::harness::{generated_org, run_ok, trailhound_bin};
 
 /// Seeds scored; each is a different organization and incident schedule.
 const SEEDS: [u64; 3] = [1, 2, 3];
@@ -15,19 +15,15 @@ const SEEDS: [u64; 3] = [1, 2, 3];
 /// What `trailhound detect` reports on the organization generated in
 /// `dir` (its org.json and trail), one anomaly per line of its output.
 fn detect_generated(dir: &std::path::Path) -> Vec<ReportedAnomaly> {
-    let out = Command::new(trailhound_bin())
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["detect", "--org"])
-        .arg(dir.join("org.json"))
-        .arg("--input")
-        .arg(dir.join("trail"))
-        .output()
-        .expect("run trailhound detect");
-    assert!(
-        out.status.success(),
-        "trailhound detect failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(trailhound_bin())
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["detect", "--org"])
+            .arg(dir.join("org.json"))
+            .arg("--input")
+            .arg(dir.join("trail")),
+        "trailhound detect",
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
