@@ -207,11 +207,7 @@ impl Backend {
             }
         }
         let mut tick = tokio::time::interval(self.config.poll_every);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        while trailhound_runtime::shutdown::next_tick(&mut tick, &shutdown).await {
             let h = self.health().await;
             let was = self
                 .health

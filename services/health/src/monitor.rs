@@ -145,11 +145,7 @@ impl Monitor {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.config.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        while trailhound_runtime::shutdown::next_tick(&mut tick, &shutdown).await {
             self.check_once().await;
         }
     }
