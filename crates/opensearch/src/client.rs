@@ -262,6 +262,17 @@ impl Client {
         self.json(Method::Post, path, Some(body), what).await
     }
 
+    /// [`Client::search`] of `index` (a name or a pattern); errors say
+    /// "<what> in <index>".
+    pub async fn search_in(&self, index: &str, body: &Value, what: &str) -> Result<Reply, OsError> {
+        self.search(
+            &format!("{index}/_search"),
+            body,
+            &format!("{what} in {index}"),
+        )
+        .await
+    }
+
     pub async fn json(
         &self,
         method: Method,

@@ -422,11 +422,7 @@ impl Poller {
         let pattern = self.config.index_pattern();
         let r = self
             .client
-            .search(
-                &format!("{pattern}/_search"),
-                &q,
-                &format!("account {account_id} in {pattern}"),
-            )
+            .search_in(&pattern, &q, &format!("account {account_id}"))
             .await?;
         let mut a = AccountMetadata::external(account_id);
         if let Some(s) = r.body["hits"]["hits"][0]["_source"].as_object() {

@@ -254,21 +254,43 @@ pub async fn queue_depth(c: &Clients, url: &str) -> (u64, u64) {
 
 /// Creates a bucket that notifies `queue_arn` of every object created.
 pub async fn bucket_notifying_queue(c: &Clients, bucket: &str, queue_arn: &str) {
-    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    use aws_sdk_s3::types::QueueConfiguration;
+    let to_queue = QueueConfiguration::builder()
+        .queue_arn(queue_arn)
+        .events(created())
+        .build()
+        .unwrap();
+    bucket_notifying(c, bucket, |n| n.queue_configurations(to_queue)).await;
+}
+
+/// Creates a bucket that notifies the SNS topic `topic_arn` of every object
+/// created.
+pub async fn bucket_notifying_topic(c: &Clients, bucket: &str, topic_arn: &str) {
+    use aws_sdk_s3::types::TopicConfiguration;
+    let to_topic = TopicConfiguration::builder()
+        .topic_arn(topic_arn)
+        .events(created())
+        .build()
+        .unwrap();
+    bucket_notifying(c, bucket, |n| n.topic_configurations(to_topic)).await;
+}
+
+fn created() -> aws_sdk_s3::types::Event {
+    aws_sdk_s3::types::Event::from("s3:ObjectCreated:*")
+}
+
+async fn bucket_notifying(
+    c: &Clients,
+    bucket: &str,
+    target: impl FnOnce(
+        aws_sdk_s3::types::builders::NotificationConfigurationBuilder,
+    ) -> aws_sdk_s3::types::builders::NotificationConfigurationBuilder,
+) {
+    use aws_sdk_s3::types::NotificationConfiguration;
     c.s3.create_bucket().bucket(bucket).send().await.unwrap();
     c.s3.put_bucket_notification_configuration()
         .bucket(bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .queue_configurations(
-                    QueueConfiguration::builder()
-                        .queue_arn(queue_arn)
-                        .events(Event::from("s3:ObjectCreated:*"))
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
+        .notification_configuration(target(NotificationConfiguration::builder()).build())
         .send()
         .await
         .unwrap();

@@ -122,26 +122,7 @@ async fn notifications_through_sns_are_unwrapped() {
         ],
     )
     .await;
-    {
-        use aws_sdk_s3::types::{Event, NotificationConfiguration, TopicConfiguration};
-        c.s3.create_bucket().bucket("trail").send().await.unwrap();
-        c.s3.put_bucket_notification_configuration()
-            .bucket("trail")
-            .notification_configuration(
-                NotificationConfiguration::builder()
-                    .topic_configurations(
-                        TopicConfiguration::builder()
-                            .topic_arn(&topic)
-                            .events(Event::from("s3:ObjectCreated:*"))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-    }
+    bucket_notifying_topic(&c, "trail", &topic).await;
     put(
         &c,
         "trail",
