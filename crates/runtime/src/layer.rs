@@ -47,3 +47,11 @@ pub(crate) fn is_grpc<B>(req: &http::Request<B>) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
+
+/// The `grpc-status` of a response's headers or trailers, when it has one.
+pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}

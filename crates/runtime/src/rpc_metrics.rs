@@ -26,7 +26,7 @@ use http_body::{Body, Frame, SizeHint};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
 
-use crate::layer::{BoxFuture, With, WithLayer, is_grpc};
+use crate::layer::{BoxFuture, With, WithLayer, grpc_status, is_grpc};
 
 /// Bucket upper bounds in milliseconds: OpenTelemetry's default explicit
 /// boundaries, so the OTLP and Prometheus forms bucket alike.
@@ -187,13 +187,6 @@ impl Pending {
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         self.metrics.record(&self.service, &self.method, code, ms);
     }
-}
-
-fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for RpcMetricsService<S>
