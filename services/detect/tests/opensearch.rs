@@ -134,32 +134,12 @@ fn stored_anomaly(n: i64, account: &str, ou: &str) -> trailhound_core::Anomaly {
     meta.known = true;
     meta.ou_path = vec!["Root".into(), ou.into()];
     trailhound_core::Anomaly {
-        id: format!("lambda-invoke:{account}:us-east-1:{n}"),
-        detector: "lambda-invoke".into(),
-        service: "lambda".into(),
-        kind: trailhound_core::AnomalyKind::Spike,
-        account_id: account.into(),
         account_name: format!("acct-{account}"),
         environment: Environment::Sandbox,
-        ou_path: meta.ou_path.clone(),
-        region: "us-east-1".into(),
-        entity: vec![
-            ("recipientAccountId".into(), account.into()),
-            ("awsRegion".into(), "us-east-1".into()),
-        ],
-        window_start: start,
-        window_end: start + chrono::Duration::minutes(10),
-        observed_until: start + chrono::Duration::minutes(10),
         actual: 50.0,
         expected: 2.0,
-        features: Vec::new(),
-        grade: 0.9,
-        confidence: 0.9,
-        score: 3.0,
         event_count: 50,
-        top_contributors: Vec::new(),
-        detected_at: start,
-        account: meta,
+        ..trailhound_core::anomaly::testing::spike("lambda-invoke", "lambda", meta, n, start)
     }
 }
 

@@ -9,10 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{aws, build_org, via};
-use trailhound_core::{EnvironmentRules, Event};
+use trailhound_core::Event;
 use trailhound_enrich::{
-    AccountSource, AwsConfig, DynamoOptions, DynamoStore, Enricher, MetadataStore,
-    OrganizationsSource,
+    AccountSource, AwsConfig, DynamoOptions, DynamoStore, MetadataStore, OrganizationsSource,
 };
 use trailhound_testkit::{Emulator, FaultProxy, FaultRule};
 
@@ -62,10 +61,9 @@ async fn throttled_calls_are_retried_and_succeed() -> anyhow::Result<()> {
 async fn persistent_5xx_is_explained_and_enrich_goes_on() -> anyhow::Result<()> {
     let (_emu, org, proxy, config) = common::org_behind_proxy(vec![]).await?;
     let source = Arc::new(OrganizationsSource::connect(&aws(&config).await?).await?);
-    let e = Enricher::new(
+    let e = common::enricher(
         source.clone(),
         None,
-        EnvironmentRules::default(),
         Duration::from_secs(60),
         Duration::from_secs(60),
     );
@@ -121,10 +119,9 @@ async fn persistent_5xx_is_explained_and_enrich_goes_on() -> anyhow::Result<()> 
 
     // Once Organizations recovers, the account is looked up again.
     proxy.clear_rules();
-    let fresh = Enricher::new(
+    let fresh = common::enricher(
         source,
         None,
-        EnvironmentRules::default(),
         Duration::from_secs(60),
         Duration::from_secs(60),
     );
@@ -173,10 +170,9 @@ async fn access_denied_names_the_action_and_the_fix_without_retrying() -> anyhow
         &dir.path().join("c.redb"),
     )?);
     proxy.clear_rules();
-    let e = Enricher::new(
+    let e = common::enricher(
         source.clone(),
         Some(store),
-        EnvironmentRules::default(),
         Duration::from_millis(1),
         Duration::from_millis(1),
     );
@@ -246,10 +242,9 @@ async fn dynamodb_throttling_is_retried_and_failures_never_stop_enrich() -> anyh
     proxy.push_rule(FaultRule::internal_error("PutItem").content_type(json10));
     proxy.push_rule(FaultRule::internal_error("GetItem").content_type(json10));
     let source = Arc::new(OrganizationsSource::connect(&a).await?);
-    let e = Enricher::new(
+    let e = common::enricher(
         source,
         Some(store.clone()),
-        EnvironmentRules::default(),
         Duration::from_secs(60),
         Duration::from_secs(60),
     );

@@ -7,16 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestOrg, aws, build_org};
-use trailhound_core::{AccountMetadata, Environment, EnvironmentRules};
+use trailhound_core::{AccountMetadata, Environment};
 use trailhound_enrich::{AccountSource, AwsConfig, Enricher, OrganizationsSource, SnapshotSource};
 use trailhound_testkit::Emulator;
 
 async fn enricher(config: &AwsConfig) -> anyhow::Result<Enricher> {
     let source = OrganizationsSource::connect(&aws(config).await?).await?;
-    Ok(Enricher::new(
+    Ok(common::enricher(
         Arc::new(source),
         None,
-        EnvironmentRules::default(),
         Duration::from_secs(60),
         Duration::from_secs(60),
     ))
@@ -154,10 +153,9 @@ async fn the_snapshot_file_loads_back_with_the_same_metadata() -> anyhow::Result
     assert_eq!(file.accounts().await?, written.accounts);
 
     let live = enricher(&emu.aws_config()).await?;
-    let from_file = Enricher::new(
+    let from_file = common::enricher(
         Arc::new(file),
         None,
-        EnvironmentRules::default(),
         Duration::from_secs(60),
         Duration::from_secs(60),
     );

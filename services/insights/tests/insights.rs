@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
+use trailhound_core::anomaly::testing::spike;
 use trailhound_core::{
     AccountMetadata, Anomaly, AnomalyKind, Contributor, Environment, FeatureValue, Insight,
     Severity,
@@ -286,22 +287,6 @@ fn anomaly(account: &str, env: Environment, principal: &str, ip: &str, minute: i
         is_new: true,
     };
     Anomaly {
-        id: format!("ebs-create-volume:{account}:us-east-1:{minute}"),
-        detector: "ebs-create-volume".into(),
-        service: "ebs".into(),
-        kind: AnomalyKind::Spike,
-        account_id: account.into(),
-        account_name: meta.name.clone(),
-        environment: env,
-        ou_path: meta.ou_path.clone(),
-        region: "us-east-1".into(),
-        entity: vec![
-            ("recipientAccountId".into(), account.into()),
-            ("awsRegion".into(), "us-east-1".into()),
-        ],
-        window_start: start,
-        window_end: start + Duration::minutes(10),
-        observed_until: start + Duration::minutes(10),
         actual: 20.0,
         expected: 1.0,
         features: vec![
@@ -317,16 +302,13 @@ fn anomaly(account: &str, env: Environment, principal: &str, ip: &str, minute: i
             },
         ],
         grade: 0.8,
-        confidence: 0.9,
-        score: 3.0,
         event_count: 20,
         top_contributors: vec![
             contributor("principal", principal),
             contributor("source_ip", ip),
             contributor("volume_type", "gp3"),
         ],
-        detected_at: start,
-        account: meta,
+        ..spike("ebs-create-volume", "ebs", meta, minute, start)
     }
 }
 

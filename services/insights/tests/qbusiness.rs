@@ -20,7 +20,8 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::{Value, json};
-use trailhound_core::{AccountMetadata, Anomaly, AnomalyKind, Environment, FeatureValue};
+use trailhound_core::anomaly::testing::spike;
+use trailhound_core::{AccountMetadata, Anomaly, Environment, FeatureValue};
 use trailhound_insights::ask::AskBackend;
 use trailhound_insights::qbusiness::{Connector, QBusinessAsk, QBusinessConfig};
 use trailhound_insights::store::InsightStore;
@@ -535,22 +536,7 @@ fn anomaly(n: i64, env: Environment, account: &str) -> Anomaly {
     meta.environment = env;
     meta.known = true;
     Anomaly {
-        id: format!("ec2-run-instances:{account}:us-east-1:{n}"),
-        detector: "ec2-run-instances".into(),
-        service: "ec2".into(),
-        kind: AnomalyKind::Spike,
-        account_id: account.into(),
-        account_name: meta.name.clone(),
-        environment: env,
         ou_path: vec!["Root".into(), "Workloads".into()],
-        region: "us-east-1".into(),
-        entity: vec![
-            ("recipientAccountId".into(), account.into()),
-            ("awsRegion".into(), "us-east-1".into()),
-        ],
-        window_start: start,
-        window_end: start + Duration::minutes(10),
-        observed_until: start + Duration::minutes(10),
         actual: 10.0,
         expected: 1.0,
         features: vec![FeatureValue {
@@ -558,13 +544,8 @@ fn anomaly(n: i64, env: Environment, account: &str) -> Anomaly {
             actual: 10.0,
             expected: 1.0,
         }],
-        grade: 0.9,
-        confidence: 0.9,
-        score: 3.0,
         event_count: 10,
-        top_contributors: vec![],
-        detected_at: start,
-        account: meta,
+        ..spike("ec2-run-instances", "ec2", meta, n, start)
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use aws_sdk_organizations::types::{CreateAccountState, OrganizationFeatureSet, Tag};
 use trailhound_core::account::OrgAccount;
-use trailhound_enrich::{AccountSource, Aws, AwsConfig, SourceError};
+use trailhound_enrich::{AccountSource, Aws, AwsConfig, Enricher, MetadataStore, SourceError};
 use trailhound_testkit::{Emulator, FaultProxy, FaultRule};
 
 /// Accounts of the test organization, by role.
@@ -42,6 +42,23 @@ impl TestOrg {
             &self.ledger_dev,
         ]
     }
+}
+
+/// An enricher over `source` and `store` with the default environment
+/// rules and these TTLs, as the tests build them.
+pub fn enricher(
+    source: Arc<dyn AccountSource>,
+    store: Option<Arc<dyn MetadataStore>>,
+    memory_ttl: Duration,
+    store_ttl: Duration,
+) -> Enricher {
+    Enricher::new(
+        source,
+        store,
+        trailhound_core::EnvironmentRules::default(),
+        memory_ttl,
+        store_ttl,
+    )
 }
 
 /// The `[aws]` configuration that reaches `emu` through `proxy`.
