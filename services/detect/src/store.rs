@@ -41,12 +41,7 @@ const LATE: TableDefinition<&str, &[u8]> = TableDefinition::new("late_events");
 /// Late events kept; older ones are dropped (they stay counted).
 pub const LATE_RETAINED: u64 = 100_000;
 
-#[derive(Debug, thiserror::Error)]
-#[error("detect store {path}: {message}")]
-pub struct StoreError {
-    pub path: String,
-    pub message: String,
-}
+trailhound_runtime::store_error!(StoreError, "detect store");
 
 /// One stored point of a usage series (first feature).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,15 +87,6 @@ impl AnomalyFilter {
                 .end_ms
                 .is_none_or(|e| a.window_start.timestamp_millis() < e)
             && a.grade >= self.min_grade
-    }
-}
-
-impl From<trailhound_runtime::store::Failure> for StoreError {
-    fn from(f: trailhound_runtime::store::Failure) -> Self {
-        StoreError {
-            path: f.path,
-            message: f.message,
-        }
     }
 }
 
@@ -357,34 +343,15 @@ impl DetectStore {
             (None, None) => "~".to_string(),
         };
         let lower = filter.start_ms.map(|s| time_key(s, "")).unwrap_or_default();
-        let mut out = Vec::new();
-        let mut last_key = None;
-        for item in by_time
+        let index = by_time
             .range(lower.as_str()..upper.as_str())
-            .map_err(|e| self.db.fail(e))?
-            .rev()
-        {
-            let (k, _) = item.map_err(|e| self.db.fail(e))?;
-            let key = k.value().to_string();
-            let Some((_, id)) = key.split_once('|') else {
-                continue;
-            };
-            let Some(v) = anomalies.get(id).map_err(|e| self.db.fail(e))? else {
-                continue;
-            };
-            let Ok(a) = serde_json::from_slice::<Anomaly>(v.value()) else {
-                continue;
-            };
-            if !filter.matches(&a) {
-                continue;
-            }
-            if out.len() == page_size {
-                return Ok((out, last_key));
-            }
-            last_key = Some(key);
-            out.push(a);
-        }
-        Ok((out, None))
+            .map_err(|e| self.db.fail(e))?;
+        Ok(
+            trailhound_runtime::store::newest_first(index, &anomalies, page_size, |a| {
+                filter.matches(a)
+            })
+            .map_err(|e| self.db.fail(e))?,
+        )
     }
 
     /// Every stored anomaly detected at or after `since_ms`, oldest first.

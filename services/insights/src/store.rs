@@ -16,12 +16,7 @@ const BY_ANALYSIS: TableDefinition<&str, ()> = TableDefinition::new("insights_by
 /// entity key → postcard(OpenIncident).
 const INCIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("incidents");
 
-#[derive(Debug, thiserror::Error)]
-#[error("insight store {path}: {message}")]
-pub struct StoreError {
-    pub path: String,
-    pub message: String,
-}
+trailhound_runtime::store_error!(StoreError, "insight store");
 
 /// The latest incident of one entity: its id and where its last window
 /// ended.
@@ -29,15 +24,6 @@ pub struct StoreError {
 pub struct OpenIncident {
     pub incident_id: String,
     pub last_end_ms: i64,
-}
-
-impl From<trailhound_runtime::store::Failure> for StoreError {
-    fn from(f: trailhound_runtime::store::Failure) -> Self {
-        StoreError {
-            path: f.path,
-            message: f.message,
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -147,38 +133,19 @@ impl InsightStore {
         &self,
         after: Option<&str>,
         limit: usize,
-        mut keep: impl FnMut(&Insight) -> bool,
+        keep: impl FnMut(&Insight) -> bool,
     ) -> Result<(Vec<Insight>, Option<String>), StoreError> {
         let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
         let idx = r.open_table(BY_TIME).map_err(|e| self.db.fail(e))?;
         let t = r.open_table(INSIGHTS).map_err(|e| self.db.fail(e))?;
-        let iter = match after {
+        let index = match after {
             Some(k) => idx.range(..k).map_err(|e| self.db.fail(e))?,
             None => idx.range::<&str>(..).map_err(|e| self.db.fail(e))?,
         };
-        let mut out = Vec::new();
-        let mut last = None;
-        for item in iter.rev() {
-            let (k, _) = item.map_err(|e| self.db.fail(e))?;
-            let key = k.value().to_string();
-            let Some((_, id)) = key.split_once('|') else {
-                continue;
-            };
-            let Some(v) = t.get(id).map_err(|e| self.db.fail(e))? else {
-                continue;
-            };
-            let Ok(insight) = serde_json::from_slice::<Insight>(v.value()) else {
-                continue;
-            };
-            if keep(&insight) {
-                if out.len() == limit {
-                    return Ok((out, last));
-                }
-                out.push(insight);
-                last = Some(key);
-            }
-        }
-        Ok((out, None))
+        Ok(
+            trailhound_runtime::store::newest_first(index, &t, limit, keep)
+                .map_err(|e| self.db.fail(e))?,
+        )
     }
 
     /// Insights analyzed at or after `since_ms`, oldest first.

@@ -20,6 +20,15 @@ use trailhound_insights::config::SuppressionRule;
 use trailhound_insights::store::InsightStore;
 use trailhound_insights::{Insights, InsightsConfig};
 
+/// The first incident of `kind` the generator injected.
+fn incident(labels: &Labels, kind: IncidentKind) -> &trailhound_generate::Incident {
+    labels
+        .incidents
+        .iter()
+        .find(|i| i.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} incident"))
+}
+
 /// Generates an organization and runs detect's engine over it, as the
 /// services do: parse, enrich from the snapshot, detect.
 async fn anomalies_of_generated_org(dir: &std::path::Path) -> (Labels, Vec<Anomaly>) {
@@ -75,11 +84,7 @@ async fn a_generated_org_is_explained_and_questions_are_answered() {
 
     // The cryptomining burst: the attacker, the IP, the region and the GPU
     // type are the first factors, priced, critical, with the playbook.
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == IncidentKind::Cryptomining)
-        .unwrap();
+    let burst = incident(&labels, IncidentKind::Cryptomining);
     let found: Vec<&Insight> = all
         .iter()
         .filter(|i| {
@@ -125,11 +130,7 @@ async fn a_generated_org_is_explained_and_questions_are_answered() {
     assert!(!i.investigate.is_empty());
 
     // Consecutive windows of one entity share an incident.
-    let storm = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == IncidentKind::InvokeStorm)
-        .unwrap();
+    let storm = incident(&labels, IncidentKind::InvokeStorm);
     let storm_windows: Vec<&Insight> = all
         .iter()
         .filter(|i| {

@@ -32,12 +32,7 @@ const DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("deliverie
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 const WATERMARK: &str = "watch_since";
 
-#[derive(Debug, thiserror::Error)]
-#[error("notify store {path}: {message}")]
-pub struct StoreError {
-    pub path: String,
-    pub message: String,
-}
+trailhound_runtime::store_error!(StoreError, "notify store");
 
 /// What the store held at start-up.
 #[derive(Debug, Default)]
