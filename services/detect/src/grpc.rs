@@ -469,3 +469,30 @@ impl DetectService for DetectGrpc {
         trailhound_runtime::stats::reply(self.detect.service_stats())
     }
 }
+
+/// Every anomaly a detect server holds, newest window first, read page by
+/// page through ListAnomalies: what the demo and the end-to-end tests
+/// compare.
+pub async fn all_anomalies(
+    client: &mut trailhound_proto::detect::v1::detect_service_client::DetectServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> Result<Vec<common::Anomaly>, Status> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_anomalies(pb::ListAnomaliesRequest {
+                page_size: MAX_PAGE,
+                page_token: token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        out.extend(page.anomalies);
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        token = page.next_page_token;
+    }
+}
