@@ -626,17 +626,12 @@ fn investigate_commands_carry_the_deployments_tls_flags() {
     };
     let insights = open(dir.path(), config);
     let p = "arn:aws:iam::111122223333:user/x";
-    let i = insights
-        .analyze(&[anomaly(
-            "111122223333",
-            Environment::Production,
-            p,
-            "203.0.113.1",
-            0,
-        )])
-        .unwrap()
-        .pop()
-        .unwrap();
+    // One anomaly by `p`, analyzed.
+    let analyzed = |insights: &Insights| {
+        let a = anomaly("111122223333", Environment::Production, p, "203.0.113.1", 0);
+        insights.analyze(&[a]).unwrap().pop().unwrap()
+    };
+    let i = analyzed(&insights);
     let grpcurl: Vec<&String> = i
         .investigate
         .iter()
@@ -655,17 +650,7 @@ fn investigate_commands_carry_the_deployments_tls_flags() {
     // Without TLS configured the default stays -plaintext.
     let plain = tempfile::tempdir().unwrap();
     let insights = open(plain.path(), InsightsConfig::default());
-    let i = insights
-        .analyze(&[anomaly(
-            "111122223333",
-            Environment::Production,
-            p,
-            "203.0.113.1",
-            0,
-        )])
-        .unwrap()
-        .pop()
-        .unwrap();
+    let i = analyzed(&insights);
     assert!(
         i.investigate[0].starts_with("grpcurl -plaintext -d "),
         "{:?}",

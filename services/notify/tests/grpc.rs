@@ -37,31 +37,26 @@ async fn grpc_validates_notifies_and_lists() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("insight"), "{}", err.message());
 
-    let mut bad = insight_to_pb(&sample_insight("w1", "inc", Severity::High));
-    bad.analyzed_at = None;
-    let err = client
-        .notify(pb::NotifyRequest { insight: Some(bad) })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("insight.analyzed_at"),
-        "{}",
-        err.message()
-    );
-
-    let mut bad = insight_to_pb(&sample_insight("w1", "inc", Severity::High));
-    bad.anomaly.as_mut().unwrap().grade = 2.0;
-    let err = client
-        .notify(pb::NotifyRequest { insight: Some(bad) })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("insight.anomaly.grade"),
-        "{}",
-        err.message()
-    );
+    // An insight broken in one field is refused, naming the field.
+    type Break = fn(&mut ipb::Insight);
+    let breaks: [(&str, Break); 2] = [
+        ("insight.analyzed_at", |i| i.analyzed_at = None),
+        ("insight.anomaly.grade", |i| {
+            if let Some(a) = i.anomaly.as_mut() {
+                a.grade = 2.0;
+            }
+        }),
+    ];
+    for (field, break_it) in breaks {
+        let mut bad = insight_to_pb(&sample_insight("w1", "inc", Severity::High));
+        break_it(&mut bad);
+        let err = client
+            .notify(pb::NotifyRequest { insight: Some(bad) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains(field), "{}", err.message());
+    }
 
     let good = insight_to_pb(&sample_insight("w1", "inc", Severity::High));
     let resp = client
@@ -147,43 +142,9 @@ mod prost_types_ts {
 
 type InsightStream = Pin<Box<dyn futures::Stream<Item = Result<ipb::Insight, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl InsightsService for FakeInsights {
-    async fn stats(
-        &self,
-        _r: Request<trailhound_proto::common::v1::StatsRequest>,
-    ) -> Result<Response<trailhound_proto::common::v1::ServiceStats>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn analyze(
-        &self,
-        _r: Request<ipb::AnalyzeRequest>,
-    ) -> Result<Response<ipb::Insight>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn analyze_batch(
-        &self,
-        _r: Request<ipb::AnalyzeBatchRequest>,
-    ) -> Result<Response<ipb::AnalyzeBatchResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn get_insight(
-        &self,
-        _r: Request<ipb::GetInsightRequest>,
-    ) -> Result<Response<ipb::Insight>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn list_insights(
-        &self,
-        _r: Request<ipb::ListInsightsRequest>,
-    ) -> Result<Response<ipb::ListInsightsResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    type WatchInsightsStream = InsightStream;
-    async fn watch_insights(
-        &self,
-        r: Request<ipb::WatchInsightsRequest>,
-    ) -> Result<Response<InsightStream>, Status> {
+impl FakeInsights {
+    /// WatchInsights: plays the next session.
+    async fn watch(&self, r: Request<ipb::WatchInsightsRequest>) -> Result<InsightStream, Status> {
         self.sinces.lock().unwrap().push(r.into_inner().since);
         let (insights, keep_open) = self
             .sessions
@@ -198,22 +159,40 @@ impl InsightsService for FakeInsights {
         if keep_open {
             self.open.lock().unwrap().push(tx);
         }
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
-    async fn ask(
-        &self,
-        _r: Request<ipb::AskRequest>,
-    ) -> Result<Response<ipb::AskResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn get_stats(
-        &self,
-        _r: Request<ipb::GetStatsRequest>,
-    ) -> Result<Response<ipb::InsightsStats>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
+}
+
+/// The fake's InsightsService: WatchInsights, and UNIMPLEMENTED for each
+/// RPC listed (the rest of the service, which notify never calls).
+macro_rules! insights_service_watching_only {
+    ($($rpc:ident($req:ty) -> $resp:ty;)*) => {
+        #[tonic::async_trait]
+        impl InsightsService for FakeInsights {
+            $(
+                async fn $rpc(&self, _r: Request<$req>) -> Result<Response<$resp>, Status> {
+                    Err(Status::unimplemented("fake"))
+                }
+            )*
+            type WatchInsightsStream = InsightStream;
+            async fn watch_insights(
+                &self,
+                r: Request<ipb::WatchInsightsRequest>,
+            ) -> Result<Response<InsightStream>, Status> {
+                self.watch(r).await.map(Response::new)
+            }
+        }
+    };
+}
+
+insights_service_watching_only! {
+    stats(trailhound_proto::common::v1::StatsRequest) -> trailhound_proto::common::v1::ServiceStats;
+    analyze(ipb::AnalyzeRequest) -> ipb::Insight;
+    analyze_batch(ipb::AnalyzeBatchRequest) -> ipb::AnalyzeBatchResponse;
+    get_insight(ipb::GetInsightRequest) -> ipb::Insight;
+    list_insights(ipb::ListInsightsRequest) -> ipb::ListInsightsResponse;
+    ask(ipb::AskRequest) -> ipb::AskResponse;
+    get_stats(ipb::GetStatsRequest) -> ipb::InsightsStats;
 }
 
 /// `fake` served over gRPC, and a notifier with one webhook channel
