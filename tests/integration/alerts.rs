@@ -30,12 +30,7 @@ async fn a_burst_reaches_slack_once_through_five_processes() {
     let dir = tempfile::tempdir().unwrap();
     let org_dir = dir.path().join("org");
     let labels = generated_org(&org_dir, 5, 4, 11, 10);
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
-        .unwrap()
-        .clone();
+    let burst = crate::harness::cryptomining(&labels);
 
     // Slack's incoming webhook, played by a real HTTP listener.
     let inbox: Inbox = Arc::default();

@@ -127,12 +127,7 @@ async fn up_on_aws_backends_alerts_a_burst_on_sns() {
     let dir = tempfile::tempdir().unwrap();
     let org_dir = dir.path().join("org");
     let labels = generated_org(&org_dir, 3, 1, 5, 10);
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
-        .unwrap()
-        .clone();
+    let burst = crate::harness::cryptomining(&labels);
     let records: Vec<String> = trail_records(&org_dir.join("trail"))
         .into_iter()
         .map(|r| r.replace(&burst.account_id, &account))

@@ -292,12 +292,7 @@ async fn the_compose_stack_catches_a_burst_and_a_killed_detect_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let org_dir = dir.path().join("org");
     let labels = generated_org(&org_dir, 5, 4, 11, 10);
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
-        .expect("the generator injects a cryptomining burst")
-        .clone();
+    let burst = crate::harness::cryptomining(&labels);
     let records = trail_records(&org_dir.join("trail"));
     // Up to a few hours past the burst first, so its window closes; the
     // rest after detect was killed.

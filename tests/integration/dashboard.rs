@@ -32,24 +32,20 @@ fn chromium() -> Option<String> {
 
 /// The DOM after chromium loaded and rendered `url`.
 fn dump_dom(browser: &str, url: &str, profile: &std::path::Path) -> String {
-    let out = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--virtual-time-budget=3000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .expect("run chromium");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::harness::run_ok(
+        Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--virtual-time-budget=3000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("--dump-dom")
+            .arg(url),
+        "chromium",
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -63,12 +59,7 @@ async fn the_dashboard_renders_services_anomalies_and_the_chart_in_a_browser() {
     let dir = tempfile::tempdir().expect("tempdir");
     let org_dir = dir.path().join("org");
     let labels = generated_org(&org_dir, 5, 4, 11, 10);
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
-        .expect("a cryptomining burst")
-        .clone();
+    let burst = crate::harness::cryptomining(&labels);
 
     let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
     let p = |i: usize| ports[i].to_string();

@@ -108,12 +108,7 @@ async fn up_serves_all_six_and_detects_what_it_reads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let org_dir = dir.path().join("org");
     let labels = crate::harness::generated_org(&org_dir, 5, 4, 11, 10);
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
-        .expect("a cryptomining burst")
-        .clone();
+    let burst = crate::harness::cryptomining(&labels);
     let names = ["ingest", "enrich", "detect", "insights", "notify", "health"];
     let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
     let mut args: Vec<String> = vec!["up".into(), "--org".into()];

@@ -1,7 +1,6 @@
 //! Starting services as child processes on free loopback ports, waiting
 //! until they are ready, and stopping them.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,13 +8,20 @@ use std::time::{Duration, Instant};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-/// A free port on 127.0.0.1 (bound and released; the race with another
-/// process taking it is accepted in tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+pub use trailhound_testkit::free_port;
+
+/// Runs `command` to its end; a test failure, with its stderr, unless it
+/// succeeded (`what` names it in either message).
+pub fn run_ok(command: &mut Command, what: &str) -> std::process::Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 pub fn trailhound_bin() -> PathBuf {
@@ -33,16 +39,30 @@ pub struct Service {
 impl Service {
     /// Starts `trailhound <args>` with its data in `data_dir`.
     pub fn start(name: &str, data_dir: &Path, args: &[&str]) -> Service {
+        Self::start_with(name, data_dir, args, |_| {})
+    }
+
+    /// [`Service::start`], with `configure` adding to the command (its
+    /// environment, above all) before it is spawned.
+    pub fn start_with(
+        name: &str,
+        data_dir: &Path,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Service {
         std::fs::create_dir_all(data_dir).expect("create service data dir");
         let log = data_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("create log file");
-        let child = Command::new(trailhound_bin())
+        let mut command = Command::new(trailhound_bin());
+        command
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
             .env("TRAILHOUND_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(file)
+            .stderr(file);
+        configure(&mut command);
+        let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("failed to start trailhound {name}: {e}"));
         Service {
@@ -54,6 +74,14 @@ impl Service {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process hard (SIGKILL), as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        self.child
+            .kill()
+            .unwrap_or_else(|e| panic!("kill {}: {e}", self.name));
+        let _ = self.child.wait();
     }
 
     /// Stops the process with SIGTERM (graceful) and waits for it.
@@ -184,6 +212,21 @@ impl Pipeline {
         }
     }
 
+    /// Starts `service` (enrich or detect) again as `name`, with its data
+    /// in `data_dir/<service>` and its command line and port as before, and
+    /// waits until it is ready.
+    pub async fn start_again(&self, service: &str, data_dir: &Path, name: &str) -> Service {
+        let (args, port) = match service {
+            "enrich" => (&self.enrich_args, self.enrich_port),
+            "detect" => (&self.detect_args, self.detect_port),
+            other => panic!("{other} is not restartable"),
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut s = Service::start(name, &data_dir.join(service), &args);
+        wait_ready(&mut s, port).await;
+        s
+    }
+
     pub fn logs(&self) -> String {
         format!(
             "--- ingest ---\n{}\n--- enrich ---\n{}\n--- detect ---\n{}",
@@ -209,6 +252,17 @@ pub fn trail_records(trail: &Path) -> Vec<String> {
         out.extend(parsed.events.into_iter().map(|e| e.raw));
     }
     out
+}
+
+/// The cryptomining burst the generator injects into every org: the
+/// incident most of these tests push and look for.
+pub fn cryptomining(labels: &trailhound_generate::Labels) -> trailhound_generate::Incident {
+    labels
+        .incidents
+        .iter()
+        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
+        .expect("the generator injects a cryptomining burst")
+        .clone()
 }
 
 /// A generated organization in a temp dir.

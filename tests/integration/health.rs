@@ -191,30 +191,54 @@ async fn wait_serving_with_replay(hp: u16, health: &Service) -> hpb::SystemHealt
     serving
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_enrich_mid_stream_loses_nothing_and_health_sees_it() {
+/// A generated org (seed `seed`) being pushed in chunks to a pipeline
+/// (ingest with `ingest_flags`) that health watches, the start of every
+/// kill test: the temp dir, the pipeline, health and its port, how many
+/// events the trail holds, and the push (it answers how many ingest
+/// accepted).
+async fn pushing(
+    seed: u64,
+    ingest_flags: &[&str],
+) -> (
+    tempfile::TempDir,
+    Pipeline,
+    (Service, u16),
+    u64,
+    tokio::task::JoinHandle<u64>,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let org_dir = dir.path().join("org");
-    generated_org(&org_dir, 2, 3, 5, 5);
+    generated_org(&org_dir, 2, 3, seed, 5);
     let records = trail_records(&org_dir.join("trail"));
     let total = records.len() as u64;
-    let mut p = Pipeline::start(dir.path(), &org_dir.join("org.json")).await;
-    let (health, hp) = start_health(dir.path(), &p).await;
+    let p = Pipeline::start_with(dir.path(), &org_dir.join("org.json"), ingest_flags).await;
+    let health = start_health(dir.path(), &p).await;
     let pusher = push_in_chunks(&records, p.ingest_port);
+    (dir, p, health, total, pusher)
+}
 
-    // Once some events went through, kill enrich hard.
+/// Once ingest has handed some events on, kills enrich hard and waits
+/// until health (on `hp`) sees it.
+async fn kill_enrich_once_events_flow(p: &mut Pipeline, hp: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while ingest_stats(p.ingest_port).await.events_out == 0 {
         assert!(Instant::now() < deadline, "nothing flowed\n{}", p.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    p.enrich.child.kill().expect("kill enrich");
-    let _ = p.enrich.child.wait();
+    p.enrich.kill();
     wait_degraded_by(hp, "enrich").await;
+}
 
-    let args: Vec<&str> = p.enrich_args.iter().map(String::as_str).collect();
-    let mut enrich = Service::start("enrich-restarted", &dir.path().join("enrich"), &args);
-    wait_ready(&mut enrich, p.enrich_port).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_enrich_mid_stream_loses_nothing_and_health_sees_it() {
+    let (dir, mut p, (health, hp), total, pusher) = pushing(5, &[]).await;
+
+    // Once some events went through, kill enrich hard.
+    kill_enrich_once_events_flow(&mut p, hp).await;
+
+    let enrich = p
+        .start_again("enrich", dir.path(), "enrich-restarted")
+        .await;
 
     let accepted = tokio::time::timeout(Duration::from_secs(120), pusher)
         .await
@@ -243,14 +267,7 @@ async fn killing_enrich_mid_stream_loses_nothing_and_health_sees_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_detect_mid_stream_loses_nothing_and_health_sees_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let org_dir = dir.path().join("org");
-    generated_org(&org_dir, 2, 3, 6, 5);
-    let records = trail_records(&org_dir.join("trail"));
-    let total = records.len() as u64;
-    let mut p = Pipeline::start(dir.path(), &org_dir.join("org.json")).await;
-    let (health, hp) = start_health(dir.path(), &p).await;
-    let pusher = push_in_chunks(&records, p.ingest_port);
+    let (dir, mut p, (health, hp), total, pusher) = pushing(6, &[]).await;
 
     // Once detect has counted some events, kill it hard: what it learned
     // since its last checkpoint is only in its write-ahead log.
@@ -264,13 +281,12 @@ async fn killing_detect_mid_stream_loses_nothing_and_health_sees_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(before < total, "the kill must come mid-stream");
-    p.detect.child.kill().expect("kill detect");
-    let _ = p.detect.child.wait();
+    p.detect.kill();
     wait_degraded_by(hp, "detect").await;
 
-    let args: Vec<&str> = p.detect_args.iter().map(String::as_str).collect();
-    let mut detect = Service::start("detect-restarted", &dir.path().join("detect"), &args);
-    wait_ready(&mut detect, p.detect_port).await;
+    let detect = p
+        .start_again("detect", dir.path(), "detect-restarted")
+        .await;
     let restarted = detect_stats(p.detect_port).await;
     assert!(
         gauge(&restarted, "replayed_entries") > 0.0 && restarted.events_in >= before,
@@ -300,29 +316,10 @@ async fn killing_detect_mid_stream_loses_nothing_and_health_sees_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_spooled_while_enrich_is_down_are_replayed_once_it_is_back() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let org_dir = dir.path().join("org");
-    generated_org(&org_dir, 2, 3, 7, 5);
-    let records = trail_records(&org_dir.join("trail"));
-    let total = records.len() as u64;
     // Past one second of refusals, a batch goes to the spool.
-    let mut p = Pipeline::start_with(
-        dir.path(),
-        &org_dir.join("org.json"),
-        &["--retry-patience", "1s"],
-    )
-    .await;
-    let (health, hp) = start_health(dir.path(), &p).await;
-    let pusher = push_in_chunks(&records, p.ingest_port);
+    let (dir, mut p, (health, hp), total, pusher) = pushing(7, &["--retry-patience", "1s"]).await;
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ingest_stats(p.ingest_port).await.events_out == 0 {
-        assert!(Instant::now() < deadline, "nothing flowed\n{}", p.logs());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    p.enrich.child.kill().expect("kill enrich");
-    let _ = p.enrich.child.wait();
-    wait_degraded_by(hp, "enrich").await;
+    kill_enrich_once_events_flow(&mut p, hp).await;
 
     // enrich stays down until ingest has given up retrying and spooled.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -336,9 +333,9 @@ async fn batches_spooled_while_enrich_is_down_are_replayed_once_it_is_back() {
     };
     assert!(gauge(&held, "spooled_pending") > 0.0, "{held:#?}");
 
-    let args: Vec<&str> = p.enrich_args.iter().map(String::as_str).collect();
-    let mut enrich = Service::start("enrich-restarted", &dir.path().join("enrich"), &args);
-    wait_ready(&mut enrich, p.enrich_port).await;
+    let enrich = p
+        .start_again("enrich", dir.path(), "enrich-restarted")
+        .await;
 
     // Spooled batches count as accepted: the push does not wait for them.
     let accepted = tokio::time::timeout(Duration::from_secs(120), pusher)

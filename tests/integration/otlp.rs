@@ -19,7 +19,7 @@ use trailhound_proto::common::v1::{ServiceStats, StatsRequest};
 use trailhound_proto::ingest::v1::PushEventsRequest;
 use trailhound_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 
-use crate::harness::{Service, free_port, trailhound_bin, wait_ready};
+use crate::harness::{Service, free_port, run_ok, trailhound_bin, wait_ready};
 
 /// rotel's binary: `TRAILHOUND_ROTEL`, else the link scripts/test-tools.sh
 /// makes in .cache/venv/bin, else the binary inside the installed wheel.
@@ -283,27 +283,25 @@ impl Received {
 
 /// Starts `trailhound <args>` exporting OTLP to `endpoint`, quickly.
 fn start_exporting(name: &str, data_dir: &Path, endpoint: &str, args: &[&str]) -> Service {
-    std::fs::create_dir_all(data_dir).expect("create service data dir");
-    let log = data_dir.join(format!("{name}.log"));
-    let child = Command::new(trailhound_bin())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--otlp-endpoint", endpoint])
-        .args(args)
-        .env("TRAILHOUND_LOG", "info")
-        .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .env_remove("OTEL_SDK_DISABLED")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("create log file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("failed to start trailhound {name}: {e}"));
-    Service {
-        name: name.to_string(),
-        child,
-        log,
-    }
+    let args = [&["--otlp-endpoint", endpoint], args].concat();
+    Service::start_with(name, data_dir, &args, |c| {
+        c.env("OTEL_METRIC_EXPORT_INTERVAL", "500")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .env_remove("OTEL_SDK_DISABLED")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    })
+}
+
+/// rotel collecting in `dir`; none, after saying the test is skipped, when
+/// rotel is not installed.
+async fn collector(dir: &Path) -> Option<Rotel> {
+    let Some(bin) = rotel() else {
+        eprintln!(
+            "skipped: rotel is not installed (scripts/test-tools.sh installs it into .cache/venv; or set TRAILHOUND_ROTEL)"
+        );
+        return None;
+    };
+    Some(Rotel::start(&bin, dir).await)
 }
 
 fn record(i: u32) -> String {
@@ -315,14 +313,10 @@ fn record(i: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_export_stats_metrics_and_traces_to_a_real_otlp_collector() {
-    let Some(bin) = rotel() else {
-        eprintln!(
-            "skipped: rotel is not installed (scripts/test-tools.sh installs it into .cache/venv; or set TRAILHOUND_ROTEL)"
-        );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(rotel) = collector(dir.path()).await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rotel = Rotel::start(&bin, dir.path()).await;
     let otlp = rotel.endpoint();
 
     let (ip, ep, dp) = (free_port(), free_port(), free_port());
@@ -653,17 +647,13 @@ fn pipeline_work(got: &Received, resource: impl Fn(&str) -> bool) -> BTreeMap<St
 
 /// Pushes a trail with `trailhound push` and flushes detect.
 async fn push_and_flush(ingest: u16, detect: u16, trail: &Path) {
-    let out = Command::new(trailhound_bin())
-        .args(["push", "--ingest"])
-        .arg(format!("http://127.0.0.1:{ingest}"))
-        .arg("--input")
-        .arg(trail)
-        .output()
-        .expect("run push");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(trailhound_bin())
+            .args(["push", "--ingest"])
+            .arg(format!("http://127.0.0.1:{ingest}"))
+            .arg("--input")
+            .arg(trail),
+        "push",
     );
     use trailhound_proto::detect::v1::FlushRequest;
     use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;
@@ -707,14 +697,10 @@ async fn settled_work(
 /// the work is, not copies of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_and_the_separate_services_trace_the_same_work() {
-    let Some(bin) = rotel() else {
-        eprintln!(
-            "skipped: rotel is not installed (scripts/test-tools.sh installs it into .cache/venv; or set TRAILHOUND_ROTEL)"
-        );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(rotel) = collector(dir.path()).await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rotel = Rotel::start(&bin, dir.path()).await;
     let otlp = rotel.endpoint();
     let org = dir.path().join("org");
     crate::harness::generated_org(&org, 2, 3, 23, 8);

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;
-use trailhound_proto::detect::v1::{FlushRequest, ListAnomaliesRequest, ListLateEventsRequest};
+use trailhound_proto::detect::v1::{FlushRequest, ListLateEventsRequest};
 
-use crate::harness::{Pipeline, Service, free_port, trailhound_bin, wait_ready};
+use crate::harness::{Pipeline, Service, free_port, run_ok, trailhound_bin, wait_ready};
 
 /// An anomaly as the paths must agree on it.
 type Found = (String, String, String, String);
@@ -31,17 +31,13 @@ fn generate(dir: &Path, file_minutes: u32) {
 }
 
 fn replay(org: &Path) -> BTreeSet<Found> {
-    let out = Command::new(trailhound_bin())
-        .args(["--log", "warn", "detect", "--org"])
-        .arg(org.join("org.json"))
-        .arg("--input")
-        .arg(org.join("trail"))
-        .output()
-        .expect("run the replay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(trailhound_bin())
+            .args(["--log", "warn", "detect", "--org"])
+            .arg(org.join("org.json"))
+            .arg("--input")
+            .arg(org.join("trail")),
+        "the replay",
     );
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains(" 0 late"), "{summary}");
@@ -98,32 +94,20 @@ async fn found(detect_port: u16) -> BTreeSet<Found> {
         .into_inner()
         .events;
     assert!(late.is_empty(), "late: {late:#?}");
-    let mut out = BTreeSet::new();
-    let mut token = String::new();
-    loop {
-        let page = detect
-            .list_anomalies(ListAnomaliesRequest {
-                page_size: 1000,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        for a in page.anomalies {
+    let all = trailhound_detect::grpc::all_anomalies(&mut detect)
+        .await
+        .expect("list");
+    all.into_iter()
+        .map(|a| {
             let a = trailhound_core::convert::anomaly_from_pb(a).expect("valid anomaly");
-            out.insert((
+            (
                 a.detector,
                 a.account_id,
                 a.region,
                 a.window_start.to_rfc3339(),
-            ));
-        }
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
+            )
+        })
+        .collect()
 }
 
 /// What ingest, enrich and detect report through `Stats`: events in, events

@@ -19,12 +19,7 @@ async fn a_burst_pushed_to_ingest_is_found_by_detect_across_processes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let org_dir = dir.path().join("org");
     let labels = generated_org(&org_dir, 5, 4, 11, 10);
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
-        .expect("the generator injects a cryptomining burst")
-        .clone();
+    let burst = crate::harness::cryptomining(&labels);
 
     let p = Pipeline::start(dir.path(), &org_dir.join("org.json")).await;
     let mut detect = DetectServiceClient::connect(format!("http://127.0.0.1:{}", p.detect_port))
@@ -88,21 +83,20 @@ async fn a_burst_pushed_to_ingest_is_found_by_detect_across_processes() {
         ws >= start_ms - 600_000 && ws <= start_ms + 1_200_000,
         "found at {ws}, incident at {start_ms}"
     );
-    let principal = found
-        .top_contributors
-        .iter()
-        .find(|c| c.dimension == "principal")
-        .expect("principal contributor");
+    let contributor = |dimension: &str| {
+        found
+            .top_contributors
+            .iter()
+            .find(|c| c.dimension == dimension)
+            .unwrap_or_else(|| panic!("no {dimension} contributor"))
+    };
+    let principal = contributor("principal");
     assert_eq!(Some(&principal.value), burst.principal_arn.as_ref());
     assert!(
         principal.is_new,
         "the attacker's principal is new to the account"
     );
-    let itype = found
-        .top_contributors
-        .iter()
-        .find(|c| c.dimension == "instance_type")
-        .expect("instance type contributor");
+    let itype = contributor("instance_type");
     assert_eq!(Some(&itype.value), burst.instance_type.as_ref());
     let account = found.account.as_ref().expect("account metadata");
     assert!(account.known && !account.name.is_empty());

@@ -7,10 +7,29 @@ use std::process::Command;
 
 use trailhound_generate::score::{ReportedAnomaly, score};
 
-use crate::harness::{generated_org, trailhound_bin};
+use crate::harness::{generated_org, run_ok, trailhound_bin};
 
 /// Seeds scored; each is a different organization and incident schedule.
 const SEEDS: [u64; 3] = [1, 2, 3];
+
+/// What `trailhound detect` reports on the organization generated in
+/// `dir` (its org.json and trail), one anomaly per line of its output.
+fn detect_generated(dir: &std::path::Path) -> Vec<ReportedAnomaly> {
+    let out = run_ok(
+        Command::new(trailhound_bin())
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["detect", "--org"])
+            .arg(dir.join("org.json"))
+            .arg("--input")
+            .arg(dir.join("trail")),
+        "trailhound detect",
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an anomaly per line"))
+        .collect()
+}
 
 #[test]
 fn detect_finds_the_injected_incidents_on_generated_organizations() {
@@ -20,24 +39,7 @@ fn detect_finds_the_injected_incidents_on_generated_organizations() {
     for seed in SEEDS {
         let dir = tempfile::tempdir().expect("tempdir");
         let labels = generated_org(dir.path(), 14, 12, seed, 40);
-        let out = Command::new(trailhound_bin())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["detect", "--org"])
-            .arg(dir.path().join("org.json"))
-            .arg("--input")
-            .arg(dir.path().join("trail"))
-            .output()
-            .expect("run trailhound detect");
-        assert!(
-            out.status.success(),
-            "trailhound detect failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let anomalies: Vec<ReportedAnomaly> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("an anomaly per line"))
-            .collect();
+        let anomalies = detect_generated(dir.path());
         let s = score(&labels, &anomalies);
         lines.push(format!(
             "seed {seed}: {}/{} found, precision {:.3}, missed {:?}",
@@ -98,24 +100,7 @@ fn hard_profile_held_out_organizations_meet_the_bar() {
         trailhound_generate::generate(&cfg, dir.path()).expect("generate");
         let labels =
             trailhound_generate::read_labels(&dir.path().join("labels.json")).expect("labels");
-        let out = Command::new(trailhound_bin())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["detect", "--org"])
-            .arg(dir.path().join("org.json"))
-            .arg("--input")
-            .arg(dir.path().join("trail"))
-            .output()
-            .expect("run trailhound detect");
-        assert!(
-            out.status.success(),
-            "trailhound detect failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let anomalies: Vec<ReportedAnomaly> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("an anomaly per line"))
-            .collect();
+        let anomalies = detect_generated(dir.path());
         evals.push(score_with_accounts(&labels, &anomalies, None).eval);
     }
     let all = Evaluation::combine(&evals);

@@ -14,7 +14,7 @@ use trailhound_proto::detect::v1::{FlushRequest, ListAnomaliesRequest, ObserveRe
 use trailhound_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use trailhound_proto::ingest::v1::{PushCloudWatchLogsRequest, PushEventsRequest};
 
-use crate::harness::{Pipeline, Service, free_port, trailhound_bin, wait_ready};
+use crate::harness::{Pipeline, free_port, trailhound_bin, wait_ready};
 
 /// A process's peak resident memory so far, in MiB.
 fn peak_mib(pid: u32) -> u64 {
@@ -95,12 +95,7 @@ async fn event_times_cannot_blind_detection_or_wedge_a_service() {
     };
     trailhound_generate::generate(&cfg, &org).expect("generate");
     let labels = trailhound_generate::read_labels(&org.join("labels.json")).expect("labels");
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
-        .expect("a cryptomining burst")
-        .clone();
+    let burst = crate::harness::cryptomining(&labels);
     let mut p = Pipeline::start(dir.path(), &org.join("org.json")).await;
     let (mut ingest, mut detect) = clients(&p).await;
     let member = &burst.account_id;
@@ -183,14 +178,20 @@ async fn event_times_cannot_blind_detection_or_wedge_a_service() {
     all_answer(&mut p).await;
 
     // And after a restart.
-    p.detect.stop();
-    let args: Vec<&str> = p.detect_args.iter().map(String::as_str).collect();
-    p.detect = Service::start("detect", &dir.path().join("detect"), &args);
-    wait_ready(&mut p.detect, p.detect_port).await;
-    let mut detect = DetectServiceClient::connect(format!("http://127.0.0.1:{}", p.detect_port))
-        .await
-        .expect("reconnect");
+    let mut detect = restart_detect(&mut p, dir.path()).await;
     assert!(!found(&mut detect).await.is_empty());
+}
+
+/// Stops detect gracefully, starts it again as before, and connects.
+async fn restart_detect(
+    p: &mut Pipeline,
+    dir: &Path,
+) -> DetectServiceClient<tonic::transport::Channel> {
+    p.detect.stop();
+    p.detect = p.start_again("detect", dir, "detect").await;
+    DetectServiceClient::connect(format!("http://127.0.0.1:{}", p.detect_port))
+        .await
+        .expect("reconnect")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,13 +250,7 @@ async fn a_flood_of_made_up_accounts_and_regions_stays_bounded() {
         assert!(peak < 1024, "{name} peaked at {peak} MiB");
     }
     // A restart loads the checkpoint and serves.
-    p.detect.stop();
-    let args: Vec<&str> = p.detect_args.iter().map(String::as_str).collect();
-    p.detect = Service::start("detect", &dir.path().join("detect"), &args);
-    wait_ready(&mut p.detect, p.detect_port).await;
-    let mut detect = DetectServiceClient::connect(format!("http://127.0.0.1:{}", p.detect_port))
-        .await
-        .expect("reconnect");
+    let mut detect = restart_detect(&mut p, dir.path()).await;
     let again = detect
         .stats(common::StatsRequest {})
         .await

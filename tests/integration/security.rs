@@ -526,40 +526,27 @@ role = "admin"
     };
     let (pi, pe, pd) = (free_port(), free_port(), free_port());
     let data = dir.path().join("data");
-    let dc = config("detect");
-    let mut detect = Service::start(
-        "detect",
-        &data.join("detect"),
-        &[
-            "--config",
-            &dc,
-            "detect",
-            "--detect-listen",
-            &format!("127.0.0.1:{pd}"),
-        ],
-    );
-    let ec = config("enrich");
-    let mut enrich = Service::start(
+    // `trailhound --config <its config> <service> <flags>`, its data in
+    // data/<service>.
+    let start = |service: &str, flags: &[&str]| {
+        let config = config(service);
+        let mut args = vec!["--config", config.as_str(), service];
+        args.extend_from_slice(flags);
+        Service::start(service, &data.join(service), &args)
+    };
+    let mut detect = start("detect", &["--detect-listen", &format!("127.0.0.1:{pd}")]);
+    let mut enrich = start(
         "enrich",
-        &data.join("enrich"),
         &[
-            "--config",
-            &ec,
-            "enrich",
             "--enrich-listen",
             &format!("127.0.0.1:{pe}"),
             "--detect-endpoint",
             &format!("https://localhost:{pd}"),
         ],
     );
-    let ic = config("ingest");
-    let mut ingest = Service::start(
+    let mut ingest = start(
         "ingest",
-        &data.join("ingest"),
         &[
-            "--config",
-            &ic,
-            "ingest",
             "--ingest-listen",
             &format!("127.0.0.1:{pi}"),
             "--enrich-endpoint",

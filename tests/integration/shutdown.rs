@@ -45,17 +45,19 @@ async fn exit_within(service: &mut Service, limit: Duration) -> (ExitStatus, Dur
     }
 }
 
+/// detect alone on a free port, ready; and the address it listens on.
+async fn ready_detect(dir: &std::path::Path) -> (Service, String) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut detect = Service::start("detect", dir, &["detect", "--detect-listen", &listen]);
+    wait_ready(&mut detect, port).await;
+    (detect, listen)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_watch_streams_cleanly_and_exits_zero_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut detect = Service::start(
-        "detect",
-        dir.path(),
-        &["detect", "--detect-listen", &listen],
-    );
-    wait_ready(&mut detect, port).await;
+    let (mut detect, listen) = ready_detect(dir.path()).await;
     let mut client = DetectServiceClient::connect(format!("http://{listen}"))
         .await
         .unwrap();
@@ -167,14 +169,7 @@ fn probe(args: &[&str]) -> (Option<i32>, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_exits_zero_only_for_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut detect = Service::start(
-        "detect",
-        dir.path(),
-        &["detect", "--detect-listen", &listen],
-    );
-    wait_ready(&mut detect, port).await;
+    let (_detect, listen) = ready_detect(dir.path()).await;
     let url = format!("http://{listen}");
 
     let (code, out) = probe(&[&listen]);

@@ -155,12 +155,7 @@ async fn one_trace_follows_a_burst_from_ingest_to_notify(
         })))
         .await
         .expect("push");
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == trailhound_generate::IncidentKind::Cryptomining)
-        .expect("a burst")
-        .clone();
+    let burst = crate::harness::cryptomining(&labels);
 
     let mut spans = Vec::new();
     let mut delivered = false;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use trailhound_core::convert::{anomaly_from_pb, insight_from_pb};
 use trailhound_core::{Anomaly, Insight};
+use trailhound_proto::detect::v1::FlushRequest;
 use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;
-use trailhound_proto::detect::v1::{FlushRequest, ListAnomaliesRequest};
 use trailhound_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use trailhound_proto::insights::v1::{AskRequest, ListInsightsRequest};
 use trailhound_proto::notify::v1::ListDeliveriesRequest;
@@ -122,28 +122,13 @@ pub async fn run(
         flushed.anomalies.len()
     );
 
-    let mut anomalies: Vec<Anomaly> = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = detect
-            .list_anomalies(ListAnomaliesRequest {
-                page_size: 1000,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        for a in page.anomalies {
-            anomalies.push(
-                anomaly_from_pb(a)
-                    .map_err(|e| anyhow::anyhow!("detect returned a bad anomaly: {e}"))?,
-            );
-        }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+    let anomalies: Vec<Anomaly> = trailhound_detect::grpc::all_anomalies(&mut detect)
+        .await?
+        .into_iter()
+        .map(|a| {
+            anomaly_from_pb(a).map_err(|e| anyhow::anyhow!("detect returned a bad anomaly: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
 
     // Every anomaly was explained by insights as detect found it; notify
     // follows insights' stream and alerts once per incident.

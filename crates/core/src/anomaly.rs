@@ -105,3 +105,55 @@ impl Anomaly {
         id
     }
 }
+
+/// Anomalies for tests (this crate's, and other crates' with the
+/// `testsuite` feature): one spike that every test varies in the fields it
+/// is about.
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testing {
+    use chrono::{DateTime, Duration, Utc};
+
+    use super::{Anomaly, AnomalyKind};
+    use crate::AccountMetadata;
+
+    /// A spike of `detector` (calls to `service`) in `account`, us-east-1,
+    /// in the ten minutes from `start`, numbered `n` in its id; grade and
+    /// confidence 0.9, score 3, and no figures, features or contributors.
+    pub fn spike(
+        detector: &str,
+        service: &str,
+        account: AccountMetadata,
+        n: i64,
+        start: DateTime<Utc>,
+    ) -> Anomaly {
+        let id = account.account_id.clone();
+        Anomaly {
+            id: format!("{detector}:{id}:us-east-1:{n}"),
+            detector: detector.into(),
+            service: service.into(),
+            kind: AnomalyKind::Spike,
+            account_name: account.name.clone(),
+            environment: account.environment,
+            ou_path: account.ou_path.clone(),
+            region: "us-east-1".into(),
+            entity: vec![
+                ("recipientAccountId".into(), id.clone()),
+                ("awsRegion".into(), "us-east-1".into()),
+            ],
+            account_id: id,
+            window_start: start,
+            window_end: start + Duration::minutes(10),
+            observed_until: start + Duration::minutes(10),
+            actual: 0.0,
+            expected: 0.0,
+            features: Vec::new(),
+            grade: 0.9,
+            confidence: 0.9,
+            score: 3.0,
+            event_count: 0,
+            top_contributors: Vec::new(),
+            detected_at: start,
+            account,
+        }
+    }
+}

@@ -88,3 +88,38 @@ pub struct EnrichedEvent {
     pub event: Event,
     pub account: Arc<AccountMetadata>,
 }
+
+/// Events for tests (this crate's, and other crates' with the `testsuite`
+/// feature), so every test starts from the same call and varies only the
+/// fields it is about.
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testing {
+    use super::Event;
+
+    /// An EC2 RunInstances management call in account 111122223333,
+    /// us-east-1, at time 0, by an unnamed principal from 198.51.100.7,
+    /// with no parameters: the call tests vary field by field.
+    pub fn run_instances() -> Event {
+        Event {
+            event_id: "id".into(),
+            event_time_ms: 0,
+            event_source: "ec2.amazonaws.com".into(),
+            event_name: "RunInstances".into(),
+            aws_region: "us-east-1".into(),
+            recipient_account_id: "111122223333".into(),
+            user_identity: Default::default(),
+            source_ip_address: "198.51.100.7".into(),
+            user_agent: "Boto3/1.34".into(),
+            error_code: String::new(),
+            error_message: String::new(),
+            read_only: Some(false),
+            management_event: Some(true),
+            event_category: "Management".into(),
+            event_type: "AwsApiCall".into(),
+            event_version: "1.09".into(),
+            request_parameters: String::new(),
+            response_elements: String::new(),
+            raw: String::new(),
+        }
+    }
+}

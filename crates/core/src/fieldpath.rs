@@ -457,25 +457,9 @@ mod tests {
 
     fn event(req: &str, resp: &str) -> Event {
         Event {
-            event_id: "id".into(),
-            event_time_ms: 0,
-            event_source: "ec2.amazonaws.com".into(),
-            event_name: "RunInstances".into(),
-            aws_region: "us-east-1".into(),
-            recipient_account_id: "111122223333".into(),
-            user_identity: Default::default(),
-            source_ip_address: "198.51.100.7".into(),
-            user_agent: "Boto3/1.34".into(),
-            error_code: String::new(),
-            error_message: String::new(),
-            read_only: Some(false),
-            management_event: Some(true),
-            event_category: "Management".into(),
-            event_type: "AwsApiCall".into(),
-            event_version: "1.09".into(),
             request_parameters: req.into(),
             response_elements: resp.into(),
-            raw: String::new(),
+            ..crate::event::testing::run_instances()
         }
     }
 

@@ -70,13 +70,18 @@ pub fn incidents<T: Member>(list: &[T]) -> Vec<Incident<'_, T>> {
     rows
 }
 
+/// An insight's incident: the one it names, else its own id.
+fn own_or_incident<'a>(id: &'a str, incident_id: &'a str) -> &'a str {
+    if incident_id.is_empty() {
+        id
+    } else {
+        incident_id
+    }
+}
+
 impl Member for Insight {
     fn incident_key(&self) -> &str {
-        if self.incident_id.is_empty() {
-            &self.id
-        } else {
-            &self.incident_id
-        }
+        own_or_incident(&self.id, &self.incident_id)
     }
     fn severity_rank(&self) -> i32 {
         self.severity as i32
@@ -91,11 +96,7 @@ impl Member for Insight {
 
 impl Member for trailhound_proto::insights::v1::Insight {
     fn incident_key(&self) -> &str {
-        if self.incident_id.is_empty() {
-            &self.id
-        } else {
-            &self.incident_id
-        }
+        own_or_incident(&self.id, &self.incident_id)
     }
     fn severity_rank(&self) -> i32 {
         self.severity

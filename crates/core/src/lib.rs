@@ -10,6 +10,7 @@ pub mod account;
 pub mod anomaly;
 pub mod cloudtrail;
 pub mod convert;
+pub mod debug;
 pub mod detector;
 pub mod event;
 pub mod fieldpath;

@@ -126,19 +126,23 @@ pub struct Client {
     pattern: String,
 }
 
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("pattern", &self.pattern)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Client { pattern, .. });
 
 /// A parsed response: the status and the JSON body (Null when empty).
 #[derive(Clone, Debug)]
 pub struct Reply {
     pub status: u16,
     pub body: Value,
+}
+
+impl Reply {
+    /// The hits of a search reply (none when it has none).
+    pub fn hits(&self) -> Vec<Value> {
+        self.body["hits"]["hits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 impl Client {
@@ -252,6 +256,23 @@ impl Client {
     }
 
     /// A JSON request; see [`Client::send`].
+    /// POSTs the query `body` to `path` (an index or pattern and
+    /// `_search`, or a plugin's search endpoint).
+    pub async fn search(&self, path: &str, body: &Value, what: &str) -> Result<Reply, OsError> {
+        self.json(Method::Post, path, Some(body), what).await
+    }
+
+    /// [`Client::search`] of `index` (a name or a pattern); errors say
+    /// "<what> in <index>".
+    pub async fn search_in(&self, index: &str, body: &Value, what: &str) -> Result<Reply, OsError> {
+        self.search(
+            &format!("{index}/_search"),
+            body,
+            &format!("{what} in {index}"),
+        )
+        .await
+    }
+
     pub async fn json(
         &self,
         method: Method,

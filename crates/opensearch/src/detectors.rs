@@ -192,10 +192,7 @@ impl Detectors {
             Err(OsError::Status { status: 404, .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let hits = r.body["hits"]["hits"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let hits = r.hits();
         Ok(hits
             .into_iter()
             .find(|h| h["_source"]["name"] == name)
@@ -213,10 +210,9 @@ impl Detectors {
         let q = json!({"query": {"exists": {"field": "category_field"}}, "size": 0, "track_total_hits": true});
         match self
             .client
-            .json(
-                Method::Post,
+            .search(
                 &format!("{AD}/_search"),
-                Some(&q),
+                &q,
                 "count of high-cardinality detectors",
             )
             .await
@@ -361,19 +357,14 @@ impl Detectors {
         let q = json!({"query": {"match_phrase": {"description": MARK}}, "size": 100});
         if let Ok(r) = self
             .client
-            .json(
-                Method::Post,
+            .search(
                 &format!("{AD}/_search"),
-                Some(&q),
+                &q,
                 "search for trailhound detectors",
             )
             .await
         {
-            for h in r.body["hits"]["hits"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-            {
+            for h in r.hits() {
                 let name = h["_source"]["name"].as_str().unwrap_or_default();
                 let ours = h["_source"]["description"]
                     .as_str()

@@ -78,13 +78,10 @@ pub struct Figures {
     pub detectors: usize,
 }
 
-impl std::fmt::Debug for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backend")
-            .field("urls", &self.config.urls)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Backend {
+    urls: config.urls,
+    ..
+});
 
 impl Backend {
     /// Checks the configuration and opens the checkpoint; connects lazily.
@@ -210,11 +207,7 @@ impl Backend {
             }
         }
         let mut tick = tokio::time::interval(self.config.poll_every);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        while trailhound_runtime::shutdown::next_tick(&mut tick, &shutdown).await {
             let h = self.health().await;
             let was = self
                 .health

@@ -19,12 +19,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use opensearch::http::Method;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde_json::{Value, json};
 use trailhound_core::pipeline::AnomalySink;
 use trailhound_core::{
     AccountMetadata, Anomaly, AnomalyKind, Contributor, DetectorSpec, Environment, FeatureValue,
 };
+use trailhound_runtime::store::{Db, Failure};
 
 use crate::client::{Client, OsError};
 use crate::config::OpenSearchConfig;
@@ -56,85 +57,69 @@ pub enum PollError {
 }
 
 /// What was already emitted, across restarts.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Checkpoint {
-    db: Arc<Database>,
-    path: String,
+    db: Db,
 }
 
-impl std::fmt::Debug for Checkpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpoint")
-            .field("path", &self.path)
-            .finish()
+impl From<Failure> for PollError {
+    fn from(Failure { path, message }: Failure) -> Self {
+        PollError::Checkpoint { path, message }
     }
 }
 
 impl Checkpoint {
     pub fn open(path: &Path) -> Result<Self, PollError> {
-        let p = path.display().to_string();
-        let err = |e: &dyn std::fmt::Display| PollError::Checkpoint {
-            path: p.clone(),
-            message: e.to_string(),
-        };
-        let db = trailhound_runtime::store::open(path, |w| {
+        let db = Db::open(path, |w| {
             w.open_table(WATERMARKS)?;
             w.open_table(EMITTED)?;
             Ok(())
-        })
-        .map_err(|e| err(&e))?;
-        Ok(Self {
-            db: Arc::new(db),
-            path: p,
-        })
-    }
-
-    fn err(&self, e: impl std::fmt::Display) -> PollError {
-        PollError::Checkpoint {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
+        })?;
+        Ok(Self { db })
     }
 
     pub fn watermark(&self, detector: &str) -> Result<i64, PollError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(WATERMARKS).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(WATERMARKS).map_err(|e| self.db.fail(e))?;
         Ok(t.get(detector)
-            .map_err(|e| self.err(e))?
+            .map_err(|e| self.db.fail(e))?
             .map(|v| v.value())
             .unwrap_or(0))
     }
 
     pub fn emitted(&self, id: &str) -> Result<bool, PollError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(EMITTED).map_err(|e| self.err(e))?;
-        Ok(t.get(id).map_err(|e| self.err(e))?.is_some())
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(EMITTED).map_err(|e| self.db.fail(e))?;
+        Ok(t.get(id).map_err(|e| self.db.fail(e))?.is_some())
     }
 
     /// Records emitted ids and moves the watermark on, in one transaction;
     /// forgets ids more than a day behind the watermark.
     pub fn record(&self, detector: &str, ids: &[String], watermark: i64) -> Result<(), PollError> {
-        let w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let w = self.db.begin_write().map_err(|e| self.db.fail(e))?;
         {
-            let mut marks = w.open_table(WATERMARKS).map_err(|e| self.err(e))?;
-            marks.insert(detector, watermark).map_err(|e| self.err(e))?;
-            let mut t = w.open_table(EMITTED).map_err(|e| self.err(e))?;
+            let mut marks = w.open_table(WATERMARKS).map_err(|e| self.db.fail(e))?;
+            marks
+                .insert(detector, watermark)
+                .map_err(|e| self.db.fail(e))?;
+            let mut t = w.open_table(EMITTED).map_err(|e| self.db.fail(e))?;
             for id in ids {
-                t.insert(id.as_str(), watermark).map_err(|e| self.err(e))?;
+                t.insert(id.as_str(), watermark)
+                    .map_err(|e| self.db.fail(e))?;
             }
             let horizon = watermark - 86_400_000;
             let old: Vec<String> = t
                 .iter()
-                .map_err(|e| self.err(e))?
+                .map_err(|e| self.db.fail(e))?
                 .filter_map(|r| r.ok())
                 .filter(|(k, v)| v.value() < horizon && k.value().starts_with(detector))
                 .map(|(k, _)| k.value().to_string())
                 .collect();
             for k in old {
-                t.remove(k.as_str()).map_err(|e| self.err(e))?;
+                t.remove(k.as_str()).map_err(|e| self.db.fail(e))?;
             }
         }
-        w.commit().map_err(|e| self.err(e))?;
+        w.commit().map_err(|e| self.db.fail(e))?;
         Ok(())
     }
 }
@@ -148,13 +133,7 @@ pub struct Poller {
     sink: Option<Arc<dyn AnomalySink>>,
 }
 
-impl std::fmt::Debug for Poller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Poller")
-            .field("checkpoint", &self.checkpoint)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Poller { checkpoint, .. });
 
 /// What one poll did.
 #[derive(Debug, Default)]
@@ -211,17 +190,13 @@ impl Poller {
             });
             let r = self
                 .client
-                .json(
-                    Method::Post,
+                .search(
                     &self.results_path(),
-                    Some(&q),
+                    &q,
                     &format!("anomaly results of detector {name}"),
                 )
                 .await?;
-            let hits = r.body["hits"]["hits"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let hits = r.hits();
             let mut batch = Vec::new();
             let mut new_wm = wm;
             let mut accounts: HashMap<String, AccountMetadata> = HashMap::new();
@@ -447,12 +422,7 @@ impl Poller {
         let pattern = self.config.index_pattern();
         let r = self
             .client
-            .json(
-                Method::Post,
-                &format!("{pattern}/_search"),
-                Some(&q),
-                &format!("account {account_id} in {pattern}"),
-            )
+            .search_in(&pattern, &q, &format!("account {account_id}"))
             .await?;
         let mut a = AccountMetadata::external(account_id);
         if let Some(s) = r.body["hits"]["hits"][0]["_source"].as_object() {

@@ -4,11 +4,10 @@
 //! numbers the plugin's detector aggregates.
 
 use chrono::{DateTime, Utc};
-use opensearch::http::Method;
 use serde_json::{Value, json};
 use trailhound_core::{Anomaly, DetectorSpec, Environment};
 
-use crate::client::{Client, OsError};
+use crate::client::{Client, OsError, Reply};
 use crate::config::OpenSearchConfig;
 use crate::mapping;
 
@@ -102,19 +101,8 @@ impl Search {
             body["search_after"] = json!([ms, id]);
         }
         let index = &self.config.anomaly_index;
-        let r = self
-            .client
-            .json(
-                Method::Post,
-                &format!("{index}/_search"),
-                Some(&body),
-                &format!("anomalies in {index}"),
-            )
-            .await?;
-        let hits = r.body["hits"]["hits"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let r = self.client.search_in(index, &body, "anomalies").await?;
+        let hits = r.hits();
         let mut out = Vec::new();
         for h in &hits {
             match serde_json::from_value::<Anomaly>(h["_source"].clone()) {
@@ -132,6 +120,13 @@ impl Search {
             })
             .flatten();
         Ok((out, next))
+    }
+
+    /// [`Client::search_in`] the events' index pattern.
+    async fn search_events(&self, body: &Value, what: &str) -> Result<Reply, OsError> {
+        self.client
+            .search_in(&self.config.index_pattern(), body, what)
+            .await
     }
 
     fn entity_filter(spec: &DetectorSpec, entity: &[(String, String)]) -> Vec<Value> {
@@ -153,15 +148,8 @@ impl Search {
             "query": {"bool": {"filter": Self::entity_filter(spec, entity)}},
             "aggs": {"latest": {"max": {"field": "@timestamp"}}},
         });
-        let pattern = self.config.index_pattern();
         let r = self
-            .client
-            .json(
-                Method::Post,
-                &format!("{pattern}/_search"),
-                Some(&body),
-                &format!("latest event of detector {} in {pattern}", spec.name),
-            )
+            .search_events(&body, &format!("latest event of detector {}", spec.name))
             .await?;
         let iv = spec.interval_ms();
         Ok(r.body["aggregations"]["latest"]["value"]
@@ -194,15 +182,8 @@ impl Search {
                 "aggs": {"value": {"sum": {"field": first}}},
             }},
         });
-        let pattern = self.config.index_pattern();
         let r = self
-            .client
-            .json(
-                Method::Post,
-                &format!("{pattern}/_search"),
-                Some(&body),
-                &format!("series of detector {} in {pattern}", spec.name),
-            )
+            .search_events(&body, &format!("series of detector {}", spec.name))
             .await?;
         let mut values = std::collections::BTreeMap::new();
         for b in r.body["aggregations"]["series"]["buckets"]

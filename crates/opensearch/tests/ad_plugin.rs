@@ -53,18 +53,15 @@ fn ism(p: &mut Plugin, method: &str, id: &str, query: &str, body: &Value) -> Res
     let Some(policy) = body.get("policy").and_then(Value::as_object) else {
         return bad("[policy] is missing");
     };
-    for k in policy.keys() {
-        if ![
-            "description",
-            "default_state",
-            "states",
-            "ism_template",
-            "error_notification",
-        ]
-        .contains(&k.as_str())
-        {
-            return bad(&format!("unknown field [{k}] in policy"));
-        }
+    let allowed = [
+        "description",
+        "default_state",
+        "states",
+        "ism_template",
+        "error_notification",
+    ];
+    if let Some(k) = unknown(policy.keys(), &allowed) {
+        return bad(&format!("unknown field [{k}] in policy"));
     }
     let states = policy["states"].as_array().cloned().unwrap_or_default();
     let names: Vec<&str> = states.iter().filter_map(|s| s["name"].as_str()).collect();
@@ -74,21 +71,14 @@ fn ism(p: &mut Plugin, method: &str, id: &str, query: &str, body: &Value) -> Res
     for state in &states {
         for action in state["actions"].as_array().cloned().unwrap_or_default() {
             if let Some(r) = action.get("rollover") {
-                for k in r
-                    .as_object()
-                    .map(|o| o.keys().cloned().collect())
-                    .unwrap_or(Vec::<String>::new())
-                {
-                    if ![
-                        "min_index_age",
-                        "min_doc_count",
-                        "min_size",
-                        "min_primary_shard_size",
-                    ]
-                    .contains(&k.as_str())
-                    {
-                        return bad(&format!("unknown rollover condition [{k}]"));
-                    }
+                let conditions = [
+                    "min_index_age",
+                    "min_doc_count",
+                    "min_size",
+                    "min_primary_shard_size",
+                ];
+                if let Some(k) = r.as_object().and_then(|o| unknown(o.keys(), &conditions)) {
+                    return bad(&format!("unknown rollover condition [{k}]"));
                 }
             } else {
                 return bad(&format!("unexpected action {action}"));
@@ -123,6 +113,12 @@ fn ism(p: &mut Plugin, method: &str, id: &str, query: &str, body: &Value) -> Res
 }
 
 type Shared = Arc<Mutex<Plugin>>;
+
+/// The first of `keys` not among `allowed`: what the plugin refuses as an
+/// unknown field.
+fn unknown<'a>(keys: impl IntoIterator<Item = &'a String>, allowed: &[&str]) -> Option<&'a String> {
+    keys.into_iter().find(|k| !allowed.contains(&k.as_str()))
+}
 
 fn bad(reason: &str) -> Response {
     let body = json!({
@@ -167,10 +163,8 @@ fn validate_detector(b: &Value) -> Result<(), String> {
         "ui_metadata",
     ];
     let o = b.as_object().ok_or("body is not an object")?;
-    for k in o.keys() {
-        if !KEYS.contains(&k.as_str()) {
-            return Err(format!("unknown field [{k}]"));
-        }
+    if let Some(k) = unknown(o.keys(), KEYS) {
+        return Err(format!("unknown field [{k}]"));
     }
     for k in ["name", "description", "time_field"] {
         if !b[k].is_string() {
@@ -192,17 +186,14 @@ fn validate_detector(b: &Value) -> Result<(), String> {
     }
     for f in features {
         let fo = f.as_object().ok_or("feature must be an object")?;
-        for k in fo.keys() {
-            if ![
-                "feature_id",
-                "feature_name",
-                "feature_enabled",
-                "aggregation_query",
-            ]
-            .contains(&k.as_str())
-            {
-                return Err(format!("unknown feature field [{k}]"));
-            }
+        let fields = [
+            "feature_id",
+            "feature_name",
+            "feature_enabled",
+            "aggregation_query",
+        ];
+        if let Some(k) = unknown(fo.keys(), &fields) {
+            return Err(format!("unknown feature field [{k}]"));
         }
         if !f["feature_name"].is_string() || !f["feature_enabled"].is_boolean() {
             return Err("feature_name and feature_enabled are required".into());

@@ -19,36 +19,14 @@ use std::task::{Context, Poll};
 use http_body::{Body, Frame, SizeHint};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// The tower layer that ends gRPC response streams on shutdown.
-#[derive(Clone, Debug)]
-pub struct DrainLayer {
-    shutdown: CancellationToken,
-}
+use crate::layer::{BoxFuture, With, WithLayer, is_grpc};
 
-impl DrainLayer {
-    pub fn new(shutdown: CancellationToken) -> Self {
-        Self { shutdown }
-    }
-}
+/// The tower layer that ends gRPC response streams on shutdown: it holds
+/// the server's shutdown token.
+pub type DrainLayer = WithLayer<CancellationToken>;
 
-impl<S> tower::Layer<S> for DrainLayer {
-    type Service = DrainService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        DrainService {
-            inner,
-            shutdown: self.shutdown.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct DrainService<S> {
-    inner: S,
-    shutdown: CancellationToken,
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+/// A service whose gRPC response streams end on shutdown.
+pub type DrainService<S> = With<S, CancellationToken>;
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for DrainService<S>
 where
@@ -66,12 +44,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let grpc = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/grpc"));
-        let stop = grpc.then(|| Box::pin(self.shutdown.clone().cancelled_owned()));
+        let stop = is_grpc(&req).then(|| Box::pin(self.value.clone().cancelled_owned()));
         let fut = self.inner.call(req);
         Box::pin(async move {
             let res = fut.await?;

@@ -13,6 +13,8 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod drain;
+pub mod jsonl;
+pub mod layer;
 pub mod metrics;
 pub mod private;
 pub mod retry;

@@ -169,6 +169,25 @@ mod tests {
         assert!(waits.len() > 1);
     }
 
+    /// [`retry`] of an operation that always fails with `error` (only
+    /// "transient" is worth retrying), counting its calls in `calls`.
+    async fn always_failing(
+        policy: Policy,
+        error: &'static str,
+        calls: &AtomicU32,
+    ) -> Result<(), &'static str> {
+        retry(
+            policy,
+            |e: &&str| *e == "transient",
+            |_, _| {},
+            || async {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Err(error)
+            },
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn retry_stops_at_success_at_a_permanent_error_or_when_patience_ends() {
         let policy = Policy {
@@ -197,32 +216,14 @@ mod tests {
         assert_eq!(seen.load(Ordering::Relaxed), 2);
         // A permanent error is returned at once.
         calls.store(0, Ordering::Relaxed);
-        let r: Result<(), &str> = retry(
-            policy,
-            |e: &&str| *e == "transient",
-            |_, _| {},
-            || async {
-                calls.fetch_add(1, Ordering::Relaxed);
-                Err("permanent")
-            },
-        )
-        .await;
+        let r = always_failing(policy, "permanent", &calls).await;
         assert_eq!(r, Err("permanent"));
         assert_eq!(calls.load(Ordering::Relaxed), 1);
         // Always transient: retried until the patience has passed, then
         // the last error.
         calls.store(0, Ordering::Relaxed);
         let started = tokio::time::Instant::now();
-        let r: Result<(), &str> = retry(
-            policy,
-            |_: &&str| true,
-            |_, _| {},
-            || async {
-                calls.fetch_add(1, Ordering::Relaxed);
-                Err("transient")
-            },
-        )
-        .await;
+        let r = always_failing(policy, "transient", &calls).await;
         assert_eq!(r, Err("transient"));
         assert!(started.elapsed() >= policy.patience);
         assert!(calls.load(Ordering::Relaxed) > 3);
@@ -232,16 +233,7 @@ mod tests {
             patience: Duration::ZERO,
             ..policy
         };
-        let r: Result<(), &str> = retry(
-            none,
-            |_: &&str| true,
-            |_, _| {},
-            || async {
-                calls.fetch_add(1, Ordering::Relaxed);
-                Err("transient")
-            },
-        )
-        .await;
+        let r = always_failing(none, "transient", &calls).await;
         assert_eq!(r, Err("transient"));
         assert_eq!(calls.load(Ordering::Relaxed), 1);
     }

@@ -26,6 +26,8 @@ use http_body::{Body, Frame, SizeHint};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
 
+use crate::layer::{BoxFuture, With, WithLayer, grpc_status, is_grpc};
+
 /// Bucket upper bounds in milliseconds: OpenTelemetry's default explicit
 /// boundaries, so the OTLP and Prometheus forms bucket alike.
 pub const BOUNDS_MS: [f64; 15] = [
@@ -167,33 +169,10 @@ impl RpcMetrics {
 }
 
 /// The tower layer that times every gRPC call a server answers.
-#[derive(Clone, Debug)]
-pub struct RpcMetricsLayer {
-    metrics: Arc<RpcMetrics>,
-}
+pub type RpcMetricsLayer = WithLayer<Arc<RpcMetrics>>;
 
-impl RpcMetricsLayer {
-    pub fn new(metrics: Arc<RpcMetrics>) -> Self {
-        Self { metrics }
-    }
-}
-
-impl<S> tower::Layer<S> for RpcMetricsLayer {
-    type Service = RpcMetricsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RpcMetricsService {
-            inner,
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct RpcMetricsService<S> {
-    inner: S,
-    metrics: Arc<RpcMetrics>,
-}
+/// A service whose gRPC calls are timed into the metrics it holds.
+pub type RpcMetricsService<S> = With<S, Arc<RpcMetrics>>;
 
 /// A call being timed.
 struct Pending {
@@ -209,15 +188,6 @@ impl Pending {
         self.metrics.record(&self.service, &self.method, code, ms);
     }
 }
-
-fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for RpcMetricsService<S>
 where
@@ -235,16 +205,11 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let grpc = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/grpc"));
-        let pending = grpc.then(|| {
+        let pending = is_grpc(&req).then(|| {
             let path = req.uri().path().trim_start_matches('/');
             let (service, method) = path.split_once('/').unwrap_or((path, ""));
             Pending {
-                metrics: self.metrics.clone(),
+                metrics: self.value.clone(),
                 service: service.to_string(),
                 method: method.to_string(),
                 started: Instant::now(),

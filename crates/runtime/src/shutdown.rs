@@ -62,6 +62,16 @@ pub fn shutdown_on_signal(token: CancellationToken) {
     });
 }
 
+/// Waits for the next tick of `tick`, or for `shutdown`: false once it is
+/// time to stop. Every periodic background task loops on it, so none
+/// outlives a shutdown by more than the work of one tick.
+pub async fn next_tick(tick: &mut tokio::time::Interval, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tick.tick() => true,
+    }
+}
+
 /// Runs `work` (a service) to its end, but no longer than `limit` after
 /// `token` is cancelled: past it, whatever is unfinished is abandoned with
 /// a warning and `Ok` is returned, so the process exits on time and

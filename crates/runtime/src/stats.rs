@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use trailhound_proto::common::v1::{LatencySummary, ServiceStats};
+use trailhound_proto::common::v1::{LatencySummary, QueueDepth, ServiceStats};
 
 /// Produces a service's figures on demand; cheap enough to call per scrape.
 #[derive(Clone)]
@@ -39,6 +39,15 @@ impl StatsHandle {
 /// process's security figures, as ControlService.Stats gives them.
 pub fn reply(figures: ServiceStats) -> Result<tonic::Response<ServiceStats>, tonic::Status> {
     Ok(tonic::Response::new(crate::security::with_figures(figures)))
+}
+
+/// A queue as `Stats` reports it; a `capacity` of 0 means unbounded.
+pub fn queue(name: &str, depth: u64, capacity: u64) -> QueueDepth {
+    QueueDepth {
+        name: name.into(),
+        depth,
+        capacity,
+    }
 }
 
 impl std::fmt::Debug for StatsHandle {

@@ -84,3 +84,72 @@ pub fn is_retryable(code: tonic::Code) -> bool {
         | Unauthenticated => false,
     }
 }
+
+/// Checks of request fields that several services' adapters make, each
+/// failing as INVALID_ARGUMENT naming the field, so the same mistake reads
+/// the same on every port.
+pub mod check {
+    use chrono::{DateTime, Utc};
+    use tonic::Status;
+    use trailhound_core::Environment;
+    use trailhound_proto::prost_types::Timestamp;
+
+    use super::invalid;
+
+    /// `field` must not be empty.
+    pub fn not_empty(field: &str, value: &str) -> Result<(), Status> {
+        if value.is_empty() {
+            return Err(invalid(field, "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// An optional account filter: empty, or a 12-digit account id.
+    pub fn account_filter(value: &str) -> Result<(), Status> {
+        if value.is_empty() {
+            return Ok(());
+        }
+        account_id(value)
+    }
+
+    /// A 12-digit account id.
+    pub fn account_id(value: &str) -> Result<(), Status> {
+        if !trailhound_core::is_account_id(value) {
+            return Err(invalid("account_id", "must be 12 digits"));
+        }
+        Ok(())
+    }
+
+    /// An optional environment filter: empty is none.
+    pub fn environment(value: &str) -> Result<Option<Environment>, Status> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        value
+            .parse::<Environment>()
+            .map(Some)
+            .map_err(|e| invalid("environment", &e))
+    }
+
+    /// A count the caller may ask for, up to `max`.
+    pub fn at_most(field: &str, value: u32, max: u32) -> Result<(), Status> {
+        if value > max {
+            return Err(invalid(field, &format!("must be at most {max}")));
+        }
+        Ok(())
+    }
+
+    /// The page size a request asked for: 0 means the default, 100.
+    pub fn page_size(value: u32) -> usize {
+        if value == 0 { 100 } else { value as usize }
+    }
+
+    /// An optional time that must be representable.
+    pub fn time(field: &str, t: Option<&Timestamp>) -> Result<Option<DateTime<Utc>>, Status> {
+        t.map(|t| {
+            trailhound_core::convert::from_timestamp(t)
+                .ok_or_else(|| invalid(field, "out of range"))
+        })
+        .transpose()
+    }
+}

@@ -4,6 +4,94 @@
 //! enrich and the OpenSearch results poller each keep their own tables.
 
 use std::path::Path;
+use std::sync::Arc;
+
+/// Which store failed and how, for the caller's own error type (each
+/// service's error enum has a variant with exactly these two fields).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub path: String,
+    pub message: String,
+}
+
+/// Declares a service's store error `$name`: the file and what failed,
+/// shown as "`$what` <path>: <message>", made from a [`Failure`] (so `?`
+/// turns one into the other).
+#[macro_export]
+macro_rules! store_error {
+    ($(#[$meta:meta])* $name:ident, $what:literal) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        pub struct $name {
+            pub path: String,
+            pub message: String,
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "{} {}: {}", $what, self.path, self.message)
+            }
+        }
+
+        impl ::std::error::Error for $name {}
+
+        impl From<$crate::store::Failure> for $name {
+            fn from(f: $crate::store::Failure) -> Self {
+                Self {
+                    path: f.path,
+                    message: f.message,
+                }
+            }
+        }
+    };
+}
+
+/// An open redb store and the path its errors name; cheap to clone. It
+/// derefs to the database so transactions are begun as usual.
+#[derive(Clone)]
+pub struct Db {
+    db: Arc<redb::Database>,
+    path: String,
+}
+
+trailhound_core::debug_fields!(Db { path });
+
+impl Db {
+    /// [`open`], keeping the path for the errors that follow.
+    pub fn open(
+        path: &Path,
+        tables: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::TableError>,
+    ) -> Result<Self, Failure> {
+        let p = path.display().to_string();
+        match open(path, tables) {
+            Ok(db) => Ok(Self {
+                db: Arc::new(db),
+                path: p,
+            }),
+            Err(message) => Err(Failure { path: p, message }),
+        }
+    }
+
+    /// The path as errors show it.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `e`, as a failure of this store.
+    pub fn fail(&self, e: impl std::fmt::Display) -> Failure {
+        Failure {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl std::ops::Deref for Db {
+    type Target = redb::Database;
+    fn deref(&self) -> &redb::Database {
+        &self.db
+    }
+}
 
 /// Opens (creating if absent) the redb file at `path` with its parent
 /// directory and the file itself private, and creates the tables `tables`
@@ -25,7 +113,54 @@ pub fn open(
 /// or oldest first by a range scan. Offset so that times before 1970 sort
 /// too.
 pub fn time_key(ms: i64, id: &str) -> String {
-    format!("{:020}|{id}", (ms as i128 + (1i128 << 62)) as u128)
+    format!("{}|{id}", sortable_ms(ms))
+}
+
+/// `ms` as fixed-width text that sorts as the number does, for keys that
+/// put a time after other parts.
+pub fn sortable_ms(ms: i64) -> String {
+    format!("{:020}", (ms as i128 + (1i128 << 62)) as u128)
+}
+
+/// One page of JSON records read newest first through a time index (keys
+/// "<time>|<id>", see [`time_key`], over the range `index`): each id is
+/// looked up in `records`; unreadable records and those `keep` refuses are
+/// skipped. At most `limit` come back, with the index key to continue
+/// before when more remain.
+pub fn newest_first<T, V>(
+    index: redb::Range<'_, &'static str, V>,
+    records: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+    limit: usize,
+    mut keep: impl FnMut(&T) -> bool,
+) -> Result<(Vec<T>, Option<String>), redb::StorageError>
+where
+    T: serde::de::DeserializeOwned,
+    V: redb::Value + 'static,
+{
+    let mut out = Vec::new();
+    let mut last = None;
+    for item in index.rev() {
+        let (k, _) = item?;
+        let key = k.value().to_string();
+        let Some((_, id)) = key.split_once('|') else {
+            continue;
+        };
+        let Some(v) = records.get(id)? else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_slice::<T>(v.value()) else {
+            continue;
+        };
+        if !keep(&record) {
+            continue;
+        }
+        if out.len() == limit {
+            return Ok((out, last));
+        }
+        out.push(record);
+        last = Some(key);
+    }
+    Ok((out, None))
 }
 
 #[cfg(test)]

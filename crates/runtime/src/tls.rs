@@ -318,11 +318,7 @@ impl Tls {
             let mut tick =
                 tokio::time::interval(tls.config.reload_interval.max(Duration::from_millis(100)));
             tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+            while crate::shutdown::next_tick(&mut tick, &shutdown).await {
                 match tls.reload_if_changed() {
                     Ok(true) => tracing::info!("tls certificates reloaded"),
                     Ok(false) => {}

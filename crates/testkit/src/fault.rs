@@ -151,13 +151,7 @@ pub struct FaultProxy {
     task: tokio::task::JoinHandle<()>,
 }
 
-impl std::fmt::Debug for FaultProxy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultProxy")
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(FaultProxy { endpoint, .. });
 
 impl FaultProxy {
     /// Starts a proxy on a free loopback port that forwards to `upstream`

@@ -75,13 +75,7 @@ pub struct Emulator {
     running: Running,
 }
 
-impl std::fmt::Debug for Emulator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Emulator")
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Emulator { endpoint, .. });
 
 fn moto_server() -> PathBuf {
     if let Ok(p) = std::env::var("TRAILHOUND_MOTO") {

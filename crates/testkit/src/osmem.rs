@@ -40,11 +40,7 @@ pub struct Osmem {
     running: Running,
 }
 
-impl std::fmt::Debug for Osmem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Osmem").field("url", &self.url).finish()
-    }
-}
+trailhound_core::debug_fields!(Osmem { url });
 
 /// The server binary: `TRAILHOUND_OSMEM`, else the one the PyPI wheel
 /// ships inside the test virtualenv.

@@ -8,16 +8,16 @@ use chrono::Utc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use trailhound_core::EnrichedEvent;
 use trailhound_core::convert::{
     InvalidField, account_from_pb, anomaly_to_pb, detector_from_pb, detector_to_pb, event_from_pb,
     timestamp_ms,
 };
-use trailhound_core::{EnrichedEvent, Environment};
 use trailhound_proto::common::v1 as common;
 use trailhound_proto::detect::v1 as pb;
 use trailhound_proto::detect::v1::detect_service_server::DetectService;
 use trailhound_proto::time::to_millis;
-use trailhound_runtime::status;
+use trailhound_runtime::status::{self, check};
 
 use crate::service::{Detect, DetectError};
 use crate::store::AnomalyFilter;
@@ -120,20 +120,9 @@ impl DetectService for DetectGrpc {
         req: Request<pb::ListLateEventsRequest>,
     ) -> Result<Response<pb::ListLateEventsResponse>, Status> {
         let r = req.into_inner();
-        if !r.account_id.is_empty() && !trailhound_core::is_account_id(&r.account_id) {
-            return Err(status::invalid("account_id", "must be 12 digits"));
-        }
-        if r.page_size > MAX_PAGE {
-            return Err(status::invalid(
-                "page_size",
-                &format!("must be at most {MAX_PAGE}"),
-            ));
-        }
-        let size = if r.page_size == 0 {
-            100
-        } else {
-            r.page_size as usize
-        };
+        check::account_filter(&r.account_id)?;
+        check::at_most("page_size", r.page_size, MAX_PAGE)?;
+        let size = check::page_size(r.page_size);
         let token = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
         let (events, next) = self
             .detect
@@ -172,29 +161,13 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::ListAnomaliesRequest>,
     ) -> Result<Response<pb::ListAnomaliesResponse>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
-        let environment = if r.environment.is_empty() {
-            None
-        } else {
-            Some(
-                r.environment
-                    .parse::<Environment>()
-                    .map_err(|e| status::invalid("environment", &e))?,
-            )
-        };
-        if !r.account_id.is_empty() && !trailhound_core::is_account_id(&r.account_id) {
-            return Err(status::invalid("account_id", "must be 12 digits"));
-        }
+        let (scope, r) = trailhound_runtime::security::scoped(req);
+        let environment = check::environment(&r.environment)?;
+        check::account_filter(&r.account_id)?;
         if !(0.0..=1.0).contains(&r.min_grade) {
             return Err(status::invalid("min_grade", "must be within 0..1"));
         }
-        if r.page_size > MAX_PAGE {
-            return Err(status::invalid(
-                "page_size",
-                &format!("must be at most {MAX_PAGE}"),
-            ));
-        }
+        check::at_most("page_size", r.page_size, MAX_PAGE)?;
         let filter = AnomalyFilter {
             account_id: r.account_id,
             environment,
@@ -207,11 +180,7 @@ impl DetectService for DetectGrpc {
             min_grade: r.min_grade,
             scope,
         };
-        let page_size = if r.page_size == 0 {
-            100
-        } else {
-            r.page_size as usize
-        };
+        let page_size = check::page_size(r.page_size);
         let token = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
         if let Some(t) = token
             && !t.contains('|')
@@ -236,11 +205,9 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::GetAnomalyRequest>,
     ) -> Result<Response<common::Anomaly>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let id = req.into_inner().id;
-        if id.is_empty() {
-            return Err(status::invalid("id", "must not be empty"));
-        }
+        let (scope, r) = trailhound_runtime::security::scoped(req);
+        let id = r.id;
+        check::not_empty("id", &id)?;
         // Out of scope reads exactly like absent.
         match self.detect.get(&id).map_err(to_status)? {
             Some(a) if scope.allows(&a.account_id, &a.ou_path, a.environment) => {
@@ -256,8 +223,7 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::WatchAnomaliesRequest>,
     ) -> Result<Response<Self::WatchAnomaliesStream>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
+        let (scope, r) = trailhound_runtime::security::scoped(req);
         if !(0.0..=1.0).contains(&r.min_grade) {
             return Err(status::invalid("min_grade", "must be within 0..1"));
         }
@@ -312,14 +278,9 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::GetUsageSeriesRequest>,
     ) -> Result<Response<pb::GetUsageSeriesResponse>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
-        if r.detector.is_empty() {
-            return Err(status::invalid("detector", "must not be empty"));
-        }
-        if !trailhound_core::is_account_id(&r.account_id) {
-            return Err(status::invalid("account_id", "must be 12 digits"));
-        }
+        let (scope, r) = trailhound_runtime::security::scoped(req);
+        check::not_empty("detector", &r.detector)?;
+        check::account_id(&r.account_id)?;
         let spec = self
             .detect
             .detector(&r.detector)
@@ -506,5 +467,32 @@ impl DetectService for DetectGrpc {
         _req: Request<common::StatsRequest>,
     ) -> Result<Response<common::ServiceStats>, Status> {
         trailhound_runtime::stats::reply(self.detect.service_stats())
+    }
+}
+
+/// Every anomaly a detect server holds, newest window first, read page by
+/// page through ListAnomalies: what the demo and the end-to-end tests
+/// compare.
+pub async fn all_anomalies(
+    client: &mut trailhound_proto::detect::v1::detect_service_client::DetectServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> Result<Vec<common::Anomaly>, Status> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_anomalies(pb::ListAnomaliesRequest {
+                page_size: MAX_PAGE,
+                page_token: token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        out.extend(page.anomalies);
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        token = page.next_page_token;
     }
 }

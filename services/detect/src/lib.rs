@@ -65,11 +65,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5).min(every));
             let mut last_checkpoint = tokio::time::Instant::now();
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+            while trailhound_runtime::shutdown::next_tick(&mut tick, &stop).await {
                 let d = detect.clone();
                 match tokio::task::spawn_blocking(move || d.tick(idle)).await {
                     Ok(Ok(anomalies)) => detect.forward(&anomalies, None).await,

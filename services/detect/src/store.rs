@@ -4,9 +4,8 @@
 //! not re-learn from zero, and (with the log) loses no acknowledged batch.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use trailhound_core::{Anomaly, DetectorSpec};
 
@@ -42,12 +41,7 @@ const LATE: TableDefinition<&str, &[u8]> = TableDefinition::new("late_events");
 /// Late events kept; older ones are dropped (they stay counted).
 pub const LATE_RETAINED: u64 = 100_000;
 
-#[derive(Debug, thiserror::Error)]
-#[error("detect store {path}: {message}")]
-pub struct StoreError {
-    pub path: String,
-    pub message: String,
-}
+trailhound_runtime::store_error!(StoreError, "detect store");
 
 /// One stored point of a usage series (first feature).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,37 +90,23 @@ impl AnomalyFilter {
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct DetectStore {
-    db: Arc<Database>,
-    path: String,
+    db: Db,
 }
 
-impl std::fmt::Debug for DetectStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DetectStore")
-            .field("path", &self.path)
-            .finish()
-    }
-}
-
-use trailhound_runtime::store::time_key;
+use trailhound_runtime::store::{Db, time_key};
 
 fn series_key(detector: &str, entity: &str, ms: i64) -> String {
     format!(
-        "{detector}\u{1f}{entity}\u{1f}{:020}",
-        (ms as i128 + (1i128 << 62)) as u128
+        "{detector}\u{1f}{entity}\u{1f}{}",
+        trailhound_runtime::store::sortable_ms(ms)
     )
 }
 
 impl DetectStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let p = path.display().to_string();
-        let err = |e: &dyn std::fmt::Display| StoreError {
-            path: p.clone(),
-            message: e.to_string(),
-        };
-        let db = trailhound_runtime::store::open(path, |w| {
+        let db = Db::open(path, |w| {
             for t in [ANOMALIES, SERIES, DETECTORS, STATE] {
                 w.open_table(t)?;
             }
@@ -137,19 +117,8 @@ impl DetectStore {
             w.open_table(WAL)?;
             w.open_table(BATCHES)?;
             Ok(())
-        })
-        .map_err(|e| err(&e))?;
-        Ok(Self {
-            db: Arc::new(db),
-            path: p,
-        })
-    }
-
-    fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
+        })?;
+        Ok(Self { db })
     }
 
     /// Persists closed windows: their series points and any anomalies, in
@@ -158,7 +127,7 @@ impl DetectStore {
         if results.is_empty() && late.is_empty() {
             return Ok(());
         }
-        let mut w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut w = self.db.begin_write().map_err(|e| self.db.fail(e))?;
         // Without the write-ahead log (`[detect] wal = false`) these need
         // no particular durability: the engine resumes from its last
         // checkpoint after a crash, and windows closed again overwrite
@@ -167,7 +136,7 @@ impl DetectStore {
         w.set_durability(redb::Durability::Eventual);
         self.write_results(&w, results, false)?;
         self.write_late(&w, late)?;
-        w.commit().map_err(|e| self.err(e))
+        w.commit().map_err(|e| self.db.fail(e).into())
     }
 
     /// Appends one write-ahead log entry and persists what applying it
@@ -181,19 +150,19 @@ impl DetectStore {
         results: &[WindowResult],
         late: &[LateEvent],
     ) -> Result<(), StoreError> {
-        let mut w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut w = self.db.begin_write().map_err(|e| self.db.fail(e))?;
         w.set_durability(redb::Durability::Immediate);
         {
-            let mut wal = w.open_table(WAL).map_err(|e| self.err(e))?;
-            wal.insert(seq, entry).map_err(|e| self.err(e))?;
+            let mut wal = w.open_table(WAL).map_err(|e| self.db.fail(e))?;
+            wal.insert(seq, entry).map_err(|e| self.db.fail(e))?;
             if let Some(fp) = fingerprint {
-                let mut batches = w.open_table(BATCHES).map_err(|e| self.err(e))?;
-                batches.insert(seq, fp).map_err(|e| self.err(e))?;
+                let mut batches = w.open_table(BATCHES).map_err(|e| self.db.fail(e))?;
+                batches.insert(seq, fp).map_err(|e| self.db.fail(e))?;
             }
         }
         self.write_results(&w, results, false)?;
         self.write_late(&w, late)?;
-        w.commit().map_err(|e| self.err(e))
+        w.commit().map_err(|e| self.db.fail(e).into())
     }
 
     /// Persists windows closed again while replaying the log. Anomalies
@@ -207,10 +176,10 @@ impl DetectStore {
         if results.is_empty() && late.is_empty() {
             return Ok(Vec::new());
         }
-        let w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let w = self.db.begin_write().map_err(|e| self.db.fail(e))?;
         let fresh = self.write_results(&w, results, true)?;
         self.write_late(&w, late)?;
-        w.commit().map_err(|e| self.err(e))?;
+        w.commit().map_err(|e| self.db.fail(e))?;
         Ok(fresh)
     }
 
@@ -228,13 +197,13 @@ impl DetectStore {
             upper: r.upper.first().copied().unwrap_or(0.0),
             grade: r.grade,
         };
-        let bytes = postcard::to_stdvec(&p).map_err(|e| self.err(e))?;
+        let bytes = postcard::to_stdvec(&p).map_err(|e| self.db.fail(e))?;
         series
             .insert(
                 series_key(&r.detector, &r.entity_key, r.window_start_ms).as_str(),
                 bytes.as_slice(),
             )
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.db.fail(e))?;
         Ok(())
     }
 
@@ -248,9 +217,9 @@ impl DetectStore {
         keep_existing: bool,
     ) -> Result<Vec<Anomaly>, StoreError> {
         let mut written = Vec::new();
-        let mut series = w.open_table(SERIES).map_err(|e| self.err(e))?;
-        let mut anomalies = w.open_table(ANOMALIES).map_err(|e| self.err(e))?;
-        let mut by_time = w.open_table(BY_TIME).map_err(|e| self.err(e))?;
+        let mut series = w.open_table(SERIES).map_err(|e| self.db.fail(e))?;
+        let mut anomalies = w.open_table(ANOMALIES).map_err(|e| self.db.fail(e))?;
+        let mut by_time = w.open_table(BY_TIME).map_err(|e| self.db.fail(e))?;
         for r in results {
             if !r.extra {
                 self.write_point(&mut series, r)?;
@@ -259,21 +228,21 @@ impl DetectStore {
                 if keep_existing
                     && anomalies
                         .get(a.id.as_str())
-                        .map_err(|e| self.err(e))?
+                        .map_err(|e| self.db.fail(e))?
                         .is_some()
                 {
                     continue;
                 }
-                let json = serde_json::to_vec(a).map_err(|e| self.err(e))?;
+                let json = serde_json::to_vec(a).map_err(|e| self.db.fail(e))?;
                 anomalies
                     .insert(a.id.as_str(), json.as_slice())
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
                 by_time
                     .insert(
                         time_key(a.window_start.timestamp_millis(), &a.id).as_str(),
                         (),
                     )
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
                 if keep_existing {
                     written.push(a.clone());
                 }
@@ -288,23 +257,23 @@ impl DetectStore {
         if late.is_empty() {
             return Ok(());
         }
-        let mut t = w.open_table(LATE).map_err(|e| self.err(e))?;
+        let mut t = w.open_table(LATE).map_err(|e| self.db.fail(e))?;
         for l in late {
-            let json = serde_json::to_vec(l).map_err(|e| self.err(e))?;
+            let json = serde_json::to_vec(l).map_err(|e| self.db.fail(e))?;
             let key = time_key(l.event_time_ms, &format!("{}|{}", l.detector, l.event_id));
             t.insert(key.as_str(), json.as_slice())
-                .map_err(|e| self.err(e))?;
+                .map_err(|e| self.db.fail(e))?;
         }
-        let len = t.len().map_err(|e| self.err(e))?;
+        let len = t.len().map_err(|e| self.db.fail(e))?;
         if len > LATE_RETAINED {
             let drop: Vec<String> = t
                 .iter()
-                .map_err(|e| self.err(e))?
+                .map_err(|e| self.db.fail(e))?
                 .take((len - LATE_RETAINED) as usize)
                 .filter_map(|item| item.ok().map(|(k, _)| k.value().to_string()))
                 .collect();
             for k in drop {
-                t.remove(k.as_str()).map_err(|e| self.err(e))?;
+                t.remove(k.as_str()).map_err(|e| self.db.fail(e))?;
             }
         }
         Ok(())
@@ -319,13 +288,17 @@ impl DetectStore {
         page_size: usize,
         after: Option<&str>,
     ) -> Result<(Vec<LateEvent>, Option<String>), StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(LATE).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(LATE).map_err(|e| self.db.fail(e))?;
         let upper = after.unwrap_or("~").to_string();
         let mut out = Vec::new();
         let mut last_key = None;
-        for item in t.range(..upper.as_str()).map_err(|e| self.err(e))?.rev() {
-            let (k, v) = item.map_err(|e| self.err(e))?;
+        for item in t
+            .range(..upper.as_str())
+            .map_err(|e| self.db.fail(e))?
+            .rev()
+        {
+            let (k, v) = item.map_err(|e| self.db.fail(e))?;
             let Ok(l) = serde_json::from_slice::<LateEvent>(v.value()) else {
                 continue;
             };
@@ -344,13 +317,13 @@ impl DetectStore {
     }
 
     pub fn anomaly(&self, id: &str) -> Result<Option<Anomaly>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(ANOMALIES).map_err(|e| self.err(e))?;
-        match t.get(id).map_err(|e| self.err(e))? {
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(ANOMALIES).map_err(|e| self.db.fail(e))?;
+        match t.get(id).map_err(|e| self.db.fail(e))? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(v.value())
                 .map(Some)
-                .map_err(|e| self.err(e)),
+                .map_err(|e| self.db.fail(e).into()),
         }
     }
 
@@ -361,43 +334,24 @@ impl DetectStore {
         page_size: usize,
         after: Option<&str>,
     ) -> Result<(Vec<Anomaly>, Option<String>), StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let by_time = r.open_table(BY_TIME).map_err(|e| self.err(e))?;
-        let anomalies = r.open_table(ANOMALIES).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let by_time = r.open_table(BY_TIME).map_err(|e| self.db.fail(e))?;
+        let anomalies = r.open_table(ANOMALIES).map_err(|e| self.db.fail(e))?;
         let upper = match (after, filter.end_ms) {
             (Some(tok), _) => tok.to_string(),
             (None, Some(end)) => time_key(end, ""),
             (None, None) => "~".to_string(),
         };
         let lower = filter.start_ms.map(|s| time_key(s, "")).unwrap_or_default();
-        let mut out = Vec::new();
-        let mut last_key = None;
-        for item in by_time
+        let index = by_time
             .range(lower.as_str()..upper.as_str())
-            .map_err(|e| self.err(e))?
-            .rev()
-        {
-            let (k, _) = item.map_err(|e| self.err(e))?;
-            let key = k.value().to_string();
-            let Some((_, id)) = key.split_once('|') else {
-                continue;
-            };
-            let Some(v) = anomalies.get(id).map_err(|e| self.err(e))? else {
-                continue;
-            };
-            let Ok(a) = serde_json::from_slice::<Anomaly>(v.value()) else {
-                continue;
-            };
-            if !filter.matches(&a) {
-                continue;
-            }
-            if out.len() == page_size {
-                return Ok((out, last_key));
-            }
-            last_key = Some(key);
-            out.push(a);
-        }
-        Ok((out, None))
+            .map_err(|e| self.db.fail(e))?;
+        Ok(
+            trailhound_runtime::store::newest_first(index, &anomalies, page_size, |a| {
+                filter.matches(a)
+            })
+            .map_err(|e| self.db.fail(e))?,
+        )
     }
 
     /// Every stored anomaly detected at or after `since_ms`, oldest first.
@@ -415,13 +369,16 @@ impl DetectStore {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<SeriesPoint>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(SERIES).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(SERIES).map_err(|e| self.db.fail(e))?;
         let lo = series_key(detector, entity, start_ms);
         let hi = series_key(detector, entity, end_ms);
         let mut out = Vec::new();
-        for item in t.range(lo.as_str()..hi.as_str()).map_err(|e| self.err(e))? {
-            let (_, v) = item.map_err(|e| self.err(e))?;
+        for item in t
+            .range(lo.as_str()..hi.as_str())
+            .map_err(|e| self.db.fail(e))?
+        {
+            let (_, v) = item.map_err(|e| self.db.fail(e))?;
             if let Ok(p) = postcard::from_bytes::<SeriesPoint>(v.value()) {
                 out.push(p);
             }
@@ -431,17 +388,17 @@ impl DetectStore {
 
     /// Start of the entity's newest stored window, if it has any.
     pub fn series_latest(&self, detector: &str, entity: &str) -> Result<Option<i64>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(SERIES).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(SERIES).map_err(|e| self.db.fail(e))?;
         let lo = series_key(detector, entity, i64::MIN / 4);
         let hi = series_key(detector, entity, i64::MAX / 4);
         let last = t
             .range(lo.as_str()..hi.as_str())
-            .map_err(|e| self.err(e))?
+            .map_err(|e| self.db.fail(e))?
             .next_back();
         match last {
             Some(item) => {
-                let (_, v) = item.map_err(|e| self.err(e))?;
+                let (_, v) = item.map_err(|e| self.db.fail(e))?;
                 Ok(postcard::from_bytes::<SeriesPoint>(v.value())
                     .ok()
                     .map(|p| p.window_start_ms))
@@ -454,33 +411,33 @@ impl DetectStore {
     pub fn sync(&self) -> Result<(), StoreError> {
         self.db
             .begin_write()
-            .map_err(|e| self.err(e))?
+            .map_err(|e| self.db.fail(e))?
             .commit()
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.db.fail(e).into())
     }
 
     pub fn save_detectors(&self, specs: &[DetectorSpec]) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let w = self.db.begin_write().map_err(|e| self.db.fail(e))?;
         {
-            let mut t = w.open_table(DETECTORS).map_err(|e| self.err(e))?;
-            t.retain(|_, _| false).map_err(|e| self.err(e))?;
+            let mut t = w.open_table(DETECTORS).map_err(|e| self.db.fail(e))?;
+            t.retain(|_, _| false).map_err(|e| self.db.fail(e))?;
             for s in specs {
-                let json = serde_json::to_vec(s).map_err(|e| self.err(e))?;
+                let json = serde_json::to_vec(s).map_err(|e| self.db.fail(e))?;
                 t.insert(s.name.as_str(), json.as_slice())
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
             }
         }
-        w.commit().map_err(|e| self.err(e))
+        w.commit().map_err(|e| self.db.fail(e).into())
     }
 
     /// Stored detector definitions, or None when none were ever saved.
     pub fn load_detectors(&self) -> Result<Option<Vec<DetectorSpec>>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(DETECTORS).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(DETECTORS).map_err(|e| self.db.fail(e))?;
         let mut out = Vec::new();
-        for item in t.iter().map_err(|e| self.err(e))? {
-            let (_, v) = item.map_err(|e| self.err(e))?;
-            out.push(serde_json::from_slice(v.value()).map_err(|e| self.err(e))?);
+        for item in t.iter().map_err(|e| self.db.fail(e))? {
+            let (_, v) = item.map_err(|e| self.db.fail(e))?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| self.db.fail(e))?);
         }
         Ok((!out.is_empty()).then_some(out))
     }
@@ -501,54 +458,58 @@ impl DetectStore {
         wal_seq: Option<u64>,
         keep_batches_from: u64,
     ) -> Result<usize, StoreError> {
-        let header = postcard::to_stdvec(&c.header).map_err(|e| self.err(e))?;
+        let header = postcard::to_stdvec(&c.header).map_err(|e| self.db.fail(e))?;
         let mut total = header.len();
-        let w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let w = self.db.begin_write().map_err(|e| self.db.fail(e))?;
         {
-            let mut t = w.open_table(STATE).map_err(|e| self.err(e))?;
+            let mut t = w.open_table(STATE).map_err(|e| self.db.fail(e))?;
             t.insert(CHECKPOINT_HEADER, header.as_slice())
-                .map_err(|e| self.err(e))?;
+                .map_err(|e| self.db.fail(e))?;
             // The single-value checkpoint of earlier versions, if any.
-            t.remove("checkpoint").map_err(|e| self.err(e))?;
-            let mut entities = w.open_table(CHECKPOINT_ENTITIES).map_err(|e| self.err(e))?;
-            entities.retain(|_, _| false).map_err(|e| self.err(e))?;
+            t.remove("checkpoint").map_err(|e| self.db.fail(e))?;
+            let mut entities = w
+                .open_table(CHECKPOINT_ENTITIES)
+                .map_err(|e| self.db.fail(e))?;
+            entities.retain(|_, _| false).map_err(|e| self.db.fail(e))?;
             for (detector, key, state) in &c.entities {
-                let bytes = postcard::to_stdvec(state).map_err(|e| self.err(e))?;
+                let bytes = postcard::to_stdvec(state).map_err(|e| self.db.fail(e))?;
                 total += bytes.len();
                 entities
                     .insert(format!("{detector}\u{1f}{key}").as_str(), bytes.as_slice())
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
             }
-            let mut accounts = w.open_table(CHECKPOINT_ACCOUNTS).map_err(|e| self.err(e))?;
-            accounts.retain(|_, _| false).map_err(|e| self.err(e))?;
+            let mut accounts = w
+                .open_table(CHECKPOINT_ACCOUNTS)
+                .map_err(|e| self.db.fail(e))?;
+            accounts.retain(|_, _| false).map_err(|e| self.db.fail(e))?;
             for (account, history) in &c.accounts {
-                let bytes = postcard::to_stdvec(history).map_err(|e| self.err(e))?;
+                let bytes = postcard::to_stdvec(history).map_err(|e| self.db.fail(e))?;
                 total += bytes.len();
                 accounts
                     .insert(account.as_str(), bytes.as_slice())
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
             }
             if let Some(seq) = wal_seq {
                 t.insert(CHECKPOINT_SEQ, seq.to_le_bytes().as_slice())
-                    .map_err(|e| self.err(e))?;
-                let mut wal = w.open_table(WAL).map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
+                let mut wal = w.open_table(WAL).map_err(|e| self.db.fail(e))?;
                 wal.retain_in(..=seq, |_, _| false)
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
             }
-            let mut batches = w.open_table(BATCHES).map_err(|e| self.err(e))?;
+            let mut batches = w.open_table(BATCHES).map_err(|e| self.db.fail(e))?;
             batches
                 .retain_in(..keep_batches_from, |_, _| false)
-                .map_err(|e| self.err(e))?;
+                .map_err(|e| self.db.fail(e))?;
         }
-        w.commit().map_err(|e| self.err(e))?;
+        w.commit().map_err(|e| self.db.fail(e))?;
         Ok(total)
     }
 
     /// The last log entry the stored checkpoint includes (0: none).
     pub fn checkpoint_wal_seq(&self) -> Result<u64, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(STATE).map_err(|e| self.err(e))?;
-        Ok(match t.get(CHECKPOINT_SEQ).map_err(|e| self.err(e))? {
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(STATE).map_err(|e| self.db.fail(e))?;
+        Ok(match t.get(CHECKPOINT_SEQ).map_err(|e| self.db.fail(e))? {
             Some(v) => <[u8; 8]>::try_from(v.value())
                 .map(u64::from_le_bytes)
                 .unwrap_or(0),
@@ -558,14 +519,14 @@ impl DetectStore {
 
     /// Up to `limit` log entries after `after`, in order.
     pub fn wal_entries(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(WAL).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(WAL).map_err(|e| self.db.fail(e))?;
         let mut out = Vec::new();
         let Some(from) = after.checked_add(1) else {
             return Ok(out);
         };
-        for item in t.range(from..).map_err(|e| self.err(e))?.take(limit) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
+        for item in t.range(from..).map_err(|e| self.db.fail(e))?.take(limit) {
+            let (k, v) = item.map_err(|e| self.db.fail(e))?;
             out.push((k.value(), v.value().to_vec()));
         }
         Ok(out)
@@ -573,19 +534,19 @@ impl DetectStore {
 
     /// The newest log entry's sequence number, if the log has any.
     pub fn wal_last_seq(&self) -> Result<Option<u64>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(WAL).map_err(|e| self.err(e))?;
-        let last = t.last().map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(WAL).map_err(|e| self.db.fail(e))?;
+        let last = t.last().map_err(|e| self.db.fail(e))?;
         Ok(last.map(|(k, _)| k.value()))
     }
 
     /// Fingerprints of the batches remembered, oldest first.
     pub fn recent_batches(&self) -> Result<Vec<(u64, u128)>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(BATCHES).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(BATCHES).map_err(|e| self.db.fail(e))?;
         let mut out = Vec::new();
-        for item in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = item.map_err(|e| self.err(e))?;
+        for item in t.iter().map_err(|e| self.db.fail(e))? {
+            let (k, v) = item.map_err(|e| self.db.fail(e))?;
             out.push((k.value(), v.value()));
         }
         Ok(out)
@@ -595,9 +556,12 @@ impl DetectStore {
     /// An unreadable entity or account is skipped (and said so), not the
     /// whole checkpoint: the rest still resumes.
     pub fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(STATE).map_err(|e| self.err(e))?;
-        let header: CheckpointHeader = match t.get(CHECKPOINT_HEADER).map_err(|e| self.err(e))? {
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(STATE).map_err(|e| self.db.fail(e))?;
+        let header: CheckpointHeader = match t
+            .get(CHECKPOINT_HEADER)
+            .map_err(|e| self.db.fail(e))?
+        {
             None => return Ok(None),
             Some(v) => match postcard::from_bytes(v.value()) {
                 Ok(h) => h,
@@ -609,9 +573,11 @@ impl DetectStore {
         };
         let mut unreadable = 0u64;
         let mut entities = Vec::new();
-        let table = r.open_table(CHECKPOINT_ENTITIES).map_err(|e| self.err(e))?;
-        for item in table.iter().map_err(|e| self.err(e))? {
-            let (k, v) = item.map_err(|e| self.err(e))?;
+        let table = r
+            .open_table(CHECKPOINT_ENTITIES)
+            .map_err(|e| self.db.fail(e))?;
+        for item in table.iter().map_err(|e| self.db.fail(e))? {
+            let (k, v) = item.map_err(|e| self.db.fail(e))?;
             let key = k.value();
             let Some((detector, entity)) = key.split_once('\u{1f}') else {
                 unreadable += 1;
@@ -623,9 +589,11 @@ impl DetectStore {
             }
         }
         let mut accounts = Vec::new();
-        let table = r.open_table(CHECKPOINT_ACCOUNTS).map_err(|e| self.err(e))?;
-        for item in table.iter().map_err(|e| self.err(e))? {
-            let (k, v) = item.map_err(|e| self.err(e))?;
+        let table = r
+            .open_table(CHECKPOINT_ACCOUNTS)
+            .map_err(|e| self.db.fail(e))?;
+        for item in table.iter().map_err(|e| self.db.fail(e))? {
+            let (k, v) = item.map_err(|e| self.db.fail(e))?;
             match postcard::from_bytes::<AccountChunk>(v.value()) {
                 Ok(h) => accounts.push((k.value().to_string(), h)),
                 Err(_) => unreadable += 1,

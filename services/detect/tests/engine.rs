@@ -5,50 +5,20 @@
 
 use std::sync::Arc;
 
-use trailhound_core::account::{AccountMetadata, Environment};
+use trailhound_core::account::Environment;
 use trailhound_core::detector::default_detectors;
-use trailhound_core::{AnomalyKind, EnrichedEvent, Event, UserIdentity};
+use trailhound_core::{AnomalyKind, EnrichedEvent, Event};
 use trailhound_detect::engine::{Engine, EngineConfig, WindowResult};
 use trailhound_detect::store::{AnomalyFilter, DetectStore};
 
-const T0: i64 = 1_767_571_200_000; // 2026-01-05T00:00:00Z, a Monday
-const MIN: i64 = 60_000;
-
-fn account(id: &str) -> Arc<AccountMetadata> {
-    let mut a = AccountMetadata::external(id);
-    a.known = true;
-    a.name = format!("acct-{id}");
-    a.environment = Environment::Sandbox;
-    Arc::new(a)
-}
+use crate::fixtures::{MIN, T0, account, invoke_event};
 
 fn invoke(id: u64, t: i64, acct: &str, region: &str, principal: &str) -> EnrichedEvent {
     EnrichedEvent {
         event: Event {
-            event_id: format!("e-{id}"),
-            event_time_ms: t,
-            event_source: "lambda.amazonaws.com".into(),
-            event_name: "Invoke".into(),
-            aws_region: region.into(),
-            recipient_account_id: acct.into(),
-            user_identity: UserIdentity {
-                kind: "AssumedRole".into(),
-                arn: principal.into(),
-                ..Default::default()
-            },
-            source_ip_address: "lambda.amazonaws.com".into(),
-            user_agent: "aws-sdk-go".into(),
-            error_code: String::new(),
-            error_message: String::new(),
-            read_only: Some(false),
-            management_event: Some(false),
-            event_category: "Data".into(),
-            event_type: "AwsApiCall".into(),
-            event_version: "1.09".into(),
             request_parameters:
                 r#"{"functionName":"arn:aws:lambda:us-east-1:111122223333:function:f"}"#.into(),
-            response_elements: String::new(),
-            raw: String::new(),
+            ..invoke_event(id, t, acct, region, principal)
         },
         account: account(acct),
     }
@@ -466,6 +436,23 @@ fn fleet(
     e.flush(out);
 }
 
+/// [`fleet`] in production for four days, on a fresh engine.
+fn production_fleet(
+    extra: impl Fn(i64, usize) -> Option<(&'static str, &'static str, usize)>,
+) -> (Engine, Vec<WindowResult>) {
+    let mut e = Engine::new(default_detectors(), EngineConfig::default());
+    let mut out = Vec::new();
+    fleet(&mut e, 4, Environment::Production, &mut out, extra);
+    (e, out)
+}
+
+/// Whether any window raised a coordinated anomaly.
+fn any_coordinated(out: &[WindowResult]) -> bool {
+    anomalies(out)
+        .iter()
+        .any(|a| a.kind == AnomalyKind::Coordinated)
+}
+
 /// An account in two coordinated groups (one role name in four accounts,
 /// one address in three of them) is graded by the wider, whatever order
 /// the engine's hash maps happen to hold the groups in: every run and
@@ -485,9 +472,7 @@ fn a_coordinated_account_is_graded_by_its_widest_group_every_time() {
         ))
     };
     for _ in 0..3 {
-        let mut e = Engine::new(default_detectors(), EngineConfig::default());
-        let mut out = Vec::new();
-        fleet(&mut e, 4, Environment::Production, &mut out, shared);
+        let (_, out) = production_fleet(shared);
         let grades: Vec<(String, f64)> = anomalies(&out)
             .iter()
             .filter(|a| a.kind == AnomalyKind::Coordinated)
@@ -515,9 +500,7 @@ fn accounts_rising_together_under_one_role_are_raised_as_coordinated() {
             5,
         ))
     };
-    let mut e = Engine::new(default_detectors(), EngineConfig::default());
-    let mut out = Vec::new();
-    fleet(&mut e, 4, Environment::Production, &mut out, shared);
+    let (e, out) = production_fleet(shared);
     let found = anomalies(&out);
     let coordinated: std::collections::BTreeSet<&str> = found
         .iter()
@@ -552,43 +535,19 @@ fn accounts_rising_together_under_one_role_are_raised_as_coordinated() {
             5,
         ))
     };
-    let mut e = Engine::new(default_detectors(), EngineConfig::default());
-    let mut out = Vec::new();
-    fleet(&mut e, 4, Environment::Production, &mut out, own);
-    assert!(
-        !anomalies(&out)
-            .iter()
-            .any(|a| a.kind == AnomalyKind::Coordinated),
-        "{:#?}",
-        anomalies(&out)
-    );
+    let (_, out) = production_fleet(own);
+    assert!(!any_coordinated(&out), "{:#?}", anomalies(&out));
 
     // Nor is a CI role launching one test instance in each account from a
     // runner's fresh address: new in every account, but nothing of note.
     let ci = |t: i64, _k: usize| (t == rise).then_some(("ci-deployer/gha-1", "198.51.100.205", 1));
-    let mut e = Engine::new(default_detectors(), EngineConfig::default());
-    let mut out = Vec::new();
-    fleet(&mut e, 4, Environment::Production, &mut out, ci);
-    assert!(
-        !anomalies(&out)
-            .iter()
-            .any(|a| a.kind == AnomalyKind::Coordinated),
-        "{:#?}",
-        anomalies(&out)
-    );
+    let (_, out) = production_fleet(ci);
+    assert!(!any_coordinated(&out), "{:#?}", anomalies(&out));
     // The same address launching a handful in each account is.
     let intruder =
         |t: i64, _k: usize| (t == rise).then_some(("ci-deployer/gha-1", "198.51.100.205", 5));
-    let mut e = Engine::new(default_detectors(), EngineConfig::default());
-    let mut out = Vec::new();
-    fleet(&mut e, 4, Environment::Production, &mut out, intruder);
-    assert!(
-        anomalies(&out)
-            .iter()
-            .any(|a| a.kind == AnomalyKind::Coordinated),
-        "{:#?}",
-        anomalies(&out)
-    );
+    let (_, out) = production_fleet(intruder);
+    assert!(any_coordinated(&out), "{:#?}", anomalies(&out));
 }
 
 #[test]

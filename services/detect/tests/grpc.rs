@@ -58,25 +58,16 @@ async fn bad_requests_name_the_field() {
         f(&mut r);
         r
     };
-    assert_invalid(
-        c.list_anomalies(list(|r| r.account_id = "12ab".into()))
-            .await,
-        "account_id",
-    );
-    assert_invalid(
-        c.list_anomalies(list(|r| r.environment = "prodd".into()))
-            .await,
-        "environment",
-    );
-    assert_invalid(
-        c.list_anomalies(list(|r| r.min_grade = 1.5)).await,
-        "min_grade",
-    );
-    assert_invalid(
-        c.list_anomalies(list(|r| r.page_token = "not-a-token".into()))
-            .await,
-        "page_token",
-    );
+    type Spoil = fn(&mut pb::ListAnomaliesRequest);
+    let bad_listings: [(Spoil, &str); 4] = [
+        (|r| r.account_id = "12ab".into(), "account_id"),
+        (|r| r.environment = "prodd".into(), "environment"),
+        (|r| r.min_grade = 1.5, "min_grade"),
+        (|r| r.page_token = "not-a-token".into(), "page_token"),
+    ];
+    for (f, field) in bad_listings {
+        assert_invalid(c.list_anomalies(list(f)).await, field);
+    }
     assert_invalid(
         c.get_anomaly(pb::GetAnomalyRequest { id: String::new() })
             .await,

@@ -3,6 +3,7 @@
 //! crate keeps the suite's build short.
 
 mod engine;
+mod fixtures;
 mod grpc;
 mod opensearch;
 mod wal;

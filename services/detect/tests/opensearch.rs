@@ -8,45 +8,24 @@
 use std::sync::Arc;
 
 use trailhound_core::account::{AccountMetadata, Environment};
-use trailhound_core::{EnrichedEvent, Event, UserIdentity};
+use trailhound_core::{EnrichedEvent, Event};
 use trailhound_detect::config::DetectBackend;
 use trailhound_detect::store::AnomalyFilter;
 use trailhound_detect::{DetectConfig, DetectError};
 use trailhound_opensearch::OpenSearchConfig;
 
-const T0: i64 = 1_767_571_200_000; // 2026-01-05T00:00:00Z
-const MIN: i64 = 60_000;
+use crate::fixtures::{MIN, T0, invoke_event};
 
 fn invoke(id: u64, t: i64) -> EnrichedEvent {
     let mut account = AccountMetadata::external("111122223333");
     account.known = true;
     account.name = "sandbox-1".into();
     account.environment = Environment::Sandbox;
+    let principal = "arn:aws:sts::111122223333:assumed-role/app/x";
     EnrichedEvent {
         event: Event {
-            event_id: format!("e-{id}"),
-            event_time_ms: t,
-            event_source: "lambda.amazonaws.com".into(),
-            event_name: "Invoke".into(),
-            aws_region: "us-east-1".into(),
-            recipient_account_id: "111122223333".into(),
-            user_identity: UserIdentity {
-                kind: "AssumedRole".into(),
-                arn: "arn:aws:sts::111122223333:assumed-role/app/x".into(),
-                ..Default::default()
-            },
-            source_ip_address: "lambda.amazonaws.com".into(),
-            user_agent: "aws-sdk-go".into(),
-            error_code: String::new(),
-            error_message: String::new(),
-            read_only: Some(false),
-            management_event: Some(false),
-            event_category: "Data".into(),
-            event_type: "AwsApiCall".into(),
             event_version: "1.08".into(),
-            request_parameters: r#"{"functionName":"f"}"#.into(),
-            response_elements: String::new(),
-            raw: String::new(),
+            ..invoke_event(id, t, "111122223333", "us-east-1", principal)
         },
         account: Arc::new(account),
     }
@@ -155,32 +134,12 @@ fn stored_anomaly(n: i64, account: &str, ou: &str) -> trailhound_core::Anomaly {
     meta.known = true;
     meta.ou_path = vec!["Root".into(), ou.into()];
     trailhound_core::Anomaly {
-        id: format!("lambda-invoke:{account}:us-east-1:{n}"),
-        detector: "lambda-invoke".into(),
-        service: "lambda".into(),
-        kind: trailhound_core::AnomalyKind::Spike,
-        account_id: account.into(),
         account_name: format!("acct-{account}"),
         environment: Environment::Sandbox,
-        ou_path: meta.ou_path.clone(),
-        region: "us-east-1".into(),
-        entity: vec![
-            ("recipientAccountId".into(), account.into()),
-            ("awsRegion".into(), "us-east-1".into()),
-        ],
-        window_start: start,
-        window_end: start + chrono::Duration::minutes(10),
-        observed_until: start + chrono::Duration::minutes(10),
         actual: 50.0,
         expected: 2.0,
-        features: Vec::new(),
-        grade: 0.9,
-        confidence: 0.9,
-        score: 3.0,
         event_count: 50,
-        top_contributors: Vec::new(),
-        detected_at: start,
-        account: meta,
+        ..trailhound_core::anomaly::testing::spike("lambda-invoke", "lambda", meta, n, start)
     }
 }
 

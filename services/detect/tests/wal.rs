@@ -8,50 +8,20 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use trailhound_core::account::{AccountMetadata, Environment};
+use trailhound_core::account::AccountMetadata;
 use trailhound_core::detector::default_detectors;
-use trailhound_core::{EnrichedEvent, Event, UserIdentity};
+use trailhound_core::{EnrichedEvent, Event};
 use trailhound_detect::engine::EngineConfig;
 use trailhound_detect::store::{AnomalyFilter, DetectStore};
 use trailhound_detect::{Detect, WalOptions};
 
-const T0: i64 = 1_767_571_200_000; // 2026-01-05T00:00:00Z, a Monday
-const MIN: i64 = 60_000;
-
-fn account(id: &str) -> Arc<AccountMetadata> {
-    let mut a = AccountMetadata::external(id);
-    a.known = true;
-    a.name = format!("acct-{id}");
-    a.environment = Environment::Sandbox;
-    Arc::new(a)
-}
+use crate::fixtures::{MIN, T0, account, invoke_event};
 
 fn invoke(id: u64, t: i64, acct: &Arc<AccountMetadata>, principal: &str) -> EnrichedEvent {
     EnrichedEvent {
         event: Event {
-            event_id: format!("e-{id}"),
-            event_time_ms: t,
-            event_source: "lambda.amazonaws.com".into(),
-            event_name: "Invoke".into(),
-            aws_region: "us-east-1".into(),
-            recipient_account_id: acct.account_id.clone(),
-            user_identity: UserIdentity {
-                kind: "AssumedRole".into(),
-                arn: principal.into(),
-                ..Default::default()
-            },
-            source_ip_address: "lambda.amazonaws.com".into(),
-            user_agent: "aws-sdk-go".into(),
-            error_code: String::new(),
-            error_message: String::new(),
-            read_only: Some(false),
-            management_event: Some(false),
-            event_category: "Data".into(),
-            event_type: "AwsApiCall".into(),
-            event_version: "1.09".into(),
-            request_parameters: r#"{"functionName":"f"}"#.into(),
-            response_elements: String::new(),
             raw: "{\"the raw record\":true}".into(),
+            ..invoke_event(id, t, &acct.account_id, "us-east-1", principal)
         },
         account: acct.clone(),
     }

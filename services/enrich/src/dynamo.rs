@@ -92,13 +92,7 @@ pub struct DynamoStore {
     attempts: u32,
 }
 
-impl std::fmt::Debug for DynamoStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DynamoStore")
-            .field("table", &self.table)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(DynamoStore { table, .. });
 
 fn aws_error<E, R>(e: &SdkError<E, R>, attempts: u32, action: &str, table: &str) -> StoreError
 where

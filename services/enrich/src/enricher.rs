@@ -207,11 +207,11 @@ impl Enricher {
         let f = &self.inner.figures;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = f.common.stats(load(&s.events), load(&f.forwarded));
-        out.queues = vec![trailhound_proto::common::v1::QueueDepth {
-            name: "batches_pending".into(),
-            depth: f.pending.depth(),
-            capacity: 0,
-        }];
+        out.queues = vec![trailhound_runtime::stats::queue(
+            "batches_pending",
+            f.pending.depth(),
+            0,
+        )];
         out.batch_latency = Some(f.batch.summary());
         out.backend_latency = Some(f.backend.summary());
         out.backend_calls = load(&s.backend_calls);
@@ -559,6 +559,24 @@ mod tests {
         })
     }
 
+    /// An enricher over `src` whose store is the redb file at `path`, with
+    /// these memory and store TTLs.
+    fn on_redb(
+        src: &Arc<Counting>,
+        path: &std::path::Path,
+        memory_ttl: Duration,
+        store_ttl: Duration,
+    ) -> Enricher {
+        let store: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(path).unwrap());
+        Enricher::new(
+            src.clone(),
+            Some(store),
+            EnvironmentRules::default(),
+            memory_ttl,
+            store_ttl,
+        )
+    }
+
     #[tokio::test]
     async fn concurrent_lookups_make_one_backend_call() {
         let src = counting();
@@ -624,11 +642,9 @@ mod tests {
         let path = dir.path().join("cache.redb");
         let src = counting();
         {
-            let store: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&path).unwrap());
-            let e = Enricher::new(
-                src.clone(),
-                Some(store),
-                EnvironmentRules::default(),
+            let e = on_redb(
+                &src,
+                &path,
                 Duration::from_millis(50),
                 Duration::from_secs(3600),
             );
@@ -642,11 +658,9 @@ mod tests {
             assert_eq!(e.stats().store_hits.load(Ordering::Relaxed), 1);
         }
         // A new process: same file, no refetch.
-        let store: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&path).unwrap());
-        let e = Enricher::new(
-            src.clone(),
-            Some(store),
-            EnvironmentRules::default(),
+        let e = on_redb(
+            &src,
+            &path,
             Duration::from_secs(60),
             Duration::from_secs(3600),
         );
@@ -657,13 +671,10 @@ mod tests {
     #[tokio::test]
     async fn a_failing_source_falls_back_to_stale_metadata() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn MetadataStore> =
-            Arc::new(RedbStore::open(&dir.path().join("c.redb")).unwrap());
         let src = counting();
-        let e = Enricher::new(
-            src.clone(),
-            Some(store),
-            EnvironmentRules::default(),
+        let e = on_redb(
+            &src,
+            &dir.path().join("c.redb"),
             Duration::from_millis(1),
             Duration::from_millis(1),
         );
@@ -690,13 +701,10 @@ mod tests {
             false
         }
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn MetadataStore> =
-            Arc::new(RedbStore::open(&dir.path().join("c.redb")).unwrap());
         let src = counting();
-        let e = Enricher::new(
-            src.clone(),
-            Some(store),
-            EnvironmentRules::default(),
+        let e = on_redb(
+            &src,
+            &dir.path().join("c.redb"),
             Duration::from_millis(10),
             Duration::from_millis(10),
         )

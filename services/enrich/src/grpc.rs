@@ -86,8 +86,8 @@ impl EnrichService for EnrichGrpc {
         &self,
         req: Request<pb::GetAccountRequest>,
     ) -> Result<Response<common::AccountMetadata>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let id = req.into_inner().account_id;
+        let (scope, r) = trailhound_runtime::security::scoped(req);
+        let id = r.account_id;
         if !trailhound_core::is_account_id(&id) {
             return Err(status::invalid(
                 "account_id",

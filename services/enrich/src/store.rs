@@ -2,12 +2,12 @@
 //! implementation (redb). The DynamoDB one is in [`crate::dynamo`].
 
 use std::path::Path;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, TableDefinition};
+use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 use trailhound_core::AccountMetadata;
+use trailhound_runtime::store::{Db, Failure};
 
 /// A cached lookup and when it was made.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,49 +41,30 @@ pub trait MetadataStore: Send + Sync {
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 
 /// The embedded store: one redb file, values as JSON.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RedbStore {
-    db: Arc<Database>,
-    path: String,
+    db: Db,
 }
 
-impl std::fmt::Debug for RedbStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore")
-            .field("path", &self.path)
-            .finish()
+impl From<Failure> for StoreError {
+    fn from(Failure { path, message }: Failure) -> Self {
+        StoreError::Backend { path, message }
     }
 }
 
 impl RedbStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let p = path.display().to_string();
-        let err = |message: String| StoreError::Backend {
-            path: p.clone(),
-            message,
-        };
-        let db = trailhound_runtime::store::open(path, |w| w.open_table(ACCOUNTS).map(|_| ()))
-            .map_err(err)?;
-        Ok(Self {
-            db: Arc::new(db),
-            path: p,
-        })
-    }
-
-    fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Backend {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
+        let db = Db::open(path, |w| w.open_table(ACCOUNTS).map(|_| ()))?;
+        Ok(Self { db })
     }
 }
 
 #[async_trait]
 impl MetadataStore for RedbStore {
     async fn get(&self, account_id: &str) -> Result<Option<CachedEntry>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(ACCOUNTS).map_err(|e| self.err(e))?;
-        match t.get(account_id).map_err(|e| self.err(e))? {
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(ACCOUNTS).map_err(|e| self.db.fail(e))?;
+        match t.get(account_id).map_err(|e| self.db.fail(e))? {
             None => Ok(None),
             // A corrupt or old-format entry is a miss, not a failure.
             Some(v) => Ok(serde_json::from_slice(v.value()).ok()),
@@ -91,14 +72,14 @@ impl MetadataStore for RedbStore {
     }
 
     async fn put(&self, entry: &CachedEntry) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(entry).map_err(|e| self.err(e))?;
-        let mut w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let bytes = serde_json::to_vec(entry).map_err(|e| self.db.fail(e))?;
+        let mut w = self.db.begin_write().map_err(|e| self.db.fail(e))?;
         w.set_durability(redb::Durability::Eventual);
         {
-            let mut t = w.open_table(ACCOUNTS).map_err(|e| self.err(e))?;
+            let mut t = w.open_table(ACCOUNTS).map_err(|e| self.db.fail(e))?;
             t.insert(entry.metadata.account_id.as_str(), bytes.as_slice())
-                .map_err(|e| self.err(e))?;
+                .map_err(|e| self.db.fail(e))?;
         }
-        w.commit().map_err(|e| self.err(e))
+        w.commit().map_err(|e| self.db.fail(e).into())
     }
 }

@@ -12,14 +12,13 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, TimeToLiveStatus,
 };
-use common::{Counting, aws, build_org, eventually, retag};
-use trailhound_core::{Environment, EnvironmentRules};
+use common::{Counting, TestOrg, aws, build_org, eventually, retag};
+use trailhound_core::Environment;
 use trailhound_enrich::dynamo::{INDEXES, KEY, TTL_ATTRIBUTE};
 use trailhound_enrich::{
-    AwsConfig, CachedEntry, DynamoOptions, DynamoStore, Enricher, MetadataStore,
-    OrganizationsSource,
+    AwsConfig, CachedEntry, DynamoOptions, DynamoStore, MetadataStore, OrganizationsSource,
 };
-use trailhound_testkit::{Emulator, FaultProxy};
+use trailhound_testkit::Emulator;
 
 const TABLE: &str = "trailhound-test-accounts";
 
@@ -128,10 +127,9 @@ async fn entries_are_top_level_attributes_that_fill_the_indexes() -> anyhow::Res
     let a = aws(&config).await?;
     let store = Arc::new(DynamoStore::open(&a, &options(true)).await?);
     let source = Arc::new(OrganizationsSource::connect(&a).await?);
-    let e = Enricher::new(
+    let e = common::enricher(
         source,
         Some(store.clone()),
-        EnvironmentRules::default(),
         Duration::from_secs(60),
         Duration::from_secs(3600),
     );
@@ -220,21 +218,14 @@ async fn entries_are_top_level_attributes_that_fill_the_indexes() -> anyhow::Res
 
 #[tokio::test]
 async fn a_restarted_enricher_asks_organizations_nothing_it_knows() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let org = build_org(&emu.aws_config()).await?;
-    let proxy = FaultProxy::start(emu.endpoint(), vec![]).await;
-    let config = AwsConfig {
-        endpoint_url: Some(proxy.endpoint().into()),
-        ..emu.aws_config()
-    };
+    let (_emu, org, proxy, config) = common::org_behind_proxy(vec![]).await?;
     let start = || async {
         let a = aws(&config).await?;
         let store: Arc<dyn MetadataStore> = Arc::new(DynamoStore::open(&a, &options(true)).await?);
         let source = Counting::new(Arc::new(OrganizationsSource::connect(&a).await?));
-        let e = Enricher::new(
+        let e = common::enricher(
             source.clone(),
             Some(store),
-            EnvironmentRules::default(),
             Duration::from_secs(60),
             Duration::from_secs(3600),
         );
@@ -265,18 +256,31 @@ async fn a_restarted_enricher_asks_organizations_nothing_it_knows() -> anyhow::R
     Ok(())
 }
 
-#[tokio::test]
-async fn stale_entries_are_served_at_once_and_refreshed_in_the_background() -> anyhow::Result<()> {
+/// The test organization in a fresh emulator (keep it), its `[aws]`
+/// configuration, the cache table created there, and an Organizations
+/// source that counts its lookups.
+async fn cached_org() -> anyhow::Result<(
+    Emulator,
+    AwsConfig,
+    TestOrg,
+    Arc<DynamoStore>,
+    Arc<Counting>,
+)> {
     let emu = Emulator::start().await;
     let config = emu.aws_config();
     let org = build_org(&config).await?;
     let a = aws(&config).await?;
     let store = Arc::new(DynamoStore::open(&a, &options(true)).await?);
     let source = Counting::new(Arc::new(OrganizationsSource::connect(&a).await?));
-    let e = Enricher::new(
+    Ok((emu, config, org, store, source))
+}
+
+#[tokio::test]
+async fn stale_entries_are_served_at_once_and_refreshed_in_the_background() -> anyhow::Result<()> {
+    let (_emu, config, org, store, source) = cached_org().await?;
+    let e = common::enricher(
         source.clone(),
         Some(store.clone()),
-        EnvironmentRules::default(),
         Duration::from_millis(50),
         Duration::from_secs(1),
     )
@@ -320,16 +324,10 @@ async fn stale_entries_are_served_at_once_and_refreshed_in_the_background() -> a
 
 #[tokio::test]
 async fn entries_past_the_max_age_are_refetched_before_answering() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let config = emu.aws_config();
-    let org = build_org(&config).await?;
-    let a = aws(&config).await?;
-    let store = Arc::new(DynamoStore::open(&a, &options(true)).await?);
-    let source = Counting::new(Arc::new(OrganizationsSource::connect(&a).await?));
-    let e = Enricher::new(
+    let (_emu, config, org, store, source) = cached_org().await?;
+    let e = common::enricher(
         source.clone(),
         Some(store),
-        EnvironmentRules::default(),
         Duration::from_millis(20),
         Duration::from_millis(100),
     )

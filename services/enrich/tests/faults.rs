@@ -8,59 +8,34 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{aws, build_org};
-use trailhound_core::{EnvironmentRules, Event, UserIdentity};
+use common::{aws, build_org, via};
+use trailhound_core::Event;
 use trailhound_enrich::{
-    AccountSource, AwsConfig, DynamoOptions, DynamoStore, Enricher, MetadataStore,
-    OrganizationsSource,
+    AccountSource, AwsConfig, DynamoOptions, DynamoStore, MetadataStore, OrganizationsSource,
 };
 use trailhound_testkit::{Emulator, FaultProxy, FaultRule};
-
-fn via(proxy: &FaultProxy, emu: &Emulator) -> AwsConfig {
-    AwsConfig {
-        endpoint_url: Some(proxy.endpoint().into()),
-        ..emu.aws_config()
-    }
-}
 
 fn event(account: &str, n: usize) -> Event {
     Event {
         event_id: format!("e-{account}-{n}"),
         event_time_ms: 1_767_225_600_000,
-        event_source: "ec2.amazonaws.com".into(),
-        event_name: "RunInstances".into(),
-        aws_region: "us-east-1".into(),
         recipient_account_id: account.into(),
-        user_identity: UserIdentity::default(),
         source_ip_address: "203.0.113.7".into(),
         user_agent: "test".into(),
-        error_code: String::new(),
-        error_message: String::new(),
-        read_only: Some(false),
-        management_event: Some(true),
-        event_category: "Management".into(),
-        event_type: "AwsApiCall".into(),
         event_version: "1.08".into(),
-        request_parameters: String::new(),
-        response_elements: String::new(),
-        raw: String::new(),
+        ..trailhound_core::event::testing::run_instances()
     }
 }
 
 #[tokio::test]
 async fn throttled_calls_are_retried_and_succeed() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let org = build_org(&emu.aws_config()).await?;
-    let proxy = FaultProxy::start(
-        emu.endpoint(),
-        vec![
-            FaultRule::throttle("DescribeAccount").times(2),
-            FaultRule::throttle("ListAccounts").times(2),
-            FaultRule::internal_error("ListTagsForResource").times(1),
-        ],
-    )
-    .await;
-    let config = via(&proxy, &emu); // max_attempts = 3
+    // max_attempts = 3
+    let (_emu, org, proxy, config) = common::org_behind_proxy(vec![
+        FaultRule::throttle("DescribeAccount").times(2),
+        FaultRule::throttle("ListAccounts").times(2),
+        FaultRule::internal_error("ListTagsForResource").times(1),
+    ])
+    .await?;
     let source = OrganizationsSource::connect(&aws(&config).await?).await?;
     let a = source.account(&org.payments_prod).await?;
     assert_eq!(a.map(|a| a.name).as_deref(), Some("payments-prod"));
@@ -84,15 +59,11 @@ async fn throttled_calls_are_retried_and_succeed() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn persistent_5xx_is_explained_and_enrich_goes_on() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let org = build_org(&emu.aws_config()).await?;
-    let proxy = FaultProxy::start(emu.endpoint(), vec![]).await;
-    let config = via(&proxy, &emu);
+    let (_emu, org, proxy, config) = common::org_behind_proxy(vec![]).await?;
     let source = Arc::new(OrganizationsSource::connect(&aws(&config).await?).await?);
-    let e = Enricher::new(
+    let e = common::enricher(
         source.clone(),
         None,
-        EnvironmentRules::default(),
         Duration::from_secs(60),
         Duration::from_secs(60),
     );
@@ -148,10 +119,9 @@ async fn persistent_5xx_is_explained_and_enrich_goes_on() -> anyhow::Result<()> 
 
     // Once Organizations recovers, the account is looked up again.
     proxy.clear_rules();
-    let fresh = Enricher::new(
+    let fresh = common::enricher(
         source,
         None,
-        EnvironmentRules::default(),
         Duration::from_secs(60),
         Duration::from_secs(60),
     );
@@ -161,14 +131,10 @@ async fn persistent_5xx_is_explained_and_enrich_goes_on() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn access_denied_names_the_action_and_the_fix_without_retrying() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let org = build_org(&emu.aws_config()).await?;
-    let proxy = FaultProxy::start(
-        emu.endpoint(),
-        vec![FaultRule::access_denied("DescribeOrganization").times(1)],
-    )
-    .await;
-    let config = via(&proxy, &emu);
+    let (_emu, org, proxy, config) = common::org_behind_proxy(vec![
+        FaultRule::access_denied("DescribeOrganization").times(1),
+    ])
+    .await?;
     let err = OrganizationsSource::connect(&aws(&config).await?)
         .await
         .err()
@@ -204,10 +170,9 @@ async fn access_denied_names_the_action_and_the_fix_without_retrying() -> anyhow
         &dir.path().join("c.redb"),
     )?);
     proxy.clear_rules();
-    let e = Enricher::new(
+    let e = common::enricher(
         source.clone(),
         Some(store),
-        EnvironmentRules::default(),
         Duration::from_millis(1),
         Duration::from_millis(1),
     );
@@ -225,14 +190,11 @@ async fn access_denied_names_the_action_and_the_fix_without_retrying() -> anyhow
 
 #[tokio::test]
 async fn a_transient_failure_at_start_up_does_not_stop_enrich() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let org = build_org(&emu.aws_config()).await?;
-    let proxy = FaultProxy::start(
-        emu.endpoint(),
-        vec![FaultRule::internal_error("DescribeOrganization").times(3)],
-    )
-    .await;
-    let source = OrganizationsSource::connect(&aws(&via(&proxy, &emu)).await?).await?;
+    let (_emu, org, _proxy, config) = common::org_behind_proxy(vec![
+        FaultRule::internal_error("DescribeOrganization").times(3),
+    ])
+    .await?;
+    let source = OrganizationsSource::connect(&aws(&config).await?).await?;
     assert_eq!(source.organization_id(), "", "not known yet");
     let a = source.account(&org.payments_prod).await?;
     assert!(a.is_some());
@@ -280,10 +242,9 @@ async fn dynamodb_throttling_is_retried_and_failures_never_stop_enrich() -> anyh
     proxy.push_rule(FaultRule::internal_error("PutItem").content_type(json10));
     proxy.push_rule(FaultRule::internal_error("GetItem").content_type(json10));
     let source = Arc::new(OrganizationsSource::connect(&a).await?);
-    let e = Enricher::new(
+    let e = common::enricher(
         source,
         Some(store.clone()),
-        EnvironmentRules::default(),
         Duration::from_secs(60),
         Duration::from_secs(60),
     );

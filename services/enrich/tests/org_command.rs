@@ -25,34 +25,43 @@ enum Command {
     Org(org::OrgArgs),
 }
 
+/// Runs `trailhound org snapshot --out <dir>/org.json <flags>` with `aws`
+/// as the config file's `[aws]` section; the snapshot's path.
+async fn snapshot(
+    dir: &std::path::Path,
+    aws: &str,
+    flags: &[&str],
+) -> anyhow::Result<std::path::PathBuf> {
+    let config = dir.join("trailhound.toml");
+    std::fs::write(&config, format!("[aws]\n{aws}"))?;
+    let out = dir.join("org.json");
+    let mut argv: Vec<std::ffi::OsString> = vec![
+        "trailhound".into(),
+        "--config".into(),
+        config.into(),
+        "org".into(),
+        "snapshot".into(),
+        "--out".into(),
+        out.clone().into(),
+    ];
+    argv.extend(flags.iter().map(Into::into));
+    let cli = Cli::try_parse_from(argv)?;
+    let Command::Org(args) = &cli.command;
+    org::run(&cli.common, args).await?;
+    Ok(out)
+}
+
 #[tokio::test]
 async fn org_snapshot_writes_the_live_organization() -> anyhow::Result<()> {
     let emu = Emulator::start().await;
     let built = common::build_org(&emu.aws_config()).await?;
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("trailhound.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[aws]\nendpoint_url = \"{}\"\nemulator = true\nmax_attempts = 2\n",
-            emu.endpoint()
-        ),
-    )?;
-    let out = dir.path().join("org.json");
-    let cli = Cli::try_parse_from([
-        "trailhound".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "org".as_ref(),
-        "snapshot".as_ref(),
-        "--out".as_ref(),
-        out.as_os_str(),
-        // The flag supplies what the [aws] section leaves out.
-        "--region".as_ref(),
-        "us-east-1".as_ref(),
-    ])?;
-    let Command::Org(args) = &cli.command;
-    org::run(&cli.common, args).await?;
+    let aws = format!(
+        "endpoint_url = \"{}\"\nemulator = true\nmax_attempts = 2\n",
+        emu.endpoint()
+    );
+    // The flag supplies what the [aws] section leaves out.
+    let out = snapshot(dir.path(), &aws, &["--region", "us-east-1"]).await?;
 
     let snap = SnapshotSource::load(&out)?;
     assert_eq!(snap.organization_id(), built.organization_id);
@@ -74,32 +83,20 @@ async fn org_snapshot_writes_the_live_organization() -> anyhow::Result<()> {
 async fn org_snapshot_without_an_organization_says_so() -> anyhow::Result<()> {
     let emu = Emulator::start().await;
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("trailhound.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\nemulator = true\n",
-            emu.endpoint()
-        ),
-    )?;
-    let out = dir.path().join("org.json");
-    let cli = Cli::try_parse_from([
-        "trailhound".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "org".as_ref(),
-        "snapshot".as_ref(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ])?;
-    let Command::Org(args) = &cli.command;
-    let err = org::run(&cli.common, args)
+    let aws = format!(
+        "region = \"us-east-1\"\nendpoint_url = \"{}\"\nemulator = true\n",
+        emu.endpoint()
+    );
+    let err = snapshot(dir.path(), &aws, &[])
         .await
         .err()
         .map(|e| format!("{e:#}"))
         .unwrap_or_default();
     assert!(err.contains("AWSOrganizationsNotInUseException"), "{err}");
     assert!(err.contains("not in an organization"), "{err}");
-    assert!(!out.exists(), "nothing written on failure");
+    assert!(
+        !dir.path().join("org.json").exists(),
+        "nothing written on failure"
+    );
     Ok(())
 }

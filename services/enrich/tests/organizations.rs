@@ -7,16 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestOrg, aws, build_org};
-use trailhound_core::{AccountMetadata, Environment, EnvironmentRules};
+use trailhound_core::{AccountMetadata, Environment};
 use trailhound_enrich::{AccountSource, AwsConfig, Enricher, OrganizationsSource, SnapshotSource};
-use trailhound_testkit::{Emulator, FaultProxy};
+use trailhound_testkit::Emulator;
 
 async fn enricher(config: &AwsConfig) -> anyhow::Result<Enricher> {
     let source = OrganizationsSource::connect(&aws(config).await?).await?;
-    Ok(Enricher::new(
+    Ok(common::enricher(
         Arc::new(source),
         None,
-        EnvironmentRules::default(),
         Duration::from_secs(60),
         Duration::from_secs(60),
     ))
@@ -91,13 +90,7 @@ async fn organization_accounts_get_names_ou_paths_environments_and_teams() -> an
 
 #[tokio::test]
 async fn ou_names_are_asked_once() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let org = build_org(&emu.aws_config()).await?;
-    let proxy = FaultProxy::start(emu.endpoint(), vec![]).await;
-    let config = AwsConfig {
-        endpoint_url: Some(proxy.endpoint().into()),
-        ..emu.aws_config()
-    };
+    let (_emu, org, proxy, config) = common::org_behind_proxy(vec![]).await?;
     let source = OrganizationsSource::connect(&aws(&config).await?).await?;
     for id in [
         &org.payments_prod,
@@ -118,13 +111,7 @@ async fn ou_names_are_asked_once() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn snapshot_pages_through_everything_and_matches_single_lookups() -> anyhow::Result<()> {
-    let emu = Emulator::start().await;
-    let org = build_org(&emu.aws_config()).await?;
-    let proxy = FaultProxy::start(emu.endpoint(), vec![]).await;
-    let config = AwsConfig {
-        endpoint_url: Some(proxy.endpoint().into()),
-        ..emu.aws_config()
-    };
+    let (_emu, org, proxy, config) = common::org_behind_proxy(vec![]).await?;
     let source = OrganizationsSource::connect(&aws(&config).await?)
         .await?
         .with_page_size(2);
@@ -166,10 +153,9 @@ async fn the_snapshot_file_loads_back_with_the_same_metadata() -> anyhow::Result
     assert_eq!(file.accounts().await?, written.accounts);
 
     let live = enricher(&emu.aws_config()).await?;
-    let from_file = Enricher::new(
+    let from_file = common::enricher(
         Arc::new(file),
         None,
-        EnvironmentRules::default(),
         Duration::from_secs(60),
         Duration::from_secs(60),
     );

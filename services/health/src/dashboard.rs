@@ -234,6 +234,19 @@ fn ts_ms(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A traced channel to `service` at `endpoint` that gives up connecting
+/// after [`FETCH_TIMEOUT`].
+fn fetch_channel(
+    endpoint: &str,
+    service: &'static str,
+) -> Result<trailhound_runtime::TracedChannel, HealthError> {
+    Ok(trailhound_runtime::client::traced(
+        &tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| refused(service, e))?
+            .connect_timeout(FETCH_TIMEOUT),
+    ))
+}
+
 /// The newest insights, read for a viewer with `scope`: insights filters
 /// them (and what they say of correlated accounts) by it.
 async fn fetch_insights(
@@ -243,11 +256,7 @@ async fn fetch_insights(
     scope: &trailhound_core::Scope,
 ) -> Result<Vec<ipb::Insight>, HealthError> {
     let fut = async {
-        let ch = trailhound_runtime::client::traced(
-            &tonic::transport::Endpoint::from_shared(endpoint.to_string())
-                .map_err(|e| refused("insights", e))?
-                .connect_timeout(FETCH_TIMEOUT),
-        );
+        let ch = fetch_channel(endpoint, "insights")?;
         let mut req = tonic::Request::new(ipb::ListInsightsRequest {
             page_size: n.clamp(1, 100),
             account_id: account
@@ -279,11 +288,7 @@ async fn fetch_series(
     scope: &trailhound_core::Scope,
 ) -> Result<dpb::GetUsageSeriesResponse, HealthError> {
     let fut = async {
-        let ch = trailhound_runtime::client::traced(
-            &tonic::transport::Endpoint::from_shared(endpoint.to_string())
-                .map_err(|e| refused("detect", e))?
-                .connect_timeout(FETCH_TIMEOUT),
-        );
+        let ch = fetch_channel(endpoint, "detect")?;
         let mut req = tonic::Request::new(dpb::GetUsageSeriesRequest {
             detector: detector.to_string(),
             account_id: account.to_string(),

@@ -94,13 +94,10 @@ pub struct Monitor {
     common: trailhound_runtime::stats::Common,
 }
 
-impl std::fmt::Debug for Monitor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Monitor")
-            .field("targets", &self.config.targets)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Monitor {
+    targets: config.targets,
+    ..
+});
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -148,11 +145,7 @@ impl Monitor {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.config.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+        while trailhound_runtime::shutdown::next_tick(&mut tick, &shutdown).await {
             self.check_once().await;
         }
     }

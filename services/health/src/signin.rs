@@ -78,6 +78,29 @@ fn http() -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The page of a sign-in this browser cannot finish as it is: 400, `why`.
+fn failed(why: &str) -> Response {
+    page(StatusCode::BAD_REQUEST, "Sign-in failed", why)
+}
+
+/// The page of a sign-in the identity provider did not complete: 502.
+fn provider_failed(why: &str) -> Response {
+    page(StatusCode::BAD_GATEWAY, "Sign-in failed", why)
+}
+
+/// [`provider`], or the page saying the provider is unreachable (with
+/// `hint`), the failure logged.
+async fn reach(issuer: &str, hint: &str) -> Result<Provider, Response> {
+    provider(issuer).await.map_err(|e| {
+        tracing::warn!(error = %e, "sign-in: the identity provider is unreachable");
+        page(
+            StatusCode::BAD_GATEWAY,
+            "The identity provider is unreachable",
+            hint,
+        )
+    })
+}
+
 async fn provider(issuer: &str) -> Result<Provider, String> {
     let url = format!(
         "{}/.well-known/openid-configuration",
@@ -158,16 +181,9 @@ async fn login() -> Response {
             "Set [auth] mode = \"oidc\" and public_url, or send a bearer token.",
         );
     };
-    let p = match provider(&s.issuer).await {
+    let p = match reach(&s.issuer, "Try again in a moment.").await {
         Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "sign-in: the identity provider is unreachable");
-            return page(
-                StatusCode::BAD_GATEWAY,
-                "The identity provider is unreachable",
-                "Try again in a moment.",
-            );
-        }
+        Err(r) => return r,
     };
     let (state, verifier, nonce) = (random_id(), random_id(), random_id());
     let challenge = b64url(&Sha256::digest(verifier.as_bytes()));
@@ -225,45 +241,22 @@ async fn callback(headers: HeaderMap, Query(q): Query<CallbackQuery>) -> Respons
         );
     }
     let (Some(code), Some(state)) = (q.code, q.state) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "code and state are required.",
-        );
+        return failed("code and state are required.");
     };
     // The state must be the one this browser started with.
     if cookie(&headers, LOGIN_COOKIE) != Some(state.as_str()) {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "This sign-in was not started in this browser.",
-        );
+        return failed("This sign-in was not started in this browser.");
     }
     let Some((verifier, nonce, started)) = PENDING.lock().ok().and_then(|mut m| m.remove(&state))
     else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "Unknown or used state.",
-        );
+        return failed("Unknown or used state.");
     };
     if started.elapsed() > LOGIN_TTL {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "The sign-in took too long.",
-        );
+        return failed("The sign-in took too long.");
     }
-    let p = match provider(&s.issuer).await {
+    let p = match reach(&s.issuer, "").await {
         Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "sign-in: the identity provider is unreachable");
-            return page(
-                StatusCode::BAD_GATEWAY,
-                "The identity provider is unreachable",
-                "",
-            );
-        }
+        Err(r) => return r,
     };
     let mut form = vec![
         ("grant_type", "authorization_code".to_string()),
@@ -322,19 +315,11 @@ async fn callback(headers: HeaderMap, Query(q): Query<CallbackQuery>) -> Respons
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "sign-in: the code exchange failed");
-            return page(
-                StatusCode::BAD_GATEWAY,
-                "Sign-in failed",
-                "The code exchange failed.",
-            );
+            return provider_failed("The code exchange failed.");
         }
     };
     let Some(id_token) = token.get("id_token").and_then(|v| v.as_str()) else {
-        return page(
-            StatusCode::BAD_GATEWAY,
-            "Sign-in failed",
-            "No ID token was returned.",
-        );
+        return provider_failed("No ID token was returned.");
     };
     let principal = match security
         .auth

@@ -180,6 +180,23 @@ fn config(names: &[&str]) -> HealthConfig {
     }
 }
 
+/// A monitor of `names`, answered by a fake whose behaviour each test
+/// sets, with alerts going nowhere.
+fn watching(names: &[&str]) -> (Arc<Fake>, Monitor) {
+    let fake = Arc::new(Fake::default());
+    let m = Monitor::new(config(names), fake.clone(), Arc::new(Alerts::default()));
+    (fake, m)
+}
+
+/// A service up with these counters.
+fn up(events_in: u64, errors: u64, dead: u64) -> Behaviour {
+    Behaviour::Up {
+        events_in,
+        errors,
+        dead,
+    }
+}
+
 fn find<'a>(h: &'a pb::SystemHealth, name: &str) -> &'a pb::ServiceHealth {
     h.services.iter().find(|s| s.name == name).unwrap()
 }
@@ -189,23 +206,9 @@ async fn up_slow_erroring_gone_and_absurd_each_get_their_status() {
     let fake = Arc::new(Fake::default());
     let names = ["up", "slow", "erroring", "gone", "absurd"];
     for (n, b) in [
-        (
-            "up",
-            Behaviour::Up {
-                events_in: 10,
-                errors: 0,
-                dead: 0,
-            },
-        ),
+        ("up", up(10, 0, 0)),
         ("slow", Behaviour::Slow(Duration::from_millis(1200))),
-        (
-            "erroring",
-            Behaviour::Up {
-                events_in: 10,
-                errors: 0,
-                dead: 0,
-            },
-        ),
+        ("erroring", up(10, 0, 0)),
         ("gone", Behaviour::Gone),
         ("absurd", Behaviour::Absurd),
     ] {
@@ -215,14 +218,7 @@ async fn up_slow_erroring_gone_and_absurd_each_get_their_status() {
     cfg.timeout = Duration::from_secs(3);
     let m = Monitor::new(cfg, fake.clone(), Arc::new(Alerts::default()));
     m.check_once().await;
-    fake.set(
-        "erroring",
-        Behaviour::Up {
-            events_in: 110,
-            errors: 30,
-            dead: 0,
-        },
-    );
+    fake.set("erroring", up(110, 30, 0));
     let h = m.check_once().await;
     assert_eq!(h.status(), pb::Status::Degraded);
     assert_eq!(find(&h, "up").status(), pb::Status::Serving);
@@ -244,14 +240,7 @@ async fn up_slow_erroring_gone_and_absurd_each_get_their_status() {
 async fn a_hanging_service_does_not_stall_the_round_or_the_others() {
     let fake = Arc::new(Fake::default());
     fake.set("hangs", Behaviour::Hangs);
-    fake.set(
-        "up",
-        Behaviour::Up {
-            events_in: 1,
-            errors: 0,
-            dead: 0,
-        },
-    );
+    fake.set("up", up(1, 0, 0));
     let m = Monitor::new(
         config(&["hangs", "up"]),
         fake.clone(),
@@ -276,11 +265,7 @@ async fn a_downstream_restart_alerts_and_replays_once() {
         fail: true, // notify is down: alerts are logged, health goes on
         ..Default::default()
     });
-    let up = Behaviour::Up {
-        events_in: 1,
-        errors: 0,
-        dead: 0,
-    };
+    let up = up(1, 0, 0);
     fake.set("ingest", up.clone());
     fake.set("enrich", up.clone());
     let m = Monitor::new(config(&["ingest", "enrich"]), fake.clone(), alerts.clone());
@@ -325,23 +310,11 @@ async fn a_downstream_restart_alerts_and_replays_once() {
 
 #[tokio::test]
 async fn a_service_that_keeps_failing_is_marked_not_serving_once() {
-    let fake = Arc::new(Fake::default());
-    let m = Monitor::new(
-        config(&["detect"]),
-        fake.clone(),
-        Arc::new(Alerts::default()),
-    );
+    let (fake, m) = watching(&["detect"]);
     let mut errors = 0;
     for i in 0..8u64 {
         errors += 50;
-        fake.set(
-            "detect",
-            Behaviour::Up {
-                events_in: 100 * (i + 1),
-                errors,
-                dead: 0,
-            },
-        );
+        fake.set("detect", up(100 * (i + 1), errors, 0));
         m.check_once().await;
     }
     assert_eq!(
@@ -352,29 +325,10 @@ async fn a_service_that_keeps_failing_is_marked_not_serving_once() {
 
 #[tokio::test]
 async fn notify_dead_letters_are_retried_when_it_is_healthy() {
-    let fake = Arc::new(Fake::default());
-    let m = Monitor::new(
-        config(&["notify"]),
-        fake.clone(),
-        Arc::new(Alerts::default()),
-    );
-    fake.set(
-        "notify",
-        Behaviour::Up {
-            events_in: 1,
-            errors: 0,
-            dead: 0,
-        },
-    );
+    let (fake, m) = watching(&["notify"]);
+    fake.set("notify", up(1, 0, 0));
     m.check_once().await;
-    fake.set(
-        "notify",
-        Behaviour::Up {
-            events_in: 2,
-            errors: 0,
-            dead: 3,
-        },
-    );
+    fake.set("notify", up(2, 0, 3));
     let h = m.check_once().await;
     assert_eq!(find(&h, "notify").status(), pb::Status::Degraded);
     assert!(fake.calls().is_empty());
@@ -389,12 +343,7 @@ async fn notify_dead_letters_are_retried_when_it_is_healthy() {
 
 #[tokio::test]
 async fn bad_input_is_a_reason_not_a_failure() {
-    let fake = Arc::new(Fake::default());
-    let m = Monitor::new(
-        config(&["ingest"]),
-        fake.clone(),
-        Arc::new(Alerts::default()),
-    );
+    let (fake, m) = watching(&["ingest"]);
     for i in 0..6u64 {
         // A trickle of malformed records: a third of what arrives.
         fake.set(
@@ -434,14 +383,7 @@ async fn a_service_marked_not_serving_is_marked_serving_again_once_it_passes() {
     for _ in 0..4 {
         errors += 50;
         events += 100;
-        fake.set(
-            "detect",
-            Behaviour::Up {
-                events_in: events,
-                errors,
-                dead: 0,
-            },
-        );
+        fake.set("detect", up(events, errors, 0));
         m.check_once().await;
     }
     assert_eq!(
@@ -452,14 +394,7 @@ async fn a_service_marked_not_serving_is_marked_serving_again_once_it_passes() {
     let mut statuses = Vec::new();
     for _ in 0..4 {
         events += 100;
-        fake.set(
-            "detect",
-            Behaviour::Up {
-                events_in: events,
-                errors,
-                dead: 0,
-            },
-        );
+        fake.set("detect", up(events, errors, 0));
         let h = m.check_once().await;
         statuses.push(find(&h, "detect").status());
         if statuses.len() == 1 {

@@ -189,13 +189,7 @@ pub struct CwlPoller {
     checkpoint: Checkpoint,
 }
 
-impl std::fmt::Debug for CwlPoller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CwlPoller")
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(CwlPoller { options, .. });
 
 /// One page: (timestamp, event id, stream, message) per event, and the
 /// next token.

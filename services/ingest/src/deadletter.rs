@@ -1,13 +1,13 @@
 //! Where records that cannot be accepted go, with the reason, so nothing
 //! disappears silently and an operator can fix and replay them.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use trailhound_core::Rejection;
+use trailhound_runtime::jsonl::JsonLines;
 
 pub trait DeadLetterSink: Send + Sync {
     fn write(&self, rejections: &[Rejection]);
@@ -24,30 +24,22 @@ struct Line<'a> {
 }
 
 /// A JSON Lines file: one `{"time","source","reason","record"}` per line.
+#[derive(Debug)]
 pub struct JsonlDeadLetter {
-    path: PathBuf,
-    out: Mutex<(BufWriter<File>, u64)>,
-}
-
-impl std::fmt::Debug for JsonlDeadLetter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonlDeadLetter")
-            .field("path", &self.path)
-            .finish()
-    }
+    file: JsonLines,
+    /// Rejections handed to the file since start, written or not.
+    count: AtomicU64,
 }
 
 impl JsonlDeadLetter {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let f = trailhound_runtime::private::append(path)?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            out: Mutex::new((BufWriter::new(f), 0)),
-        })
+        let file = JsonLines::open(path)?;
+        let count = AtomicU64::default();
+        Ok(Self { file, count })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 }
 
@@ -56,7 +48,7 @@ impl DeadLetterSink for JsonlDeadLetter {
         if rejections.is_empty() {
             return;
         }
-        let mut g = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = self.file.lock();
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for r in rejections {
             let line = Line {
@@ -65,19 +57,18 @@ impl DeadLetterSink for JsonlDeadLetter {
                 reason: &r.reason,
                 record: &r.record,
             };
-            let ok = serde_json::to_writer(&mut g.0, &line).is_ok() && g.0.write_all(b"\n").is_ok();
-            if !ok {
-                tracing::error!(path = %self.path.display(), reason = %r.reason, "failed to write dead letter");
+            if !out.push(&line) {
+                tracing::error!(path = %self.path().display(), reason = %r.reason, "failed to write dead letter");
             }
-            g.1 += 1;
+            self.count.fetch_add(1, Ordering::Relaxed);
         }
-        if let Err(e) = g.0.flush() {
-            tracing::error!(path = %self.path.display(), error = %e, "failed to flush dead letters");
+        if let Err(e) = out.flush() {
+            tracing::error!(path = %self.path().display(), error = %e, "failed to flush dead letters");
         }
     }
 
     fn count(&self) -> u64 {
-        self.out.lock().unwrap_or_else(|p| p.into_inner()).1
+        self.count.load(Ordering::Relaxed)
     }
 }
 

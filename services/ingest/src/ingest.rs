@@ -131,13 +131,7 @@ struct Figures {
     pending: trailhound_runtime::stats::Pending,
 }
 
-impl std::fmt::Debug for Ingest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ingest")
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Ingest { options, .. });
 
 fn rand_suffix() -> u32 {
     use std::hash::{BuildHasher, Hasher};
@@ -305,16 +299,12 @@ impl Ingest {
         let capacity = self.options.max_in_flight.max(1) as u64;
         let free = self.in_flight.available_permits() as u64;
         out.queues = vec![
-            trailhound_proto::common::v1::QueueDepth {
-                name: "forward_in_flight".into(),
-                depth: capacity.saturating_sub(free),
+            trailhound_runtime::stats::queue(
+                "forward_in_flight",
+                capacity.saturating_sub(free),
                 capacity,
-            },
-            trailhound_proto::common::v1::QueueDepth {
-                name: "submissions_pending".into(),
-                depth: f.pending.depth(),
-                capacity: 0,
-            },
+            ),
+            trailhound_runtime::stats::queue("submissions_pending", f.pending.depth(), 0),
         ];
         out.batch_latency = Some(f.batch.summary());
         out.backend_latency = Some(f.backend.summary());
@@ -336,11 +326,11 @@ impl Ingest {
             .insert("duplicates".into(), load(&s.duplicates) as f64);
         out.gauges
             .insert("spooled_pending".into(), load(&s.spooled_pending) as f64);
-        out.queues.push(trailhound_proto::common::v1::QueueDepth {
-            name: "spool".into(),
-            depth: load(&s.spooled_pending),
-            capacity: 0,
-        });
+        out.queues.push(trailhound_runtime::stats::queue(
+            "spool",
+            load(&s.spooled_pending),
+            0,
+        ));
         out.gauges.insert(
             "batches_forwarded".into(),
             load(&s.batches_forwarded) as f64,

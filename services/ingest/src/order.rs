@@ -120,11 +120,7 @@ pub struct Stream {
     ingest: Arc<dyn Sequenced>,
 }
 
-impl std::fmt::Debug for Stream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream").field("id", &self.id).finish()
-    }
-}
+trailhound_core::debug_fields!(Stream { id });
 
 impl Stream {
     pub fn open(ingest: Arc<dyn Sequenced>) -> Self {

@@ -51,6 +51,27 @@ struct FlakySink {
     inner: SlowSink,
 }
 
+impl FlakySink {
+    /// A sink refusing its first `failures` batches, as retryable or not.
+    fn failing(failures: usize, retryable: bool) -> Arc<Self> {
+        Arc::new(Self {
+            failures: AtomicUsize::new(failures),
+            retryable,
+            inner: SlowSink::default(),
+        })
+    }
+}
+
+/// An ingest with the test options and dead letters kept in memory,
+/// handing batches to `sink`.
+fn ingest_into(sink: Arc<dyn EventSink>) -> Ingest {
+    Ingest::new(
+        options(),
+        Arc::new(trailhound_ingest::deadletter::MemoryDeadLetter::default()),
+        sink,
+    )
+}
+
 #[async_trait]
 impl EventSink for FlakySink {
     async fn send(&self, events: Vec<Event>) -> Result<u64, SinkError> {
@@ -123,11 +144,7 @@ async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_go_on() {
 #[tokio::test]
 async fn duplicates_are_dropped_by_event_id() {
     let sink = Arc::new(SlowSink::default());
-    let ingest = Ingest::new(
-        options(),
-        Arc::new(trailhound_ingest::deadletter::MemoryDeadLetter::default()),
-        sink.clone(),
-    );
+    let ingest = ingest_into(sink.clone());
     let doc = format!(r#"[{},{},{}]"#, record(1, 0), record(2, 1), record(1, 0));
     let first = ingest.submit(ingest.parse_json(&doc, "a")).await.unwrap();
     assert_eq!((first.accepted, first.duplicates), (2, 1));
@@ -144,11 +161,7 @@ async fn a_slow_downstream_bounds_batches_in_flight() {
         delay: Duration::from_millis(20),
         ..SlowSink::default()
     });
-    let ingest = Arc::new(Ingest::new(
-        options(),
-        Arc::new(trailhound_ingest::deadletter::MemoryDeadLetter::default()),
-        sink.clone(),
-    ));
+    let ingest = Arc::new(ingest_into(sink.clone()));
     // Three submitters at once, 50 events (5 batches) each.
     let mut tasks = Vec::new();
     for s in 0..3u32 {
@@ -180,16 +193,8 @@ async fn a_slow_downstream_bounds_batches_in_flight() {
 #[tokio::test]
 async fn unavailable_downstreams_are_retried_then_reported_and_nothing_is_lost() {
     // Two transient failures: retried, everything arrives.
-    let flaky = Arc::new(FlakySink {
-        failures: AtomicUsize::new(2),
-        retryable: true,
-        inner: SlowSink::default(),
-    });
-    let ingest = Ingest::new(
-        options(),
-        Arc::new(trailhound_ingest::deadletter::MemoryDeadLetter::default()),
-        flaky.clone(),
-    );
+    let flaky = FlakySink::failing(2, true);
+    let ingest = ingest_into(flaky.clone());
     let out = ingest
         .submit(ingest.parse_json(&record(1, 0), "a"))
         .await
@@ -199,16 +204,8 @@ async fn unavailable_downstreams_are_retried_then_reported_and_nothing_is_lost()
 
     // A permanent failure is returned, and the events are not remembered
     // as seen: sending them again once the downstream is back works.
-    let broken = Arc::new(FlakySink {
-        failures: AtomicUsize::new(1),
-        retryable: false,
-        inner: SlowSink::default(),
-    });
-    let ingest = Ingest::new(
-        options(),
-        Arc::new(trailhound_ingest::deadletter::MemoryDeadLetter::default()),
-        broken.clone(),
-    );
+    let broken = FlakySink::failing(1, false);
+    let ingest = ingest_into(broken.clone());
     let err = ingest
         .submit(ingest.parse_json(&record(7, 0), "a"))
         .await
@@ -333,11 +330,7 @@ async fn concurrent_streams_are_forwarded_in_delivery_order() {
 #[tokio::test]
 async fn an_event_ahead_of_the_receiving_clock_is_quarantined_with_the_reason() {
     let sink = Arc::new(SlowSink::default());
-    let ingest = Ingest::new(
-        options(),
-        Arc::new(trailhound_ingest::deadletter::MemoryDeadLetter::default()),
-        sink.clone(),
-    );
+    let ingest = ingest_into(sink.clone());
     let future = (chrono::Utc::now() + chrono::Duration::hours(23))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let doc = format!(
@@ -365,11 +358,7 @@ async fn an_event_ahead_of_the_receiving_clock_is_quarantined_with_the_reason() 
 #[tokio::test]
 async fn json_lines_a_byte_order_mark_and_ids_in_other_accounts_or_case_are_accepted() {
     let sink = Arc::new(SlowSink::default());
-    let ingest = Ingest::new(
-        options(),
-        Arc::new(trailhound_ingest::deadletter::MemoryDeadLetter::default()),
-        sink.clone(),
-    );
+    let ingest = ingest_into(sink.clone());
     let same_id_other_account = record(1, 1).replace("111122223333", "444455556666");
     let upper = record(1, 2).replace("0f0e0d0c", "0F0E0D0C");
     let doc = format!(

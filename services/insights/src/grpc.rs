@@ -10,11 +10,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use trailhound_core::convert::{anomaly_from_pb, from_timestamp, insight_to_pb, severity_from_pb};
-use trailhound_core::{Environment, Insight};
+use trailhound_core::Insight;
+use trailhound_core::convert::{anomaly_from_pb, insight_to_pb, severity_from_pb};
 use trailhound_proto::insights::v1 as pb;
 use trailhound_proto::insights::v1::insights_service_server::InsightsService;
-use trailhound_runtime::status;
+use trailhound_runtime::status::{self, check};
 
 use crate::ask::MAX_QUESTION_CHARS;
 use crate::service::{InsightFilter, Insights, InsightsError};
@@ -93,11 +93,9 @@ impl InsightsService for InsightsGrpc {
         &self,
         req: Request<pb::GetInsightRequest>,
     ) -> Result<Response<pb::Insight>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let id = req.into_inner().id;
-        if id.is_empty() {
-            return Err(status::invalid("id", "must not be empty"));
-        }
+        let (scope, r) = trailhound_runtime::security::scoped(req);
+        let id = r.id;
+        check::not_empty("id", &id)?;
         // Out of scope reads exactly like absent.
         match self.insights.get(&id).map_err(to_status)? {
             Some(i) if visible(&scope, &i) => {
@@ -111,25 +109,9 @@ impl InsightsService for InsightsGrpc {
         &self,
         req: Request<pb::ListInsightsRequest>,
     ) -> Result<Response<pb::ListInsightsResponse>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
-        if !r.account_id.is_empty() && !trailhound_core::is_account_id(&r.account_id) {
-            return Err(status::invalid("account_id", "must be 12 digits"));
-        }
-        let environment = if r.environment.is_empty() {
-            None
-        } else {
-            Some(
-                r.environment
-                    .parse::<Environment>()
-                    .map_err(|e| status::invalid("environment", &e))?,
-            )
-        };
-        let time = |t: &Option<trailhound_proto::prost_types::Timestamp>, field: &str| {
-            t.as_ref()
-                .map(|t| from_timestamp(t).ok_or_else(|| status::invalid(field, "out of range")))
-                .transpose()
-        };
+        let (scope, r) = trailhound_runtime::security::scoped(req);
+        check::account_filter(&r.account_id)?;
+        let environment = check::environment(&r.environment)?;
         if !r.page_token.is_empty() && !r.page_token.contains('|') {
             return Err(status::invalid(
                 "page_token",
@@ -144,16 +126,12 @@ impl InsightsService for InsightsGrpc {
             min_severity,
             detector: (!r.detector.is_empty()).then_some(r.detector),
             incident_id: (!r.incident_id.is_empty()).then_some(r.incident_id),
-            start: time(&r.start_time, "start_time")?,
-            end: time(&r.end_time, "end_time")?,
+            start: check::time("start_time", r.start_time.as_ref())?,
+            end: check::time("end_time", r.end_time.as_ref())?,
             include_suppressed: r.include_suppressed,
             scope: scope.clone(),
         };
-        let size = if r.page_size == 0 {
-            100
-        } else {
-            r.page_size as usize
-        };
+        let size = check::page_size(r.page_size);
         let token = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
         let (page, next) = self
             .insights
@@ -178,13 +156,8 @@ impl InsightsService for InsightsGrpc {
         &self,
         req: Request<pb::WatchInsightsRequest>,
     ) -> Result<Response<Self::WatchInsightsStream>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
-        let since = r
-            .since
-            .as_ref()
-            .map(|t| from_timestamp(t).ok_or_else(|| status::invalid("since", "out of range")))
-            .transpose()?;
+        let (scope, r) = trailhound_runtime::security::scoped(req);
+        let since = check::time("since", r.since.as_ref())?;
         let include_suppressed = r.include_suppressed;
         // Subscribe before reading the store, so nothing falls between.
         let mut live = self.insights.subscribe();
@@ -244,8 +217,7 @@ impl InsightsService for InsightsGrpc {
     }
 
     async fn ask(&self, req: Request<pb::AskRequest>) -> Result<Response<pb::AskResponse>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
+        let (scope, r) = trailhound_runtime::security::scoped(req);
         // Checked here too, before anything is allocated for it.
         if r.question.len() > MAX_QUESTION_CHARS * 4 {
             return Err(status::invalid(

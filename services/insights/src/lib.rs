@@ -45,11 +45,7 @@ pub async fn serve(
         let (insights, stop) = (insights.clone(), shutdown.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+            while trailhound_runtime::shutdown::next_tick(&mut tick, &stop).await {
                 let store = insights.store().clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.sync()).await {
                     tracing::warn!(error = %e, "failed to sync the insight store");

@@ -199,14 +199,10 @@ pub struct Connector {
     limiter: Arc<tokio::sync::Semaphore>,
 }
 
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
-            .field("application_id", &self.config.application_id)
-            .field("index_id", &self.config.index_id)
-            .finish()
-    }
-}
+trailhound_core::debug_fields!(Connector {
+    application_id: config.application_id,
+    index_id: config.index_id
+});
 
 impl Connector {
     pub fn new(aws: &trailhound_aws::Aws, config: QBusinessConfig) -> Self {
@@ -215,6 +211,19 @@ impl Connector {
             config,
             limiter: aws.limiter(),
         }
+    }
+
+    /// A failed call to `action` on this index, explained.
+    fn call_failed<E, R>(
+        &self,
+        e: &aws_sdk_qbusiness::error::SdkError<E, R>,
+        action: &str,
+    ) -> QBusinessError
+    where
+        E: aws_sdk_qbusiness::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        QBusinessError::Call(trailhound_aws::explain(e, action, &self.resource()))
     }
 
     fn resource(&self) -> String {
@@ -243,13 +252,7 @@ impl Connector {
             .set_document_attribute_configurations(Some(configs))
             .send()
             .await
-            .map_err(|e| {
-                QBusinessError::Call(trailhound_aws::explain(
-                    &e,
-                    "qbusiness:UpdateIndex",
-                    &self.resource(),
-                ))
-            })?;
+            .map_err(|e| self.call_failed(&e, "qbusiness:UpdateIndex"))?;
         Ok(())
     }
 
@@ -269,13 +272,7 @@ impl Connector {
                 .set_documents(Some(docs))
                 .send()
                 .await
-                .map_err(|e| {
-                    QBusinessError::Call(trailhound_aws::explain(
-                        &e,
-                        "qbusiness:BatchPutDocument",
-                        &self.resource(),
-                    ))
-                })?;
+                .map_err(|e| self.call_failed(&e, "qbusiness:BatchPutDocument"))?;
             for f in out.failed_documents() {
                 refused.push(format!(
                     "{}: {}",
@@ -314,13 +311,7 @@ impl Connector {
                 .set_documents(Some(docs))
                 .send()
                 .await
-                .map_err(|e| {
-                    QBusinessError::Call(trailhound_aws::explain(
-                        &e,
-                        "qbusiness:BatchDeleteDocument",
-                        &self.resource(),
-                    ))
-                })?;
+                .map_err(|e| self.call_failed(&e, "qbusiness:BatchDeleteDocument"))?;
             if !out.failed_documents().is_empty() {
                 return Err(QBusinessError::Failed {
                     failed: out.failed_documents().len(),
@@ -404,13 +395,9 @@ pub struct QBusinessAsk {
     store: InsightStore,
 }
 
-impl std::fmt::Debug for QBusinessAsk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QBusinessAsk")
-            .field("application_id", &self.config.application_id)
-            .finish()
-    }
-}
+trailhound_core::debug_fields!(QBusinessAsk {
+    application_id: config.application_id
+});
 
 impl QBusinessAsk {
     pub fn new(aws: &trailhound_aws::Aws, config: QBusinessConfig, store: InsightStore) -> Self {

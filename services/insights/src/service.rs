@@ -135,13 +135,7 @@ struct Figures {
     freshness_ms: std::sync::atomic::AtomicI64,
 }
 
-impl std::fmt::Debug for Insights {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Insights")
-            .field("store", &self.store)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Insights { store, .. });
 
 fn entity_key(a: &Anomaly) -> String {
     let mut k = a.detector.clone();
@@ -241,16 +235,8 @@ impl Insights {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = f.common.stats(load(&f.received), load(&s.analyzed));
         out.queues = vec![
-            trailhound_proto::common::v1::QueueDepth {
-                name: "batches_pending".into(),
-                depth: f.pending.depth(),
-                capacity: 0,
-            },
-            trailhound_proto::common::v1::QueueDepth {
-                name: "watchers".into(),
-                depth: self.watchers() as u64,
-                capacity: 0,
-            },
+            trailhound_runtime::stats::queue("batches_pending", f.pending.depth(), 0),
+            trailhound_runtime::stats::queue("watchers", self.watchers() as u64, 0),
         ];
         out.batch_latency = Some(f.batch.summary());
         out.errors.insert("analyze".into(), load(&f.errors));

@@ -3,9 +3,8 @@
 //! restart keeps grouping windows into the same incidents.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use trailhound_core::Insight;
 
@@ -17,12 +16,7 @@ const BY_ANALYSIS: TableDefinition<&str, ()> = TableDefinition::new("insights_by
 /// entity key → postcard(OpenIncident).
 const INCIDENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("incidents");
 
-#[derive(Debug, thiserror::Error)]
-#[error("insight store {path}: {message}")]
-pub struct StoreError {
-    pub path: String,
-    pub message: String,
-}
+trailhound_runtime::store_error!(StoreError, "insight store");
 
 /// The latest incident of one entity: its id and where its last window
 /// ended.
@@ -32,48 +26,23 @@ pub struct OpenIncident {
     pub last_end_ms: i64,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct InsightStore {
-    db: Arc<Database>,
-    path: String,
+    db: Db,
 }
 
-impl std::fmt::Debug for InsightStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InsightStore")
-            .field("path", &self.path)
-            .finish()
-    }
-}
-
-use trailhound_runtime::store::time_key;
+use trailhound_runtime::store::{Db, time_key};
 
 impl InsightStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let p = path.display().to_string();
-        let err = |e: &dyn std::fmt::Display| StoreError {
-            path: p.clone(),
-            message: e.to_string(),
-        };
-        let db = trailhound_runtime::store::open(path, |w| {
+        let db = Db::open(path, |w| {
             w.open_table(INSIGHTS)?;
             w.open_table(BY_TIME)?;
             w.open_table(BY_ANALYSIS)?;
             w.open_table(INCIDENTS)?;
             Ok(())
-        })
-        .map_err(|e| err(&e))?;
-        Ok(Self {
-            db: Arc::new(db),
-            path: p,
-        })
-    }
-
-    fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
+        })?;
+        Ok(Self { db })
     }
 
     /// Saves insights and the entities' open incidents in one transaction.
@@ -82,78 +51,78 @@ impl InsightStore {
         insights: &[Insight],
         incidents: &[(String, OpenIncident)],
     ) -> Result<(), StoreError> {
-        let mut w = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut w = self.db.begin_write().map_err(|e| self.db.fail(e))?;
         // Not fsynced per batch (analysis sits in detect's forwarding
         // path); `sync` makes it durable, every few seconds and at
         // shutdown. A crash loses at most that much, and detect still has
         // the anomalies.
         w.set_durability(redb::Durability::Eventual);
         {
-            let mut t = w.open_table(INSIGHTS).map_err(|e| self.err(e))?;
-            let mut by_time = w.open_table(BY_TIME).map_err(|e| self.err(e))?;
-            let mut by_analysis = w.open_table(BY_ANALYSIS).map_err(|e| self.err(e))?;
+            let mut t = w.open_table(INSIGHTS).map_err(|e| self.db.fail(e))?;
+            let mut by_time = w.open_table(BY_TIME).map_err(|e| self.db.fail(e))?;
+            let mut by_analysis = w.open_table(BY_ANALYSIS).map_err(|e| self.db.fail(e))?;
             for i in insights {
                 // A re-analysis replaces the old entry and its index keys.
                 let old: Option<Insight> = t
                     .get(i.id.as_str())
-                    .map_err(|e| self.err(e))?
+                    .map_err(|e| self.db.fail(e))?
                     .and_then(|v| serde_json::from_slice(v.value()).ok());
                 if let Some(old) = old {
                     by_analysis
                         .remove(time_key(old.analyzed_at.timestamp_millis(), &old.id).as_str())
-                        .map_err(|e| self.err(e))?;
+                        .map_err(|e| self.db.fail(e))?;
                 }
-                let json = serde_json::to_vec(i).map_err(|e| self.err(e))?;
+                let json = serde_json::to_vec(i).map_err(|e| self.db.fail(e))?;
                 t.insert(i.id.as_str(), json.as_slice())
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
                 by_time
                     .insert(
                         time_key(i.anomaly.window_start.timestamp_millis(), &i.id).as_str(),
                         (),
                     )
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
                 by_analysis
                     .insert(
                         time_key(i.analyzed_at.timestamp_millis(), &i.id).as_str(),
                         (),
                     )
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
             }
-            let mut inc = w.open_table(INCIDENTS).map_err(|e| self.err(e))?;
+            let mut inc = w.open_table(INCIDENTS).map_err(|e| self.db.fail(e))?;
             for (entity, open) in incidents {
-                let bytes = postcard::to_stdvec(open).map_err(|e| self.err(e))?;
+                let bytes = postcard::to_stdvec(open).map_err(|e| self.db.fail(e))?;
                 inc.insert(entity.as_str(), bytes.as_slice())
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.db.fail(e))?;
             }
         }
-        w.commit().map_err(|e| self.err(e))
+        w.commit().map_err(|e| self.db.fail(e).into())
     }
 
     /// Makes every earlier commit durable.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.db
             .begin_write()
-            .map_err(|e| self.err(e))?
+            .map_err(|e| self.db.fail(e))?
             .commit()
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.db.fail(e).into())
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Insight>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(INSIGHTS).map_err(|e| self.err(e))?;
-        match t.get(id).map_err(|e| self.err(e))? {
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(INSIGHTS).map_err(|e| self.db.fail(e))?;
+        match t.get(id).map_err(|e| self.db.fail(e))? {
             Some(v) => serde_json::from_slice(v.value())
                 .map(Some)
-                .map_err(|e| self.err(e)),
+                .map_err(|e| self.db.fail(e).into()),
             None => Ok(None),
         }
     }
 
     pub fn incident(&self, entity: &str) -> Result<Option<OpenIncident>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(INCIDENTS).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(INCIDENTS).map_err(|e| self.db.fail(e))?;
         Ok(t.get(entity)
-            .map_err(|e| self.err(e))?
+            .map_err(|e| self.db.fail(e))?
             .and_then(|v| postcard::from_bytes(v.value()).ok()))
     }
 
@@ -164,54 +133,35 @@ impl InsightStore {
         &self,
         after: Option<&str>,
         limit: usize,
-        mut keep: impl FnMut(&Insight) -> bool,
+        keep: impl FnMut(&Insight) -> bool,
     ) -> Result<(Vec<Insight>, Option<String>), StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let idx = r.open_table(BY_TIME).map_err(|e| self.err(e))?;
-        let t = r.open_table(INSIGHTS).map_err(|e| self.err(e))?;
-        let iter = match after {
-            Some(k) => idx.range(..k).map_err(|e| self.err(e))?,
-            None => idx.range::<&str>(..).map_err(|e| self.err(e))?,
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let idx = r.open_table(BY_TIME).map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(INSIGHTS).map_err(|e| self.db.fail(e))?;
+        let index = match after {
+            Some(k) => idx.range(..k).map_err(|e| self.db.fail(e))?,
+            None => idx.range::<&str>(..).map_err(|e| self.db.fail(e))?,
         };
-        let mut out = Vec::new();
-        let mut last = None;
-        for item in iter.rev() {
-            let (k, _) = item.map_err(|e| self.err(e))?;
-            let key = k.value().to_string();
-            let Some((_, id)) = key.split_once('|') else {
-                continue;
-            };
-            let Some(v) = t.get(id).map_err(|e| self.err(e))? else {
-                continue;
-            };
-            let Ok(insight) = serde_json::from_slice::<Insight>(v.value()) else {
-                continue;
-            };
-            if keep(&insight) {
-                if out.len() == limit {
-                    return Ok((out, last));
-                }
-                out.push(insight);
-                last = Some(key);
-            }
-        }
-        Ok((out, None))
+        Ok(
+            trailhound_runtime::store::newest_first(index, &t, limit, keep)
+                .map_err(|e| self.db.fail(e))?,
+        )
     }
 
     /// Insights analyzed at or after `since_ms`, oldest first.
     pub fn analyzed_since(&self, since_ms: i64, limit: usize) -> Result<Vec<Insight>, StoreError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let idx = r.open_table(BY_ANALYSIS).map_err(|e| self.err(e))?;
-        let t = r.open_table(INSIGHTS).map_err(|e| self.err(e))?;
+        let r = self.db.begin_read().map_err(|e| self.db.fail(e))?;
+        let idx = r.open_table(BY_ANALYSIS).map_err(|e| self.db.fail(e))?;
+        let t = r.open_table(INSIGHTS).map_err(|e| self.db.fail(e))?;
         let from = time_key(since_ms, "");
         let mut out = Vec::new();
-        for item in idx.range(from.as_str()..).map_err(|e| self.err(e))? {
-            let (k, _) = item.map_err(|e| self.err(e))?;
+        for item in idx.range(from.as_str()..).map_err(|e| self.db.fail(e))? {
+            let (k, _) = item.map_err(|e| self.db.fail(e))?;
             let key = k.value().to_string();
             let Some((_, id)) = key.split_once('|') else {
                 continue;
             };
-            if let Some(v) = t.get(id).map_err(|e| self.err(e))?
+            if let Some(v) = t.get(id).map_err(|e| self.db.fail(e))?
                 && let Ok(i) = serde_json::from_slice::<Insight>(v.value())
             {
                 out.push(i);

@@ -9,10 +9,9 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
+use trailhound_core::anomaly::testing::spike;
 use trailhound_core::convert::{anomaly_to_pb, timestamp};
-use trailhound_core::{
-    AccountMetadata, Anomaly, AnomalyKind, Contributor, Environment, FeatureValue,
-};
+use trailhound_core::{AccountMetadata, Anomaly, Contributor, Environment, FeatureValue};
 use trailhound_proto::insights::v1 as pb;
 use trailhound_proto::insights::v1::insights_service_client::InsightsServiceClient;
 
@@ -23,22 +22,7 @@ fn anomaly(n: i64) -> Anomaly {
     meta.environment = Environment::Production;
     meta.known = true;
     Anomaly {
-        id: format!("lambda-invoke:111122223333:us-east-1:{n}"),
-        detector: "lambda-invoke".into(),
-        service: "lambda".into(),
-        kind: AnomalyKind::Spike,
-        account_id: "111122223333".into(),
-        account_name: "payments-prod".into(),
-        environment: Environment::Production,
         ou_path: vec!["Root".into()],
-        region: "us-east-1".into(),
-        entity: vec![
-            ("recipientAccountId".into(), "111122223333".into()),
-            ("awsRegion".into(), "us-east-1".into()),
-        ],
-        window_start: start,
-        window_end: start + Duration::minutes(10),
-        observed_until: start + Duration::minutes(10),
         actual: 5000.0,
         expected: 100.0,
         features: vec![FeatureValue {
@@ -47,7 +31,6 @@ fn anomaly(n: i64) -> Anomaly {
             expected: 100.0,
         }],
         grade: 0.95,
-        confidence: 0.9,
         score: 4.0,
         event_count: 5000,
         top_contributors: vec![Contributor {
@@ -58,8 +41,7 @@ fn anomaly(n: i64) -> Anomaly {
             baseline_count: 10,
             is_new: false,
         }],
-        detected_at: start,
-        account: meta,
+        ..spike("lambda-invoke", "lambda", meta, n, start)
     }
 }
 

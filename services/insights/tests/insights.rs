@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
+use trailhound_core::anomaly::testing::spike;
 use trailhound_core::{
     AccountMetadata, Anomaly, AnomalyKind, Contributor, Environment, FeatureValue, Insight,
     Severity,
@@ -18,6 +19,15 @@ use trailhound_insights::ask::{AskBackend, BuiltinAsk};
 use trailhound_insights::config::SuppressionRule;
 use trailhound_insights::store::InsightStore;
 use trailhound_insights::{Insights, InsightsConfig};
+
+/// The first incident of `kind` the generator injected.
+fn incident(labels: &Labels, kind: IncidentKind) -> &trailhound_generate::Incident {
+    labels
+        .incidents
+        .iter()
+        .find(|i| i.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} incident"))
+}
 
 /// Generates an organization and runs detect's engine over it, as the
 /// services do: parse, enrich from the snapshot, detect.
@@ -74,11 +84,7 @@ async fn a_generated_org_is_explained_and_questions_are_answered() {
 
     // The cryptomining burst: the attacker, the IP, the region and the GPU
     // type are the first factors, priced, critical, with the playbook.
-    let burst = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == IncidentKind::Cryptomining)
-        .unwrap();
+    let burst = incident(&labels, IncidentKind::Cryptomining);
     let found: Vec<&Insight> = all
         .iter()
         .filter(|i| {
@@ -124,11 +130,7 @@ async fn a_generated_org_is_explained_and_questions_are_answered() {
     assert!(!i.investigate.is_empty());
 
     // Consecutive windows of one entity share an incident.
-    let storm = labels
-        .incidents
-        .iter()
-        .find(|i| i.kind == IncidentKind::InvokeStorm)
-        .unwrap();
+    let storm = incident(&labels, IncidentKind::InvokeStorm);
     let storm_windows: Vec<&Insight> = all
         .iter()
         .filter(|i| {
@@ -286,22 +288,6 @@ fn anomaly(account: &str, env: Environment, principal: &str, ip: &str, minute: i
         is_new: true,
     };
     Anomaly {
-        id: format!("ebs-create-volume:{account}:us-east-1:{minute}"),
-        detector: "ebs-create-volume".into(),
-        service: "ebs".into(),
-        kind: AnomalyKind::Spike,
-        account_id: account.into(),
-        account_name: meta.name.clone(),
-        environment: env,
-        ou_path: meta.ou_path.clone(),
-        region: "us-east-1".into(),
-        entity: vec![
-            ("recipientAccountId".into(), account.into()),
-            ("awsRegion".into(), "us-east-1".into()),
-        ],
-        window_start: start,
-        window_end: start + Duration::minutes(10),
-        observed_until: start + Duration::minutes(10),
         actual: 20.0,
         expected: 1.0,
         features: vec![
@@ -317,23 +303,19 @@ fn anomaly(account: &str, env: Environment, principal: &str, ip: &str, minute: i
             },
         ],
         grade: 0.8,
-        confidence: 0.9,
-        score: 3.0,
         event_count: 20,
         top_contributors: vec![
             contributor("principal", principal),
             contributor("source_ip", ip),
             contributor("volume_type", "gp3"),
         ],
-        detected_at: start,
-        account: meta,
+        ..spike("ebs-create-volume", "ebs", meta, minute, start)
     }
 }
 
-#[test]
-fn the_same_actor_in_two_accounts_is_one_correlated_incident() {
-    let dir = tempfile::tempdir().unwrap();
-    let insights = open(dir.path(), InsightsConfig::default());
+/// The same role name (mallory's) rising in a production account, then
+/// 20 minutes later in a staging one, from two addresses.
+fn mallory_in_two_accounts() -> (Anomaly, Anomaly) {
     let a = anomaly(
         "111122223333",
         Environment::Production,
@@ -348,6 +330,14 @@ fn the_same_actor_in_two_accounts_is_one_correlated_incident() {
         "198.51.100.1",
         20,
     );
+    (a, b)
+}
+
+#[test]
+fn the_same_actor_in_two_accounts_is_one_correlated_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let insights = open(dir.path(), InsightsConfig::default());
+    let (a, b) = mallory_in_two_accounts();
     let first = insights.analyze(&[a]).unwrap().pop().unwrap();
     assert!(first.correlation.is_none());
     let second = insights.analyze(&[b]).unwrap().pop().unwrap();
@@ -468,20 +458,7 @@ fn scope_of_accounts(accounts: &[&str]) -> trailhound_core::Scope {
 async fn a_scoped_caller_sees_no_count_of_correlated_accounts_outside_its_scope() {
     let dir = tempfile::tempdir().unwrap();
     let insights = open(dir.path(), InsightsConfig::default());
-    let a = anomaly(
-        "111122223333",
-        Environment::Production,
-        "arn:aws:sts::111122223333:assumed-role/Admin/mallory",
-        "203.0.113.9",
-        0,
-    );
-    let b = anomaly(
-        "444455556666",
-        Environment::Staging,
-        "arn:aws:sts::444455556666:assumed-role/Admin/mallory",
-        "198.51.100.1",
-        20,
-    );
+    let (a, b) = mallory_in_two_accounts();
     insights.analyze(&[a]).unwrap();
     let whole = insights.analyze(&[b]).unwrap().pop().unwrap();
     assert!(whole.correlation.is_some());
@@ -649,17 +626,12 @@ fn investigate_commands_carry_the_deployments_tls_flags() {
     };
     let insights = open(dir.path(), config);
     let p = "arn:aws:iam::111122223333:user/x";
-    let i = insights
-        .analyze(&[anomaly(
-            "111122223333",
-            Environment::Production,
-            p,
-            "203.0.113.1",
-            0,
-        )])
-        .unwrap()
-        .pop()
-        .unwrap();
+    // One anomaly by `p`, analyzed.
+    let analyzed = |insights: &Insights| {
+        let a = anomaly("111122223333", Environment::Production, p, "203.0.113.1", 0);
+        insights.analyze(&[a]).unwrap().pop().unwrap()
+    };
+    let i = analyzed(&insights);
     let grpcurl: Vec<&String> = i
         .investigate
         .iter()
@@ -678,17 +650,7 @@ fn investigate_commands_carry_the_deployments_tls_flags() {
     // Without TLS configured the default stays -plaintext.
     let plain = tempfile::tempdir().unwrap();
     let insights = open(plain.path(), InsightsConfig::default());
-    let i = insights
-        .analyze(&[anomaly(
-            "111122223333",
-            Environment::Production,
-            p,
-            "203.0.113.1",
-            0,
-        )])
-        .unwrap()
-        .pop()
-        .unwrap();
+    let i = analyzed(&insights);
     assert!(
         i.investigate[0].starts_with("grpcurl -plaintext -d "),
         "{:?}",

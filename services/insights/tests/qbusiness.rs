@@ -20,7 +20,8 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::{Value, json};
-use trailhound_core::{AccountMetadata, Anomaly, AnomalyKind, Environment, FeatureValue};
+use trailhound_core::anomaly::testing::spike;
+use trailhound_core::{AccountMetadata, Anomaly, Environment, FeatureValue};
 use trailhound_insights::ask::AskBackend;
 use trailhound_insights::qbusiness::{Connector, QBusinessAsk, QBusinessConfig};
 use trailhound_insights::store::InsightStore;
@@ -66,6 +67,41 @@ fn signed(h: &HeaderMap) -> Result<(), Box<Response>> {
         )));
     }
     Ok(())
+}
+
+/// [`signed`], and addressed to the one application and index there is.
+fn signed_to_the_index(h: &HeaderMap, app: &str, index: &str) -> Result<(), Box<Response>> {
+    signed(h)?;
+    if app != APP || index != INDEX {
+        return Err(Box::new(err(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            "no such application or index",
+        )));
+    }
+    Ok(())
+}
+
+/// A signed call to the one application and index there is, and its JSON
+/// body; anything else is refused the way Q Business refuses it.
+struct IndexCall(Value);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for IndexCall {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        use axum::extract::FromRequestParts;
+        let (mut parts, body) = req.into_parts();
+        let Path((app, index)) = Path::<(String, String)>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        signed_to_the_index(&parts.headers, &app, &index).map_err(|r| *r)?;
+        let req = axum::extract::Request::from_parts(parts, body);
+        let Json(v) = Json::<Value>::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(IndexCall(v))
+    }
 }
 
 fn only_keys(v: &Value, allowed: &[&str], what: &str) -> Result<(), String> {
@@ -218,22 +254,7 @@ fn check_document(d: &Value, i: usize, configured: &[String]) -> Result<(), Stri
     Ok(())
 }
 
-async fn update_index(
-    State(q): State<Shared>,
-    Path((app, index)): Path<(String, String)>,
-    h: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Err(r) = signed(&h) {
-        return *r;
-    }
-    if app != APP || index != INDEX {
-        return err(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            "no such application or index",
-        );
-    }
+async fn update_index(State(q): State<Shared>, IndexCall(body): IndexCall) -> Response {
     if let Err(e) = only_keys(
         &body,
         &[
@@ -271,22 +292,7 @@ async fn update_index(
     Json(json!({})).into_response()
 }
 
-async fn put_documents(
-    State(q): State<Shared>,
-    Path((app, index)): Path<(String, String)>,
-    h: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Err(r) = signed(&h) {
-        return *r;
-    }
-    if app != APP || index != INDEX {
-        return err(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            "no such application or index",
-        );
-    }
+async fn put_documents(State(q): State<Shared>, IndexCall(body): IndexCall) -> Response {
     if let Err(e) = only_keys(
         &body,
         &["documents", "roleArn", "dataSourceSyncId"],
@@ -318,22 +324,7 @@ async fn put_documents(
     Json(json!({ "failedDocuments": [] })).into_response()
 }
 
-async fn delete_documents(
-    State(q): State<Shared>,
-    Path((app, index)): Path<(String, String)>,
-    h: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    if let Err(r) = signed(&h) {
-        return *r;
-    }
-    if app != APP || index != INDEX {
-        return err(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            "no such application or index",
-        );
-    }
+async fn delete_documents(State(q): State<Shared>, IndexCall(body): IndexCall) -> Response {
     let Some(docs) = body["documents"].as_array() else {
         return invalid("documents is required");
     };
@@ -543,22 +534,7 @@ fn anomaly(n: i64, env: Environment, account: &str) -> Anomaly {
     meta.environment = env;
     meta.known = true;
     Anomaly {
-        id: format!("ec2-run-instances:{account}:us-east-1:{n}"),
-        detector: "ec2-run-instances".into(),
-        service: "ec2".into(),
-        kind: AnomalyKind::Spike,
-        account_id: account.into(),
-        account_name: meta.name.clone(),
-        environment: env,
         ou_path: vec!["Root".into(), "Workloads".into()],
-        region: "us-east-1".into(),
-        entity: vec![
-            ("recipientAccountId".into(), account.into()),
-            ("awsRegion".into(), "us-east-1".into()),
-        ],
-        window_start: start,
-        window_end: start + Duration::minutes(10),
-        observed_until: start + Duration::minutes(10),
         actual: 10.0,
         expected: 1.0,
         features: vec![FeatureValue {
@@ -566,13 +542,8 @@ fn anomaly(n: i64, env: Environment, account: &str) -> Anomaly {
             actual: 10.0,
             expected: 1.0,
         }],
-        grade: 0.9,
-        confidence: 0.9,
-        score: 3.0,
         event_count: 10,
-        top_contributors: vec![],
-        detected_at: start,
-        account: meta,
+        ..spike("ec2-run-instances", "ec2", meta, n, start)
     }
 }
 
@@ -758,28 +729,21 @@ async fn malformed_payloads_are_refused() {
         .await
         .unwrap();
     assert_eq!(unsigned.status(), 403);
-    let two_ops = http
-        .post(format!("{endpoint}/applications/{APP}/conversations?sync"))
-        .header("authorization", auth)
-        .json(&json!({"userMessage": "hi", "attributeFilter": {
-            "equalsTo": {"name": "environment", "value": {"stringValue": "production"}},
-            "lessThan": {"name": "severity_rank", "value": {"longValue": 3}}}}))
-        .send()
-        .await
-        .unwrap();
+    // A filter with two operators where Q Business takes one.
+    let two_ops = || {
+        http.post(format!("{endpoint}/applications/{APP}/conversations?sync"))
+            .header("authorization", auth)
+            .json(&json!({"userMessage": "hi", "attributeFilter": {
+                "equalsTo": {"name": "environment", "value": {"stringValue": "production"}},
+                "lessThan": {"name": "severity_rank", "value": {"longValue": 3}}}}))
+            .send()
+    };
+    let first = two_ops().await.unwrap();
     // Filters are checked against the stored documents; with none stored
     // the filter is not evaluated, so store one first.
-    let _ = two_ops;
+    let _ = first;
     put(json!({"documents": [doc(json!({}))]})).await.unwrap();
-    let two_ops = http
-        .post(format!("{endpoint}/applications/{APP}/conversations?sync"))
-        .header("authorization", auth)
-        .json(&json!({"userMessage": "hi", "attributeFilter": {
-            "equalsTo": {"name": "environment", "value": {"stringValue": "production"}},
-            "lessThan": {"name": "severity_rank", "value": {"longValue": 3}}}}))
-        .send()
-        .await
-        .unwrap();
+    let two_ops = two_ops().await.unwrap();
     assert_eq!(two_ops.status(), 400);
     assert!(
         two_ops

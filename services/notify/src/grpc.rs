@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use trailhound_core::convert::{insight_from_pb, timestamp};
 use trailhound_proto::notify::v1 as pb;
 use trailhound_proto::notify::v1::notify_service_server::NotifyService;
-use trailhound_runtime::status;
+use trailhound_runtime::status::{self, check};
 
 use crate::notifier::{ChannelInfo, Delivery, DeliveryFilter, DeliveryStatus, Notifier};
 
@@ -94,14 +94,8 @@ impl NotifyService for NotifyGrpc {
         &self,
         req: Request<pb::ListDeliveriesRequest>,
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
-        let scope = trailhound_runtime::security::scope_of(&req);
-        let r = req.into_inner();
-        if r.limit > MAX_LIMIT {
-            return Err(status::invalid(
-                "limit",
-                &format!("must be at most {MAX_LIMIT}"),
-            ));
-        }
+        let (scope, r) = trailhound_runtime::security::scoped(req);
+        check::at_most("limit", r.limit, MAX_LIMIT)?;
         let filter = DeliveryFilter {
             channel: non_empty(r.channel),
             insight_id: non_empty(r.insight_id),

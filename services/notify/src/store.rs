@@ -13,10 +13,7 @@
 //! after its last attempt, with the payload, so an operator can see what
 //! was lost and re-send it.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -24,6 +21,7 @@ use std::thread::JoinHandle;
 use chrono::{DateTime, Utc};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
+use trailhound_runtime::jsonl::JsonLines;
 
 use crate::delivery::Delivery;
 use crate::incident::IncidentRecord;
@@ -34,12 +32,7 @@ const DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("deliverie
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 const WATERMARK: &str = "watch_since";
 
-#[derive(Debug, thiserror::Error)]
-#[error("notify store {path}: {message}")]
-pub struct StoreError {
-    pub path: String,
-    pub message: String,
-}
+trailhound_runtime::store_error!(StoreError, "notify store");
 
 /// What the store held at start-up.
 #[derive(Debug, Default)]
@@ -65,15 +58,10 @@ pub struct Store {
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
-    }
-}
+trailhound_core::debug_fields!(Store { path });
 
 fn delivery_key(d: &Delivery) -> String {
-    let ms = d.created_at.timestamp_millis();
-    format!("{:020}|{}", (ms as i128 + (1i128 << 62)) as u128, d.id)
+    trailhound_runtime::store::time_key(d.created_at.timestamp_millis(), &d.id)
 }
 
 impl Store {
@@ -281,88 +269,43 @@ pub struct StoredDeadLetter {
 }
 
 /// The dead-letter JSON Lines file.
+#[derive(Debug)]
 pub struct DeadLetters {
-    path: PathBuf,
-    out: Mutex<BufWriter<File>>,
+    file: JsonLines,
     count: AtomicU64,
-}
-
-impl std::fmt::Debug for DeadLetters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetters")
-            .field("path", &self.path)
-            .finish()
-    }
 }
 
 impl DeadLetters {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let f = trailhound_runtime::private::append(path)?;
         Ok(Self {
-            path: path.to_path_buf(),
-            out: Mutex::new(BufWriter::new(f)),
+            file: JsonLines::open(path)?,
             count: AtomicU64::new(0),
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     pub fn write(&self, entry: &DeadLetter<'_>) {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let ok = serde_json::to_writer(&mut *out, entry).is_ok()
-            && out.write_all(b"\n").is_ok()
-            && out.flush().is_ok();
-        if ok {
+        let mut out = self.file.lock();
+        if out.push(entry) && out.flush().is_ok() {
             self.count.fetch_add(1, Ordering::Relaxed);
         } else {
-            tracing::error!(path = %self.path.display(), channel = entry.channel, insight_id = entry.insight_id, "failed to write dead letter");
+            tracing::error!(path = %self.path().display(), channel = entry.channel, insight_id = entry.insight_id, "failed to write dead letter");
         }
     }
 
     /// The file's lines now, and how many bytes they were: hand both to
     /// [`DeadLetters::replace`] after re-sending them.
     pub fn read_lines(&self) -> std::io::Result<(Vec<String>, u64)> {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        out.flush()?;
-        let bytes = std::fs::read(&self.path)?;
-        let lines = String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
-            .collect();
-        Ok((lines, bytes.len() as u64))
+        self.file.read_lines()
     }
 
-    /// Rewrites the file atomically (a temp file, then rename) as `keep`
-    /// followed by whatever was appended after the first `read` bytes
-    /// since [`DeadLetters::read_lines`]. Later entries go to the new file.
+    /// Rewrites the file atomically as `keep` followed by whatever was
+    /// appended since [`DeadLetters::read_lines`].
     pub fn replace(&self, keep: &[String], read: u64) -> std::io::Result<()> {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        out.flush()?;
-        let now = std::fs::read(&self.path)?;
-        let appended = usize::try_from(read)
-            .ok()
-            .and_then(|r| now.get(r..))
-            .unwrap_or_default();
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(".tmp");
-        let tmp = self.path.with_file_name(name);
-        {
-            let mut f = BufWriter::new(trailhound_runtime::private::create(&tmp)?);
-            for line in keep {
-                f.write_all(line.as_bytes())?;
-                f.write_all(b"\n")?;
-            }
-            f.write_all(appended)?;
-            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
-        // Opened before the rename, so the handle follows the new file.
-        let f = OpenOptions::new().append(true).open(&tmp)?;
-        std::fs::rename(&tmp, &self.path)?;
-        *out = BufWriter::new(f);
-        Ok(())
+        self.file.replace(keep, read)
     }
 
     /// Entries written since start.

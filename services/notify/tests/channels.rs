@@ -15,16 +15,7 @@ use trailhound_notify::{
 
 #[tokio::test]
 async fn slack_gets_block_kit() {
-    let hook = Hook::start(vec![]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build(
-        &config(
-            dir.path(),
-            vec![channel("slack", ChannelKind::Slack, &hook.url())],
-        ),
-        dir.path(),
-    )
-    .unwrap();
+    let (hook, _dir, n) = common::one_channel("slack", ChannelKind::Slack, vec![]).await;
     let d = n
         .notify(&sample_insight("w1", "inc", Severity::Critical))
         .await;
@@ -121,16 +112,7 @@ async fn slack_gets_block_kit() {
 
 #[tokio::test]
 async fn teams_gets_an_adaptive_card_in_a_message_envelope() {
-    let hook = Hook::start(vec![]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build(
-        &config(
-            dir.path(),
-            vec![channel("teams", ChannelKind::Teams, &hook.url())],
-        ),
-        dir.path(),
-    )
-    .unwrap();
+    let (hook, _dir, n) = common::one_channel("teams", ChannelKind::Teams, vec![]).await;
     let d = n.notify(&sample_insight("w1", "inc", Severity::High)).await;
     assert_eq!(d[0].status, DeliveryStatus::Delivered, "{:?}", d[0]);
     let v = hook.received()[0].json();

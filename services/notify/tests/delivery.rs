@@ -15,16 +15,12 @@ use trailhound_notify::{ChannelKind, DeliveryFilter, DeliveryStatus};
 
 #[tokio::test]
 async fn retries_a_500_then_succeeds() {
-    let hook = Hook::start(vec![Reply::Status(500), Reply::Status(502)]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build(
-        &config(
-            dir.path(),
-            vec![channel("hook", ChannelKind::Webhook, &hook.url())],
-        ),
-        dir.path(),
+    let (hook, _dir, n) = common::one_channel(
+        "hook",
+        ChannelKind::Webhook,
+        vec![Reply::Status(500), Reply::Status(502)],
     )
-    .unwrap();
+    .await;
     let d = n.notify(&sample_insight("w1", "inc", Severity::High)).await;
     assert_eq!(d[0].status, DeliveryStatus::Delivered, "{:?}", d[0]);
     assert_eq!(d[0].attempts, 3);
@@ -42,16 +38,12 @@ async fn retries_a_500_then_succeeds() {
 
 #[tokio::test]
 async fn a_429_is_retried_after_retry_after() {
-    let hook = Hook::start(vec![Reply::RetryAfter(429, "1")]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build(
-        &config(
-            dir.path(),
-            vec![channel("slack", ChannelKind::Slack, &hook.url())],
-        ),
-        dir.path(),
+    let (hook, _dir, n) = common::one_channel(
+        "slack",
+        ChannelKind::Slack,
+        vec![Reply::RetryAfter(429, "1")],
     )
-    .unwrap();
+    .await;
     let d = n.notify(&sample_insight("w1", "inc", Severity::High)).await;
     assert_eq!(d[0].status, DeliveryStatus::Delivered, "{:?}", d[0]);
     assert_eq!(d[0].attempts, 2);
@@ -67,16 +59,12 @@ async fn a_429_is_retried_after_retry_after() {
 
 #[tokio::test]
 async fn a_retry_after_beyond_the_limit_fails_at_once() {
-    let hook = Hook::start(vec![Reply::RetryAfter(503, "3600")]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build(
-        &config(
-            dir.path(),
-            vec![channel("slack", ChannelKind::Slack, &hook.url())],
-        ),
-        dir.path(),
+    let (_hook, _dir, n) = common::one_channel(
+        "slack",
+        ChannelKind::Slack,
+        vec![Reply::RetryAfter(503, "3600")],
     )
-    .unwrap();
+    .await;
     let d = n.notify(&sample_insight("w1", "inc", Severity::High)).await;
     assert_eq!(d[0].status, DeliveryStatus::Failed);
     assert_eq!(d[0].attempts, 1);
@@ -85,16 +73,8 @@ async fn a_retry_after_beyond_the_limit_fails_at_once() {
 
 #[tokio::test]
 async fn exhausted_retries_fail_and_write_a_dead_letter() {
-    let hook = Hook::start(vec![Reply::Status(503); 5]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build(
-        &config(
-            dir.path(),
-            vec![channel("hook", ChannelKind::Webhook, &hook.url())],
-        ),
-        dir.path(),
-    )
-    .unwrap();
+    let (hook, dir, n) =
+        common::one_channel("hook", ChannelKind::Webhook, vec![Reply::Status(503); 5]).await;
     let d = n.notify(&sample_insight("w1", "inc", Severity::High)).await;
     assert_eq!(d[0].status, DeliveryStatus::Failed);
     assert_eq!(d[0].attempts, 3);
@@ -205,16 +185,7 @@ async fn a_hanging_webhook_does_not_hold_up_other_channels() {
 
 #[tokio::test]
 async fn one_message_per_incident_with_escalation_follow_ups() {
-    let hook = Hook::start(vec![]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build(
-        &config(
-            dir.path(),
-            vec![channel("slack", ChannelKind::Slack, &hook.url())],
-        ),
-        dir.path(),
-    )
-    .unwrap();
+    let (hook, _dir, n) = common::one_channel("slack", ChannelKind::Slack, vec![]).await;
     let w1 = n
         .notify(&sample_insight("w1", "inc", Severity::Medium))
         .await;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::testing::sample_insight;
-use common::{Hook, channel, config};
+use common::Hook;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 use trailhound_core::Severity;
@@ -24,32 +24,10 @@ use trailhound_proto::insights::v1::insights_service_server::{
 use trailhound_proto::notify::v1 as pb;
 use trailhound_proto::notify::v1::notify_service_client::NotifyServiceClient;
 
-async fn start_notify(
-    n: Arc<trailhound_notify::Notifier>,
-) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(async move {
-        trailhound_notify::serve(listener, n, s).await.unwrap();
-    });
-    (format!("http://{addr}"), stop, task)
-}
-
 #[tokio::test]
 async fn grpc_validates_notifies_and_lists() {
-    let hook = Hook::start(vec![]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build(
-        &config(
-            dir.path(),
-            vec![channel("slack", ChannelKind::Slack, &hook.url())],
-        ),
-        dir.path(),
-    )
-    .unwrap();
-    let (url, stop, task) = start_notify(n).await;
+    let (hook, _dir, n) = common::one_channel("slack", ChannelKind::Slack, vec![]).await;
+    let (url, stop, task) = common::serve(n).await;
     let mut client = NotifyServiceClient::connect(url).await.unwrap();
 
     let err = client
@@ -59,31 +37,26 @@ async fn grpc_validates_notifies_and_lists() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("insight"), "{}", err.message());
 
-    let mut bad = insight_to_pb(&sample_insight("w1", "inc", Severity::High));
-    bad.analyzed_at = None;
-    let err = client
-        .notify(pb::NotifyRequest { insight: Some(bad) })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("insight.analyzed_at"),
-        "{}",
-        err.message()
-    );
-
-    let mut bad = insight_to_pb(&sample_insight("w1", "inc", Severity::High));
-    bad.anomaly.as_mut().unwrap().grade = 2.0;
-    let err = client
-        .notify(pb::NotifyRequest { insight: Some(bad) })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("insight.anomaly.grade"),
-        "{}",
-        err.message()
-    );
+    // An insight broken in one field is refused, naming the field.
+    type Break = fn(&mut ipb::Insight);
+    let breaks: [(&str, Break); 2] = [
+        ("insight.analyzed_at", |i| i.analyzed_at = None),
+        ("insight.anomaly.grade", |i| {
+            if let Some(a) = i.anomaly.as_mut() {
+                a.grade = 2.0;
+            }
+        }),
+    ];
+    for (field, break_it) in breaks {
+        let mut bad = insight_to_pb(&sample_insight("w1", "inc", Severity::High));
+        break_it(&mut bad);
+        let err = client
+            .notify(pb::NotifyRequest { insight: Some(bad) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains(field), "{}", err.message());
+    }
 
     let good = insight_to_pb(&sample_insight("w1", "inc", Severity::High));
     let resp = client
@@ -169,43 +142,9 @@ mod prost_types_ts {
 
 type InsightStream = Pin<Box<dyn futures::Stream<Item = Result<ipb::Insight, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl InsightsService for FakeInsights {
-    async fn stats(
-        &self,
-        _r: Request<trailhound_proto::common::v1::StatsRequest>,
-    ) -> Result<Response<trailhound_proto::common::v1::ServiceStats>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn analyze(
-        &self,
-        _r: Request<ipb::AnalyzeRequest>,
-    ) -> Result<Response<ipb::Insight>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn analyze_batch(
-        &self,
-        _r: Request<ipb::AnalyzeBatchRequest>,
-    ) -> Result<Response<ipb::AnalyzeBatchResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn get_insight(
-        &self,
-        _r: Request<ipb::GetInsightRequest>,
-    ) -> Result<Response<ipb::Insight>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    async fn list_insights(
-        &self,
-        _r: Request<ipb::ListInsightsRequest>,
-    ) -> Result<Response<ipb::ListInsightsResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-    type WatchInsightsStream = InsightStream;
-    async fn watch_insights(
-        &self,
-        r: Request<ipb::WatchInsightsRequest>,
-    ) -> Result<Response<InsightStream>, Status> {
+impl FakeInsights {
+    /// WatchInsights: plays the next session.
+    async fn watch(&self, r: Request<ipb::WatchInsightsRequest>) -> Result<InsightStream, Status> {
         self.sinces.lock().unwrap().push(r.into_inner().since);
         let (insights, keep_open) = self
             .sessions
@@ -220,21 +159,90 @@ impl InsightsService for FakeInsights {
         if keep_open {
             self.open.lock().unwrap().push(tx);
         }
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
-    async fn ask(
-        &self,
-        _r: Request<ipb::AskRequest>,
-    ) -> Result<Response<ipb::AskResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+}
+
+/// The fake's InsightsService: WatchInsights, and UNIMPLEMENTED for each
+/// RPC listed (the rest of the service, which notify never calls).
+macro_rules! insights_service_watching_only {
+    ($($rpc:ident($req:ty) -> $resp:ty;)*) => {
+        #[tonic::async_trait]
+        impl InsightsService for FakeInsights {
+            $(
+                async fn $rpc(&self, _r: Request<$req>) -> Result<Response<$resp>, Status> {
+                    Err(Status::unimplemented("fake"))
+                }
+            )*
+            type WatchInsightsStream = InsightStream;
+            async fn watch_insights(
+                &self,
+                r: Request<ipb::WatchInsightsRequest>,
+            ) -> Result<Response<InsightStream>, Status> {
+                self.watch(r).await.map(Response::new)
+            }
+        }
+    };
+}
+
+insights_service_watching_only! {
+    stats(trailhound_proto::common::v1::StatsRequest) -> trailhound_proto::common::v1::ServiceStats;
+    analyze(ipb::AnalyzeRequest) -> ipb::Insight;
+    analyze_batch(ipb::AnalyzeBatchRequest) -> ipb::AnalyzeBatchResponse;
+    get_insight(ipb::GetInsightRequest) -> ipb::Insight;
+    list_insights(ipb::ListInsightsRequest) -> ipb::ListInsightsResponse;
+    ask(ipb::AskRequest) -> ipb::AskResponse;
+    get_stats(ipb::GetStatsRequest) -> ipb::InsightsStats;
+}
+
+/// `fake` served over gRPC, and a notifier with one webhook channel
+/// following its WatchInsights.
+struct Following {
+    fake: Arc<FakeInsights>,
+    hook: Hook,
+    _dir: tempfile::TempDir,
+    n: Arc<trailhound_notify::Notifier>,
+    server: (CancellationToken, tokio::task::JoinHandle<()>),
+    follower: (CancellationToken, tokio::task::JoinHandle<()>),
+}
+
+impl Following {
+    async fn start(fake: Arc<FakeInsights>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let routes = tonic::service::Routes::new(InsightsServiceServer::from_arc(fake.clone()));
+        let options = trailhound_runtime::ServerOptions::default();
+        let s = stop.clone();
+        let server = tokio::spawn(async move {
+            trailhound_runtime::serve(listener, routes, &[], options, s)
+                .await
+                .unwrap();
+        });
+        let (hook, dir, n) = common::one_channel("hook", ChannelKind::Webhook, vec![]).await;
+        let follow_stop = CancellationToken::new();
+        let follower = tokio::spawn(trailhound_notify::follow_grpc(
+            n.clone(),
+            format!("http://{addr}"),
+            follow_stop.clone(),
+        ));
+        Self {
+            fake,
+            hook,
+            _dir: dir,
+            n,
+            server: (stop, server),
+            follower: (follow_stop, follower),
+        }
     }
-    async fn get_stats(
-        &self,
-        _r: Request<ipb::GetStatsRequest>,
-    ) -> Result<Response<ipb::InsightsStats>, Status> {
-        Err(Status::unimplemented("fake"))
+
+    /// Stops the follower, then ends the open streams and the server.
+    async fn stop(self) {
+        self.follower.0.cancel();
+        self.follower.1.await.unwrap();
+        self.fake.open.lock().unwrap().clear();
+        self.server.0.cancel();
+        self.server.1.await.unwrap();
     }
 }
 
@@ -250,41 +258,8 @@ async fn follows_watch_insights_and_resumes_after_a_break() {
         // ...and the resumed one replays A (analyzed at `since`) before B.
         (vec![insight_to_pb(&a), insight_to_pb(&b)], true),
     ]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let server = {
-        let s = stop.clone();
-        let fake = fake.clone();
-        tokio::spawn(async move {
-            trailhound_runtime::serve(
-                listener,
-                tonic::service::Routes::new(InsightsServiceServer::from_arc(fake)),
-                &[],
-                trailhound_runtime::ServerOptions::default(),
-                s,
-            )
-            .await
-            .unwrap();
-        })
-    };
-
-    let hook = Hook::start(vec![]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build(
-        &config(
-            dir.path(),
-            vec![channel("hook", ChannelKind::Webhook, &hook.url())],
-        ),
-        dir.path(),
-    )
-    .unwrap();
-    let follow_stop = CancellationToken::new();
-    let follower = tokio::spawn(trailhound_notify::follow_grpc(
-        n.clone(),
-        format!("http://{addr}"),
-        follow_stop.clone(),
-    ));
+    let f = Following::start(fake.clone()).await;
+    let (hook, n) = (&f.hook, f.n.clone());
 
     let got = hook.wait_for(2).await;
     assert_eq!(got.len(), 2);
@@ -317,11 +292,7 @@ async fn follows_watch_insights_and_resumes_after_a_break() {
         "the replayed A is recorded as a skipped duplicate"
     );
 
-    follow_stop.cancel();
-    follower.await.unwrap();
-    fake.open.lock().unwrap().clear();
-    stop.cancel();
-    server.await.unwrap();
+    f.stop().await;
 }
 
 #[tokio::test]
@@ -334,40 +305,8 @@ async fn reconnect_drops_the_open_stream_and_watches_again() {
         .lock()
         .unwrap()
         .push_back((vec![insight_to_pb(&a)], true));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let server = {
-        let s = stop.clone();
-        let fake = fake.clone();
-        tokio::spawn(async move {
-            trailhound_runtime::serve(
-                listener,
-                tonic::service::Routes::new(InsightsServiceServer::from_arc(fake)),
-                &[],
-                trailhound_runtime::ServerOptions::default(),
-                s,
-            )
-            .await
-            .unwrap();
-        })
-    };
-    let hook = Hook::start(vec![]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build(
-        &config(
-            dir.path(),
-            vec![channel("hook", ChannelKind::Webhook, &hook.url())],
-        ),
-        dir.path(),
-    )
-    .unwrap();
-    let follow_stop = CancellationToken::new();
-    let follower = tokio::spawn(trailhound_notify::follow_grpc(
-        n.clone(),
-        format!("http://{addr}"),
-        follow_stop.clone(),
-    ));
+    let f = Following::start(fake.clone()).await;
+    let (hook, n) = (&f.hook, f.n.clone());
     assert_eq!(hook.wait_for(1).await.len(), 1);
     assert_eq!(fake.sinces.lock().unwrap().len(), 1);
 
@@ -384,10 +323,6 @@ async fn reconnect_drops_the_open_stream_and_watches_again() {
         Some(trailhound_core::convert::timestamp(a.analyzed_at))
     );
 
-    follow_stop.cancel();
-    follower.await.unwrap();
+    f.stop().await;
     assert!(n.reconnect().contains("nothing to reconnect"));
-    fake.open.lock().unwrap().clear();
-    stop.cancel();
-    server.await.unwrap();
 }

@@ -6,29 +6,14 @@
 use crate::common;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::testing::sample_insight;
 use common::{Hook, Reply, channel, config};
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use trailhound_core::Severity;
 use trailhound_notify::{ChannelKind, DeliveryFilter, DeliveryStatus, Notifier, RetrySummary};
 use trailhound_proto::common::v1 as cpb;
 use trailhound_proto::common::v1::control_service_client::ControlServiceClient;
-
-async fn start_notify(
-    n: Arc<Notifier>,
-) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(async move {
-        trailhound_notify::serve(listener, n, s).await.unwrap();
-    });
-    (format!("http://{addr}"), stop, task)
-}
 
 async fn recover(
     client: &mut ControlServiceClient<tonic::transport::Channel>,
@@ -73,7 +58,7 @@ async fn retry_dead_letters_resends_once_the_endpoint_is_back() {
     assert_eq!(dead_letter_lines(dir.path()).len(), 1);
     assert_eq!(hook.received().len(), 3);
 
-    let (url, stop, task) = start_notify(n.clone()).await;
+    let (url, stop, task) = common::serve(n.clone()).await;
     let mut client = ControlServiceClient::connect(url).await.unwrap();
     let detail = recover(&mut client, "retry_dead_letters").await.unwrap();
     assert_eq!(
@@ -121,16 +106,8 @@ async fn retry_dead_letters_resends_once_the_endpoint_is_back() {
 
 #[tokio::test]
 async fn dead_letters_still_failing_stay_and_new_ones_are_kept() {
-    let hook = Hook::start(vec![Reply::Status(503); 6]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build(
-        &config(
-            dir.path(),
-            vec![channel("hook", ChannelKind::Webhook, &hook.url())],
-        ),
-        dir.path(),
-    )
-    .unwrap();
+    let (hook, dir, n) =
+        common::one_channel("hook", ChannelKind::Webhook, vec![Reply::Status(503); 6]).await;
     n.notify(&sample_insight("w1", "inc", Severity::High)).await;
     let before = std::fs::read_to_string(dir.path().join("notify-dead-letters.jsonl")).unwrap();
 

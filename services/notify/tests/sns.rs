@@ -143,6 +143,20 @@ async fn wait_for(inbox: &Inbox, n: usize) -> Vec<Value> {
     inbox.lock().unwrap().clone()
 }
 
+/// A notifier, its files in a fresh temp dir, publishing everything to
+/// the topic `arn` through the AWS that `aws` reaches.
+async fn notifier_on_topic(
+    aws: &AwsConfig,
+    arn: &str,
+) -> (tempfile::TempDir, Arc<trailhound_notify::Notifier>) {
+    let dir = tempfile::tempdir().unwrap();
+    let n =
+        trailhound_notify::build_aws(&config(dir.path(), vec![sns_channel(arn)]), dir.path(), aws)
+            .await
+            .unwrap();
+    (dir, n)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_get_text_or_json_and_filter_on_attributes() {
     let emu = Emulator::start_messaging().await;
@@ -161,14 +175,7 @@ async fn subscribers_get_text_or_json_and_filter_on_attributes() {
     subscribe_http(&sns, &arn, &low_url, Some(r#"{"severity":["low"]}"#)).await;
     let queue = subscribe_queue(&sns, &sqs, &arn, "alerts-queue").await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build_aws(
-        &config(dir.path(), vec![sns_channel(&arn)]),
-        dir.path(),
-        &aws,
-    )
-    .await
-    .unwrap();
+    let (_dir, n) = notifier_on_topic(&aws, &arn).await;
     let d = n
         .notify(&sample_insight("w1", "inc-1", Severity::High))
         .await;
@@ -213,14 +220,7 @@ async fn an_oversized_insight_is_cut_to_fit_and_still_delivered() {
     let (sns, sqs) = clients(&aws).await;
     let arn = topic(&sns, "big").await;
     let queue = subscribe_queue(&sns, &sqs, &arn, "big-queue").await;
-    let dir = tempfile::tempdir().unwrap();
-    let n = trailhound_notify::build_aws(
-        &config(dir.path(), vec![sns_channel(&arn)]),
-        dir.path(),
-        &aws,
-    )
-    .await
-    .unwrap();
+    let (_dir, n) = notifier_on_topic(&aws, &arn).await;
     let mut insight = sample_insight("w-big", "inc-big", Severity::Critical);
     // 300 KB of explanation: more than SNS takes in one message.
     insight.summary = "ci-deployer launched p4d.24xlarge again. ".repeat(7500);

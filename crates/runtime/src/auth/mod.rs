@@ -235,14 +235,10 @@ pub struct Authenticator {
     internal: Option<[u8; 32]>,
 }
 
-impl std::fmt::Debug for Authenticator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
-            .field("mode", &self.config.mode)
-            .field("issuer", &self.config.issuer)
-            .finish()
-    }
-}
+trailhound_core::debug_fields!(Authenticator {
+    mode: config.mode,
+    issuer: config.issuer
+});
 
 fn sha256(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()

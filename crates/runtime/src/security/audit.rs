@@ -95,11 +95,7 @@ impl http_body::Body for AuditBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(t) = frame.trailers_ref() {
-                    let code = t
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok());
-                    self.finish(code);
+                    self.finish(crate::layer::grpc_status(t));
                 }
             }
             Poll::Ready(None) => self.finish(None),

@@ -50,3 +50,8 @@ pub fn principal<T>(req: &tonic::Request<T>) -> Option<&Principal> {
 pub fn scope_of<T>(req: &tonic::Request<T>) -> trailhound_core::Scope {
     principal(req).map(|p| p.scope.clone()).unwrap_or_default()
 }
+
+/// The caller's scope ([`scope_of`]) and the message: what a read takes.
+pub fn scoped<T>(req: tonic::Request<T>) -> (trailhound_core::Scope, T) {
+    (scope_of(&req), req.into_inner())
+}

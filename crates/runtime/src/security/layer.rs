@@ -1,7 +1,6 @@
 //! The tower layer in front of every route: authenticates, authorizes,
 //! limits and audits each request, refusing in gRPC's or the browser's terms.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -10,45 +9,15 @@ use super::audit::{AuditBody, code_name};
 use super::limits::limit_key;
 use super::{AuditRecord, ON_BEHALF_SCOPE, SESSION_COOKIE, Security, cookie};
 use crate::auth::{Principal, Requirement};
+use crate::layer::{BoxFuture, With, WithLayer, is_grpc};
 use crate::tls::PeerInfo;
 
 /// The tower layer the server bootstrap puts in front of every route.
-#[derive(Clone, Debug)]
-pub struct SecurityLayer {
-    security: Arc<Security>,
-}
+pub type SecurityLayer = WithLayer<Arc<Security>>;
 
-impl SecurityLayer {
-    pub fn new(security: Arc<Security>) -> Self {
-        Self { security }
-    }
-}
-
-impl<S> tower::Layer<S> for SecurityLayer {
-    type Service = SecurityService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        SecurityService {
-            inner,
-            security: self.security.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct SecurityService<S> {
-    inner: S,
-    security: Arc<Security>,
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+/// A route behind the security checks.
+pub type SecurityService<S> = With<S, Arc<Security>>;
 type Resp = http::Response<tonic::body::Body>;
-
-fn is_grpc<B>(req: &http::Request<B>) -> bool {
-    req.headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"))
-}
 
 fn refuse(grpc: bool, code: tonic::Code, message: String, browser_login: bool) -> Resp {
     if grpc {
@@ -104,7 +73,7 @@ where
         // The clone that was polled ready serves this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let security = self.security.clone();
+        let security = self.value.clone();
         Box::pin(async move {
             let path = req.uri().path().to_string();
             let requirement = crate::auth::requirement(&path);

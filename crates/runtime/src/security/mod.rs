@@ -33,7 +33,7 @@ mod limits;
 mod sessions;
 
 pub use audit::AuditRecord;
-pub use caller::{ON_BEHALF_SCOPE, on_behalf, principal, scope_of};
+pub use caller::{ON_BEHALF_SCOPE, on_behalf, principal, scope_of, scoped};
 pub use layer::{SecurityLayer, SecurityService};
 use sessions::Session;
 pub use sessions::{SESSION_COOKIE, cookie};

@@ -134,13 +134,7 @@ struct Figures {
     replayed_events: AtomicU64,
 }
 
-impl std::fmt::Debug for Detect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Detect")
-            .field("store", &self.store)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(Detect { store, .. });
 
 impl Detect {
     /// Restores from the store's checkpoint when there is one, without the

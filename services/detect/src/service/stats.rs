@@ -21,16 +21,8 @@ impl Detect {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = f.common.stats(s.events, s.evaluations);
         out.queues = vec![
-            trailhound_proto::common::v1::QueueDepth {
-                name: "batches_pending".into(),
-                depth: f.pending.depth(),
-                capacity: 0,
-            },
-            trailhound_proto::common::v1::QueueDepth {
-                name: "watchers".into(),
-                depth: self.watchers.receiver_count() as u64,
-                capacity: 0,
-            },
+            trailhound_runtime::stats::queue("batches_pending", f.pending.depth(), 0),
+            trailhound_runtime::stats::queue("watchers", self.watchers.receiver_count() as u64, 0),
         ];
         out.batch_latency = Some(f.batch.summary());
         out.errors.insert("observe".into(), load(&f.observe_errors));

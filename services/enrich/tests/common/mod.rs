@@ -11,7 +11,8 @@ use anyhow::Context;
 use async_trait::async_trait;
 use aws_sdk_organizations::types::{CreateAccountState, OrganizationFeatureSet, Tag};
 use trailhound_core::account::OrgAccount;
-use trailhound_enrich::{AccountSource, Aws, AwsConfig, SourceError};
+use trailhound_enrich::{AccountSource, Aws, AwsConfig, Enricher, MetadataStore, SourceError};
+use trailhound_testkit::{Emulator, FaultProxy, FaultRule};
 
 /// Accounts of the test organization, by role.
 #[derive(Debug, Clone)]
@@ -41,6 +42,44 @@ impl TestOrg {
             &self.ledger_dev,
         ]
     }
+}
+
+/// An enricher over `source` and `store` with the default environment
+/// rules and these TTLs, as the tests build them.
+pub fn enricher(
+    source: Arc<dyn AccountSource>,
+    store: Option<Arc<dyn MetadataStore>>,
+    memory_ttl: Duration,
+    store_ttl: Duration,
+) -> Enricher {
+    Enricher::new(
+        source,
+        store,
+        trailhound_core::EnvironmentRules::default(),
+        memory_ttl,
+        store_ttl,
+    )
+}
+
+/// The `[aws]` configuration that reaches `emu` through `proxy`.
+pub fn via(proxy: &FaultProxy, emu: &Emulator) -> AwsConfig {
+    AwsConfig {
+        endpoint_url: Some(proxy.endpoint().into()),
+        ..emu.aws_config()
+    }
+}
+
+/// An emulator holding the test organization, a fault proxy in front of
+/// it injecting `faults`, and the configuration that goes through the
+/// proxy. Keep the emulator and the proxy for as long as the test runs.
+pub async fn org_behind_proxy(
+    faults: Vec<FaultRule>,
+) -> anyhow::Result<(Emulator, TestOrg, FaultProxy, AwsConfig)> {
+    let emu = Emulator::start().await;
+    let org = build_org(&emu.aws_config()).await?;
+    let proxy = FaultProxy::start(emu.endpoint(), faults).await;
+    let config = via(&proxy, &emu);
+    Ok((emu, org, proxy, config))
 }
 
 pub async fn aws(config: &AwsConfig) -> anyhow::Result<Aws> {

@@ -108,11 +108,7 @@ pub struct ObjectReader {
     limiter: Arc<Semaphore>,
 }
 
-impl std::fmt::Debug for ObjectReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectReader").finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(ObjectReader { .. });
 
 impl ObjectReader {
     /// `limiter` caps S3 calls in flight (`Aws::limiter`).

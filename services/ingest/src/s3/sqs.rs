@@ -74,13 +74,7 @@ pub struct SqsS3Source {
     stats: SqsSourceStats,
 }
 
-impl std::fmt::Debug for SqsS3Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqsS3Source")
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(SqsS3Source { options, .. });
 
 fn secs(d: Duration) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(i32::MAX)

@@ -70,6 +70,56 @@ impl EventSink for Recorder {
     }
 }
 
+/// Sources started the way `trailhound ingest` and `up` start them, with
+/// their state in `dir`.
+pub struct Running {
+    pub started: trailhound_ingest::StartedSources,
+    stop: tokio_util::sync::CancellationToken,
+    set: tokio::task::JoinSet<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub async fn start(
+        config: &trailhound_ingest::IngestConfig,
+        aws: Option<&trailhound_aws::AwsConfig>,
+        dir: tempfile::TempDir,
+        ingest: Arc<Ingest>,
+    ) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut set = tokio::task::JoinSet::new();
+        let started = trailhound_ingest::start_sources_with(
+            config,
+            aws,
+            dir.path(),
+            ingest,
+            &mut set,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        Self {
+            started,
+            stop,
+            set,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the sources without waiting for them.
+    pub fn cancel(&self) {
+        self.stop.cancel();
+    }
+
+    /// Stops the sources and waits until each has ended well.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while let Some(r) = self.set.join_next().await {
+            r.unwrap().unwrap();
+        }
+    }
+}
+
 pub fn options() -> IngestOptions {
     IngestOptions {
         batch_size: 100,
@@ -204,21 +254,43 @@ pub async fn queue_depth(c: &Clients, url: &str) -> (u64, u64) {
 
 /// Creates a bucket that notifies `queue_arn` of every object created.
 pub async fn bucket_notifying_queue(c: &Clients, bucket: &str, queue_arn: &str) {
-    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    use aws_sdk_s3::types::QueueConfiguration;
+    let to_queue = QueueConfiguration::builder()
+        .queue_arn(queue_arn)
+        .events(created())
+        .build()
+        .unwrap();
+    bucket_notifying(c, bucket, |n| n.queue_configurations(to_queue)).await;
+}
+
+/// Creates a bucket that notifies the SNS topic `topic_arn` of every object
+/// created.
+pub async fn bucket_notifying_topic(c: &Clients, bucket: &str, topic_arn: &str) {
+    use aws_sdk_s3::types::TopicConfiguration;
+    let to_topic = TopicConfiguration::builder()
+        .topic_arn(topic_arn)
+        .events(created())
+        .build()
+        .unwrap();
+    bucket_notifying(c, bucket, |n| n.topic_configurations(to_topic)).await;
+}
+
+fn created() -> aws_sdk_s3::types::Event {
+    aws_sdk_s3::types::Event::from("s3:ObjectCreated:*")
+}
+
+async fn bucket_notifying(
+    c: &Clients,
+    bucket: &str,
+    target: impl FnOnce(
+        aws_sdk_s3::types::builders::NotificationConfigurationBuilder,
+    ) -> aws_sdk_s3::types::builders::NotificationConfigurationBuilder,
+) {
+    use aws_sdk_s3::types::NotificationConfiguration;
     c.s3.create_bucket().bucket(bucket).send().await.unwrap();
     c.s3.put_bucket_notification_configuration()
         .bucket(bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .queue_configurations(
-                    QueueConfiguration::builder()
-                        .queue_arn(queue_arn)
-                        .events(Event::from("s3:ObjectCreated:*"))
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
+        .notification_configuration(target(NotificationConfiguration::builder()).build())
         .send()
         .await
         .unwrap();

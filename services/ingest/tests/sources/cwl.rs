@@ -95,13 +95,18 @@ async fn the_poller_reads_each_event_once_across_restarts() {
             .unwrap();
 
         let path = dir.path().join(format!("cloudwatch-poll-{case}.json"));
-        let (ingest, sink, dl) = pipeline();
-        let mut poller = CwlPoller::new(
-            c.logs.clone(),
-            ingest,
-            poller_options(group, &path, lookback),
-        )
-        .unwrap();
+        // A poller on a new ingest, as a (re)start makes it.
+        let start_poller = || {
+            let (ingest, sink, dl) = pipeline();
+            let poller = CwlPoller::new(
+                c.logs.clone(),
+                ingest,
+                poller_options(group, &path, lookback),
+            )
+            .unwrap();
+            (poller, sink, dl)
+        };
+        let (mut poller, sink, dl) = start_poller();
         let out = poller.poll_once().await.unwrap();
         assert_eq!(out.read, 5, "{out:?}");
         assert!(out.pages >= 3, "pages of 2 were all read: {out:?}");
@@ -123,13 +128,7 @@ async fn the_poller_reads_each_event_once_across_restarts() {
         assert_eq!(cp.seen_count(), expected_ids, "{cp:?}");
 
         // A restart: a new poller, a new ingest (its dedupe memory is gone).
-        let (ingest, sink, dl) = pipeline();
-        let mut poller = CwlPoller::new(
-            c.logs.clone(),
-            ingest,
-            poller_options(group, &path, lookback),
-        )
-        .unwrap();
+        let (mut poller, sink, dl) = start_poller();
         let out = poller.poll_once().await.unwrap();
         assert_eq!(out.read, 0, "{out:?}");
         assert_eq!(out.already_seen as usize, expected_ids);

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use base64::Engine;
-use tokio_util::sync::CancellationToken;
 use trailhound_ingest::IngestConfig;
 
 use crate::common::*;
@@ -69,9 +68,7 @@ fn request_body(request_id: &str, records: &[String]) -> String {
 
 struct Endpoint {
     url: String,
-    stop: CancellationToken,
-    set: tokio::task::JoinSet<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+    sources: Running,
 }
 
 async fn endpoint(ingest: std::sync::Arc<trailhound_ingest::Ingest>, max_body: usize) -> Endpoint {
@@ -84,25 +81,12 @@ async fn endpoint(ingest: std::sync::Arc<trailhound_ingest::Ingest>, max_body: u
         firehose_max_body_bytes: max_body,
         ..IngestConfig::default()
     };
-    let stop = CancellationToken::new();
-    let mut set = tokio::task::JoinSet::new();
-    let started = trailhound_ingest::start_sources_with(
-        &config,
-        None,
-        dir.path(),
-        ingest,
-        &mut set,
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(started.names, vec!["firehose"]);
-    let addr = started.firehose_addr.unwrap();
+    let sources = Running::start(&config, None, dir, ingest).await;
+    assert_eq!(sources.started.names, vec!["firehose"]);
+    let addr = sources.started.firehose_addr.unwrap();
     Endpoint {
         url: format!("http://{addr}/cloudtrail"),
-        stop,
-        set,
-        _dir: dir,
+        sources,
     }
 }
 
@@ -138,7 +122,7 @@ async fn post(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firehose_deliveries_are_accepted_and_acknowledged() {
     let (ingest, sink, dl) = pipeline();
-    let mut ep = endpoint(ingest.clone(), 1 << 20).await;
+    let ep = endpoint(ingest.clone(), 1 << 20).await;
     let rid = "ed4acda5-034f-9f42-bba1-f29aea6d7d8f";
     let records = vec![
         b64(&cwl_payload(&[1, 2])),
@@ -185,10 +169,7 @@ async fn firehose_deliveries_are_accepted_and_acknowledged() {
     assert_eq!(sink.len(), 4);
     sink.assert_no_duplicates();
 
-    ep.stop.cancel();
-    while let Some(r) = ep.set.join_next().await {
-        r.unwrap().unwrap();
-    }
+    ep.sources.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,5 +241,5 @@ async fn firehose_refuses_what_it_cannot_take_with_reasons() {
     let (status, _) = post(&ep.url, Some("s3cr3t-key"), rid, good, false).await;
     assert_eq!(status, 200);
     assert_eq!(sink.ids(), vec![event_id(7)]);
-    ep.stop.cancel();
+    ep.sources.cancel();
 }

@@ -16,6 +16,29 @@ use trailhound_testkit::Emulator;
 
 use crate::common::*;
 
+/// The S3 notification source on the queue at `url`, reading objects
+/// into `ingest`.
+fn sqs_source(c: &Clients, url: &str, ingest: Arc<trailhound_ingest::Ingest>) -> Arc<SqsS3Source> {
+    let reader = ObjectReader::new(c.s3.clone(), ingest, c.aws.limiter());
+    Arc::new(SqsS3Source::new(c.sqs.clone(), reader, source_options(url)))
+}
+
+/// [`sqs_source`], running until the token is cancelled.
+fn run_source(
+    c: &Clients,
+    url: &str,
+    ingest: Arc<trailhound_ingest::Ingest>,
+) -> (
+    Arc<SqsS3Source>,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), trailhound_ingest::SourceError>>,
+) {
+    let source = sqs_source(c, url, ingest);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(source.clone().run(stop.clone()));
+    (source, stop, task)
+}
+
 fn source_options(queue_url: &str) -> SqsSourceOptions {
     SqsSourceOptions {
         wait_time: Duration::from_secs(1),
@@ -58,20 +81,9 @@ async fn notified_objects_are_ingested_and_their_messages_deleted() {
         ..IngestConfig::default()
     };
     let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
-    let mut set = tokio::task::JoinSet::new();
-    let started = trailhound_ingest::start_sources_with(
-        &config,
-        Some(&emu.aws_config()),
-        dir.path(),
-        ingest,
-        &mut set,
-        stop.clone(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(started.names, vec!["s3-notifications"]);
-    let s3 = started.s3.unwrap();
+    let sources = Running::start(&config, Some(&emu.aws_config()), dir, ingest).await;
+    assert_eq!(sources.started.names, vec!["s3-notifications"]);
+    let s3 = sources.started.s3.clone().unwrap();
 
     wait_until(20, "5 events and an empty queue", || async {
         sink.len() == 5 && queue_depth(&c, &url).await == (0, 0)
@@ -86,10 +98,7 @@ async fn notified_objects_are_ingested_and_their_messages_deleted() {
     assert_eq!(s3.stats().deleted.load(Ordering::Relaxed), 3);
     assert_eq!(s3.stats().retried.load(Ordering::Relaxed), 0);
 
-    stop.cancel();
-    while let Some(r) = set.join_next().await {
-        r.unwrap().unwrap();
-    }
+    sources.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,26 +122,7 @@ async fn notifications_through_sns_are_unwrapped() {
         ],
     )
     .await;
-    {
-        use aws_sdk_s3::types::{Event, NotificationConfiguration, TopicConfiguration};
-        c.s3.create_bucket().bucket("trail").send().await.unwrap();
-        c.s3.put_bucket_notification_configuration()
-            .bucket("trail")
-            .notification_configuration(
-                NotificationConfiguration::builder()
-                    .topic_configurations(
-                        TopicConfiguration::builder()
-                            .topic_arn(&topic)
-                            .events(Event::from("s3:ObjectCreated:*"))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-    }
+    bucket_notifying_topic(&c, "trail", &topic).await;
     put(
         &c,
         "trail",
@@ -169,14 +159,7 @@ async fn notifications_through_sns_are_unwrapped() {
     }
 
     let (ingest, sink, dl) = pipeline();
-    let reader = ObjectReader::new(c.s3.clone(), ingest, c.aws.limiter());
-    let source = Arc::new(SqsS3Source::new(
-        c.sqs.clone(),
-        reader,
-        source_options(&url),
-    ));
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(source.clone().run(stop.clone()));
+    let (_source, stop, task) = run_source(&c, &url, ingest);
     wait_until(20, "2 events and an empty queue", || async {
         sink.len() == 2 && queue_depth(&c, &url).await == (0, 0)
     })
@@ -208,14 +191,7 @@ async fn a_message_is_deleted_only_after_its_events_are_accepted() {
     });
     sink.accept_first.store(1, Ordering::SeqCst);
     sink.failing.store(true, Ordering::SeqCst);
-    let reader = ObjectReader::new(c.s3.clone(), ingest.clone(), c.aws.limiter());
-    let source = Arc::new(SqsS3Source::new(
-        c.sqs.clone(),
-        reader,
-        source_options(&url),
-    ));
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(source.clone().run(stop.clone()));
+    let (source, stop, task) = run_source(&c, &url, ingest.clone());
 
     wait_until(20, "the message to be given back twice", || async {
         source.stats().retried.load(Ordering::Relaxed) >= 2
@@ -283,14 +259,7 @@ async fn poison_objects_and_strangers_are_dead_lettered_and_deleted() {
         .unwrap();
 
     let (ingest, sink, dl) = pipeline();
-    let reader = ObjectReader::new(c.s3.clone(), ingest, c.aws.limiter());
-    let source = Arc::new(SqsS3Source::new(
-        c.sqs.clone(),
-        reader,
-        source_options(&url),
-    ));
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(source.clone().run(stop.clone()));
+    let (source, stop, task) = run_source(&c, &url, ingest);
     wait_until(20, "an empty queue and 4 dead letters", || async {
         dl.entries.lock().unwrap().len() == 4 && queue_depth(&c, &url).await == (0, 0)
     })
@@ -440,13 +409,8 @@ async fn a_missing_queue_fails_the_start_with_an_explanation() {
     let emu = Emulator::start_messaging().await;
     let c = clients(&emu).await;
     let (ingest, _sink, _dl) = pipeline();
-    let reader = ObjectReader::new(c.s3.clone(), ingest, c.aws.limiter());
     let url = format!("{}/{}/no-such-queue", emu.endpoint(), emu.account_id());
-    let source = Arc::new(SqsS3Source::new(
-        c.sqs.clone(),
-        reader,
-        source_options(&url),
-    ));
+    let source = sqs_source(&c, &url, ingest);
     let err = tokio::time::timeout(
         Duration::from_secs(20),
         source.run(CancellationToken::new()),

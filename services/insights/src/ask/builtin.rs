@@ -12,11 +12,7 @@ pub struct BuiltinAsk {
     pub(super) view: crate::correlate::ScopedView,
 }
 
-impl std::fmt::Debug for BuiltinAsk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BuiltinAsk").finish_non_exhaustive()
-    }
-}
+trailhound_core::debug_fields!(BuiltinAsk { .. });
 
 /// Insights scanned per question: questions are about recent history.
 pub(super) const SCAN_LIMIT: usize = 50_000;

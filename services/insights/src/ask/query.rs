@@ -29,6 +29,42 @@ pub(super) struct Query {
     pub(super) recognised: usize,
 }
 
+/// Words that ask for a ranking by cost.
+const COST_WORDS: &[&str] = &[
+    "cost",
+    "costs",
+    "costly",
+    "expensive",
+    "spend",
+    "spending",
+    "dollars",
+    "money",
+];
+
+/// Words that ask to compare environments.
+const COMPARE_WORDS: &[&str] = &[
+    "compare",
+    "comparison",
+    "versus",
+    "vs",
+    "difference",
+    "differences",
+];
+
+/// Words that ask about security.
+const SECURITY_WORDS: &[&str] = &[
+    "security",
+    "suspicious",
+    "malicious",
+    "attack",
+    "attacks",
+    "threat",
+    "threats",
+    "compromise",
+    "compromised",
+    "risky",
+];
+
 pub(super) const STOPWORDS: &[&str] = &[
     "a",
     "about",
@@ -125,34 +161,10 @@ pub(super) const STOPWORDS: &[&str] = &[
     "biggest",
     "largest",
     "impact",
-    "cost",
-    "costs",
-    "costly",
-    "expensive",
-    "spend",
-    "spending",
-    "dollars",
-    "money",
-    "security",
     "concerns",
     "concern",
-    "suspicious",
-    "malicious",
-    "attack",
-    "attacks",
-    "threat",
-    "threats",
     "risk",
     "risks",
-    "risky",
-    "compromise",
-    "compromised",
-    "compare",
-    "comparison",
-    "versus",
-    "vs",
-    "difference",
-    "differences",
     "between",
     "why",
     "explain",
@@ -355,39 +367,11 @@ pub(super) fn parse(q: &str, accounts: &[(String, String)], now: DateTime<Utc>) 
     // Intent.
     if has(&["why", "explain", "reason", "reasons", "cause", "caused"]) {
         query.intent = Intent::Why;
-    } else if has(&[
-        "compare",
-        "comparison",
-        "versus",
-        "vs",
-        "difference",
-        "differences",
-    ]) || (has(&["between"]) && query.environments.len() >= 2)
-    {
+    } else if has(COMPARE_WORDS) || (has(&["between"]) && query.environments.len() >= 2) {
         query.intent = Intent::Compare(query.environments.clone());
-    } else if has(&[
-        "cost",
-        "costs",
-        "costly",
-        "expensive",
-        "spend",
-        "spending",
-        "dollars",
-        "money",
-    ]) {
+    } else if has(COST_WORDS) {
         query.intent = Intent::CostRanking;
-    } else if has(&[
-        "security",
-        "suspicious",
-        "malicious",
-        "attack",
-        "attacks",
-        "threat",
-        "threats",
-        "compromise",
-        "compromised",
-        "risky",
-    ]) {
+    } else if has(SECURITY_WORDS) {
         query.intent = Intent::Security;
     } else if has(&["many", "count", "number"]) {
         query.intent = Intent::Count;
@@ -397,7 +381,11 @@ pub(super) fn parse(q: &str, accounts: &[(String, String)], now: DateTime<Utc>) 
         if used.contains(&i) {
             continue;
         }
-        if STOPWORDS.contains(&t.as_str()) || t.chars().all(|c| c.is_ascii_digit()) {
+        if [STOPWORDS, COST_WORDS, COMPARE_WORDS, SECURITY_WORDS]
+            .iter()
+            .any(|words| words.contains(&t.as_str()))
+            || t.chars().all(|c| c.is_ascii_digit())
+        {
             continue;
         }
         query.leftover.push(t.clone());

@@ -11,11 +11,10 @@
 //! the log (tracing and an optional JSON Lines file), and SNS, whose client
 //! is a [`Publisher`] handed in by whoever has AWS credentials.
 
+pub mod chat;
 mod http;
 pub mod log;
-pub mod slack;
 pub mod sns;
-pub mod teams;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -139,8 +138,8 @@ pub fn open(cfg: &ChannelConfig, ctx: &OpenContext) -> Result<Arc<dyn Channel>, 
         })
     };
     Ok(match cfg.kind() {
-        ChannelKind::Slack => Arc::new(slack::SlackChannel::new(endpoint()?)),
-        ChannelKind::Teams => Arc::new(teams::TeamsChannel::new(endpoint()?)),
+        ChannelKind::Slack => Arc::new(chat::ChatChannel::slack(endpoint()?)),
+        ChannelKind::Teams => Arc::new(chat::ChatChannel::teams(endpoint()?)),
         ChannelKind::Webhook => {
             let secret = Source {
                 what: "secret",

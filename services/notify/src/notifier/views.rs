@@ -54,11 +54,11 @@ impl Notifier {
         let s = self.stats();
         let f = &self.counters.figures;
         let mut out = f.common.stats(s.insights_received, s.delivered);
-        out.queues = vec![trailhound_proto::common::v1::QueueDepth {
-            name: "deliveries_in_flight".into(),
-            depth: f.pending.depth(),
-            capacity: self.config.max_in_flight as u64,
-        }];
+        out.queues = vec![trailhound_runtime::stats::queue(
+            "deliveries_in_flight",
+            f.pending.depth(),
+            self.config.max_in_flight as u64,
+        )];
         let latency = f.delivery.summary();
         out.backend_calls = latency.count;
         out.batch_latency = Some(latency);

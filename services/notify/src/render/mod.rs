@@ -150,6 +150,26 @@ impl Facts {
             .map_text(|s| trailhound_core::text::defang_urls(&trailhound_core::text::clean_line(s)))
     }
 
+    /// The labelled facts a chat alert shows as a table (Slack's fields,
+    /// Teams' FactSet), in the order both show them.
+    pub fn table(&self) -> Vec<(String, String)> {
+        [
+            ("Account", &self.account),
+            ("OU", &self.ou),
+            ("Environment", &self.environment),
+            ("Region", &self.region),
+            ("Detector", &self.detector),
+            ("Window (UTC)", &self.window),
+            ("Actual vs expected", &self.actual_vs_expected),
+            ("Grade / confidence", &self.grade),
+            ("Severity", &self.severity),
+            ("Cost impact", &self.cost),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+    }
+
     /// Every piece of text passed through `f`.
     pub fn map_text(self, f: impl Fn(&str) -> String) -> Self {
         let v = |x: Vec<String>| x.iter().map(|s| f(s)).collect::<Vec<_>>();

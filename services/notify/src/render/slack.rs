@@ -120,18 +120,7 @@ fn alert(m: &Message<'_>) -> Value {
     let mut blocks = vec![
         header(&format!("{} {}", emoji(sev), f.title)),
         section(&escape(&f.summary)),
-        fields(&[
-            ("Account".into(), f.account.clone()),
-            ("OU".into(), f.ou.clone()),
-            ("Environment".into(), f.environment.clone()),
-            ("Region".into(), f.region.clone()),
-            ("Detector".into(), f.detector.clone()),
-            ("Window (UTC)".into(), f.window.clone()),
-            ("Actual vs expected".into(), f.actual_vs_expected.clone()),
-            ("Grade / confidence".into(), f.grade.clone()),
-            ("Severity".into(), f.severity.clone()),
-            ("Cost impact".into(), f.cost.clone()),
-        ]),
+        fields(&f.table()),
     ];
     if let Some(rule) = &f.suppressed {
         blocks.push(section(&format!(

@@ -120,18 +120,7 @@ fn alert(m: &Message<'_>) -> Value {
     let mut body = vec![
         title(&f.title, m.insight.severity),
         text(&f.summary),
-        facts(&[
-            ("Account".into(), f.account.clone()),
-            ("OU".into(), f.ou.clone()),
-            ("Environment".into(), f.environment.clone()),
-            ("Region".into(), f.region.clone()),
-            ("Detector".into(), f.detector.clone()),
-            ("Window (UTC)".into(), f.window.clone()),
-            ("Actual vs expected".into(), f.actual_vs_expected.clone()),
-            ("Grade / confidence".into(), f.grade.clone()),
-            ("Severity".into(), f.severity.clone()),
-            ("Cost impact".into(), f.cost.clone()),
-        ]),
+        facts(&f.table()),
     ];
     if let Some(rule) = &f.suppressed {
         body.push(text(&format!("Suppressed by rule **{rule}**")));

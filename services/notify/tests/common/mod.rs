@@ -165,6 +165,42 @@ pub fn route(name: &str, channels: &[&str]) -> RouteConfig {
     }
 }
 
+/// A notifier with its files in a fresh temp dir and one channel, `name`
+/// of `kind`, posting to a [`Hook`] that answers with `script`.
+pub async fn one_channel(
+    name: &str,
+    kind: ChannelKind,
+    script: Vec<Reply>,
+) -> (Hook, tempfile::TempDir, Arc<trailhound_notify::Notifier>) {
+    let hook = Hook::start(script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let n = trailhound_notify::build(
+        &config(dir.path(), vec![channel(name, kind, &hook.url())]),
+        dir.path(),
+    )
+    .unwrap();
+    (hook, dir, n)
+}
+
+/// Serves `n` over gRPC on a loopback port: its URL, the token that
+/// stops it, and the server's task.
+pub async fn serve(
+    n: Arc<trailhound_notify::Notifier>,
+) -> (
+    String,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        trailhound_notify::serve(listener, n, s).await.unwrap();
+    });
+    (format!("http://{addr}"), stop, task)
+}
+
 /// A config with these channels, one rule sending everything to all of
 /// them, fast retries, and files under `dir`.
 pub fn config(dir: &Path, channels: Vec<ChannelConfig>) -> NotifyConfig {
