@@ -47,8 +47,7 @@ pub struct Baseline {
     /// (day, slot, values), for the last [`HISTORY_DAYS`] days.
     #[serde(default)]
     raw_anomalous: Vec<(i32, u16, Vec<f32>)>,
-    /// Share of recent windows (about three days) with events: an entity
-    /// below [`INTERMITTENT`] is idle between bursts.
+    /// Share of recent windows (about three days) with events.
     #[serde(default)]
     active_share: f64,
     /// Per day of the last week, each feature's largest excess of a window
@@ -58,9 +57,6 @@ pub struct Baseline {
 }
 
 const ACTIVE_ALPHA: f64 = 1.0 / 432.0;
-/// Share of windows with events below which an entity is idle between
-/// bursts.
-const INTERMITTENT: f64 = 0.5;
 const PEAK_DAYS: i64 = 7;
 
 /// Expected value and noise scale of one feature in one window.
@@ -72,13 +68,12 @@ pub struct Expectation {
     /// two weeks ago, 0 when that is not known: a weekly job. A spike must
     /// also clear this.
     pub weekly: f64,
-    /// The excess over expected the entity's windows not raised reached
-    /// in the last seven days (0 with none): the largest day's for an
-    /// entity idle between bursts, the second largest day's for a busy
-    /// one. Bursts at any hour, of a size the entity has already had
-    /// without anyone calling them anomalous, are its habit (a function
-    /// fired by a queue), and a spike must clear them too. Raised windows
-    /// are left out, so one storm does not excuse the next.
+    /// The largest excess over expected of a window not raised in the last
+    /// seven days (0 with none): bursts at any hour, of a size the entity
+    /// has already had without anyone calling them anomalous, are its
+    /// habit (a function fired by a queue), and a spike must clear them
+    /// too. Raised windows are left out, so one storm does not excuse the
+    /// next.
     pub usual_peak: f64,
     /// Variance over mean of the feature's events for counts and sums of
     /// sizes (E[v²]/E[v]; 1 for a plain count): X/dispersion is roughly
@@ -129,27 +124,16 @@ impl Baseline {
         }
     }
 
-    /// The last week's daily maximal excesses of feature `f` (before
-    /// `day`, raised windows left out): the largest for an entity idle
-    /// between bursts (events in under half its windows: bursts are what
-    /// it does), the second largest for a busy one, whose rhythm already
-    /// says what to expect and whose one large excess is no habit.
+    /// The largest of the last week's daily maximal excesses of feature
+    /// `f` (before `day`), raised windows left out.
     fn usual_peak(&self, f: usize, day: i64) -> f64 {
-        let mut tops: Vec<f32> = self
+        let top = self
             .daily_max
             .iter()
             .filter(|(d, _)| i64::from(*d) < day && day - i64::from(*d) <= PEAK_DAYS)
             .filter_map(|(_, v)| v.get(f).copied())
-            .collect();
-        tops.sort_by(|a, b| b.total_cmp(a));
-        let rank = usize::from(self.active_share >= INTERMITTENT);
-        f64::from(
-            tops.get(rank)
-                .or(tops.first())
-                .copied()
-                .unwrap_or(0.0)
-                .max(0.0),
-        )
+            .fold(0.0f32, f32::max);
+        f64::from(top.max(0.0))
     }
 
     /// Notes whether a window had events and, unless it was raised, its
