@@ -219,7 +219,8 @@ async fn batched_hops_link_every_contributing_trace(
     let dir = tempfile::tempdir().expect("tempdir");
     let stop = CancellationToken::new();
     let org_dir = dir.path().join("org");
-    crate::harness::generated_org(&org_dir, 2, 1, 5, 10);
+    // Four days: an entity's rhythm is judged once it has three.
+    crate::harness::generated_org(&org_dir, 4, 1, 5, 10);
     let enrich_cfg = trailhound_enrich::EnrichConfig {
         org_snapshot: Some(org_dir.join("org.json")),
         ..Default::default()
