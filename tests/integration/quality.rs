@@ -79,8 +79,8 @@ const HARD_HELD_OUT: [u64; 5] = [101, 102, 103, 104, 105];
 /// Issue 12's bar on held-out hard organizations, with default
 /// configuration: recall ≥ 0.9 with every kind found at least 2 times in 3,
 /// precision ≥ 0.8, median delay ≤ 3 minutes. The default detectors do not
-/// meet it yet (README, "Harder organizations, held out": night-time rises
-/// are missed and anomaly precision is about 0.66), hence ignored until
+/// meet it yet (README, "Harder organizations, held out": most night-time
+/// rises are missed and anomaly precision is about 0.70), hence ignored until
 /// they do: `cargo test -p trailhound --test integration quality::hard --
 /// --ignored`.
 #[test]
