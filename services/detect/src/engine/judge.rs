@@ -641,6 +641,11 @@ impl Window<'_> {
             })
             .map(|(i, (_, zz))| (i, *zz))
             .collect();
+        // Only a spike of the other features alone needs the check: the
+        // first feature spiking rises by more than it asks.
+        if spiking.first().is_none_or(|(i, _)| *i == 0) {
+            return spiking;
+        }
         let primary_rises = self
             .values
             .first()

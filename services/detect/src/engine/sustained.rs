@@ -23,9 +23,6 @@ pub(super) struct Sustained {
     /// The largest one window's events in the span: a sustained rise is
     /// spread over the span, not one burst (the spike rule's business).
     pub(super) largest: f64,
-    /// Span length, in windows, and earlier days compared.
-    pub(super) span: usize,
-    pub(super) days: usize,
 }
 
 /// Span lengths a sustained rise is summed over, in hours.
@@ -207,8 +204,6 @@ impl Sustained {
                     mean,
                     most,
                     largest,
-                    span: span as usize,
-                    days: days.len(),
                 };
             }
         }
