@@ -134,6 +134,7 @@ async fn event_times_cannot_blind_detection_or_wedge_a_service() {
                 event: Some(trailhound_core::convert::event_to_pb(&event)),
                 account: None,
             }],
+            peer_rising: Vec::new(),
         })
         .await
         .expect("observe")

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use trailhound_core::reasons::ReasonTally;
-use trailhound_proto::detect::v1::FlushRequest;
 use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;
+use trailhound_proto::detect::v1::{FlushRequest, ObserveRequest};
 use trailhound_proto::ingest::v1::PushEventsRequest;
 use trailhound_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 
@@ -26,6 +26,9 @@ pub struct PushArgs {
     pub ingest: String,
     /// detect's endpoint: when given, detect closes its open windows once
     /// everything is sent (the end of a replay), and the time includes it.
+    /// Sharded detect (--shard I/N): every replica, comma-separated; the
+    /// accounts each saw rising in its last windows are handed to the
+    /// others, as enrich does for every batch.
     #[arg(long)]
     pub flush_detect: Option<String>,
     #[command(flatten)]
@@ -105,12 +108,17 @@ pub async fn run(args: &PushArgs) -> anyhow::Result<PushSummary> {
         .map_err(|e| anyhow::anyhow!("ingest refused the stream: {e}"))?
         .into_inner();
     let failed_files = reader.await?;
-    if let Some(endpoint) = &args.flush_detect {
-        DetectServiceClient::new(channel(endpoint)?)
-            .max_decoding_message_size(64 << 20)
-            .flush(FlushRequest {})
-            .await
-            .map_err(|e| anyhow::anyhow!("detect flush failed: {e}"))?;
+    if let Some(endpoints) = &args.flush_detect {
+        let mut replicas = Vec::new();
+        for e in endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            replicas
+                .push(DetectServiceClient::new(channel(e)?).max_decoding_message_size(64 << 20));
+        }
+        flush(&mut replicas).await?;
     }
     let mut reasons = ReasonTally::default();
     for r in &response.reasons {
@@ -126,6 +134,39 @@ pub async fn run(args: &PushArgs) -> anyhow::Result<PushSummary> {
         skipped_files: skipped.total(),
         reasons,
     })
+}
+
+/// Closes every replica's open windows, then hands each the accounts the
+/// others saw rising in them (nothing, with one replica).
+async fn flush(
+    replicas: &mut [DetectServiceClient<trailhound_runtime::TracedChannel>],
+) -> anyhow::Result<()> {
+    let mut rising = Vec::new();
+    for (i, r) in replicas.iter_mut().enumerate() {
+        let answer = r
+            .flush(FlushRequest {})
+            .await
+            .map_err(|e| anyhow::anyhow!("detect flush failed: {e}"))?
+            .into_inner();
+        rising.push((i, answer.rising));
+    }
+    for (j, r) in replicas.iter_mut().enumerate() {
+        let peer_rising: Vec<_> = rising
+            .iter()
+            .filter(|(i, _)| *i != j)
+            .flat_map(|(_, list)| list.iter().cloned())
+            .collect();
+        if peer_rising.is_empty() {
+            continue;
+        }
+        r.observe(ObserveRequest {
+            events: Vec::new(),
+            peer_rising,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("handing rising accounts to detect failed: {e}"))?;
+    }
+    Ok(())
 }
 
 /// A file as the messages to send: its text, or, when larger than

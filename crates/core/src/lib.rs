@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod reasons;
 pub mod regions;
 pub mod scope;
+pub mod shard;
 pub mod text;
 
 pub use account::{AccountMetadata, Environment, EnvironmentRules, OrgSnapshot};
@@ -29,6 +30,7 @@ pub use detector::{Aggregation, DetectorSpec, ErrorFilter, FeatureSpec};
 pub use event::{EnrichedEvent, Event, UserIdentity};
 pub use insight::{CostImpact, Insight, Severity};
 pub use scope::{Scope, ScopeRule};
+pub use shard::{Shard, shard_of};
 
 /// Checks a 12-digit AWS account id.
 pub fn is_account_id(s: &str) -> bool {

@@ -45,6 +45,13 @@ pub struct DetectConfig {
     pub idle_close: Duration,
     /// insights' endpoint, where anomalies go; none keeps them in detect.
     pub insights_endpoint: Option<String>,
+    /// This replica's share of the accounts, `I/N` (default `0/1`: all).
+    /// enrich sends each replica its accounts' events (`[enrich]
+    /// detect_endpoint` lists the N replicas in shard order) and carries
+    /// the accounts each sees rising to the others for the coordination
+    /// rule. Changing N moves accounts between replicas: replay history
+    /// into fresh stores (see the README).
+    pub shard: trailhound_core::Shard,
     /// Which engine detects: "embedded" (the built-in forests, default) or
     /// "opensearch" (events indexed into the `[opensearch]` cluster and
     /// detected by its Anomaly Detection plugin).
@@ -79,6 +86,7 @@ impl Default for DetectConfig {
             max_future_skew: Duration::from_secs(300),
             idle_close: Duration::from_secs(300),
             insights_endpoint: None,
+            shard: trailhound_core::Shard::ALL,
             backend: DetectBackend::Embedded,
             opensearch: None,
             aws: None,
@@ -95,6 +103,12 @@ impl DetectConfig {
 
     /// Checks every detector, naming the first bad one.
     pub fn validate(&self) -> Result<(), String> {
+        if !self.shard.is_all() && self.backend == DetectBackend::Opensearch {
+            return Err(format!(
+                "shard = {:?}: the OpenSearch backend is one cluster for every account; scale the cluster, not detect",
+                self.shard.to_string()
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for d in &self.detectors {
             d.validate()?;

@@ -19,6 +19,7 @@ use trailhound_proto::detect::v1::detect_service_server::DetectService;
 use trailhound_proto::time::to_millis;
 use trailhound_runtime::status::{self, check};
 
+use crate::engine::SharedRising;
 use crate::service::{Detect, DetectError};
 use crate::store::AnomalyFilter;
 
@@ -71,9 +72,68 @@ impl DetectGrpc {
     }
 }
 
-fn decode_events(req: pb::ObserveRequest) -> Result<Vec<EnrichedEvent>, Status> {
-    req.events
-        .into_iter()
+/// The wire form of a rising account a replica reports.
+pub fn shared_to_pb(r: &SharedRising) -> pb::SharedRising {
+    pb::SharedRising {
+        detector: r.detector.clone(),
+        window_start: Some(trailhound_proto::time::from_millis(r.window_start_ms)),
+        account_id: r.account_id.clone(),
+        keys: r.keys.clone(),
+    }
+}
+
+fn shared_from_pb(field: &str, list: Vec<pb::SharedRising>) -> Result<Vec<SharedRising>, Status> {
+    list.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let window_start_ms =
+                r.window_start.as_ref().map(to_millis).ok_or_else(|| {
+                    status::invalid(&format!("{field}[{i}].window_start"), "missing")
+                })?;
+            if !trailhound_core::is_account_id(&r.account_id) {
+                return Err(status::invalid(
+                    &format!("{field}[{i}].account_id"),
+                    &format!("{:?} is not a 12-digit account id", r.account_id),
+                ));
+            }
+            Ok(SharedRising {
+                detector: r.detector,
+                window_start_ms,
+                account_id: r.account_id,
+                keys: r.keys,
+            })
+        })
+        .collect()
+}
+
+/// Refuses events of accounts another replica owns: enrich routing them
+/// here means its endpoint list and the replicas' `--shard` disagree, and
+/// counting them would split an account's history over two replicas.
+fn check_owned(shard: trailhound_core::Shard, events: &[EnrichedEvent]) -> Result<(), Status> {
+    if shard.is_all() {
+        return Ok(());
+    }
+    match events
+        .iter()
+        .position(|e| !shard.owns(&e.event.recipient_account_id))
+    {
+        None => Ok(()),
+        Some(i) => {
+            let account = &events[i].event.recipient_account_id;
+            Err(status::invalid(
+                &format!("events[{i}].event.recipient_account_id"),
+                &format!(
+                    "account {account} belongs to shard {}/{} and this replica is shard {shard}: list the detect replicas in shard order in enrich's detect_endpoint",
+                    trailhound_core::shard_of(account, shard.count),
+                    shard.count
+                ),
+            ))
+        }
+    }
+}
+
+fn decode_events(req: Vec<common::EnrichedEvent>) -> Result<Vec<EnrichedEvent>, Status> {
+    req.into_iter()
         .enumerate()
         .map(|(i, e)| {
             let event = e
@@ -105,13 +165,21 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::ObserveRequest>,
     ) -> Result<Response<pb::ObserveResponse>, Status> {
-        let events = decode_events(req.into_inner())?;
-        let outcome = self.detect.accept(events).await.map_err(to_status)?;
+        let req = req.into_inner();
+        let events = decode_events(req.events)?;
+        check_owned(self.detect.shard(), &events)?;
+        let peers = shared_from_pb("peer_rising", req.peer_rising)?;
+        let outcome = self
+            .detect
+            .accept_shared(events, peers)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::ObserveResponse {
             accepted: outcome.accepted,
             late: outcome.late,
             anomalies: outcome.anomalies.len() as u32,
             quarantined: outcome.quarantined,
+            rising: self.detect.take_shared().iter().map(shared_to_pb).collect(),
         }))
     }
 
@@ -154,6 +222,7 @@ impl DetectService for DetectGrpc {
         let anomalies = self.detect.flush_and_forward().await.map_err(to_status)?;
         Ok(Response::new(pb::FlushResponse {
             anomalies: anomalies.iter().map(anomaly_to_pb).collect(),
+            rising: self.detect.take_shared().iter().map(shared_to_pb).collect(),
         }))
     }
 

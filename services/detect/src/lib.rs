@@ -39,7 +39,8 @@ use trailhound_proto::detect::v1::detect_service_server::DetectServiceServer;
 
 pub use config::DetectConfig;
 pub use engine::{
-    Engine, EngineConfig, LateEvent, Prepared, Preparer, UnknownAccounts, WindowResult,
+    Engine, EngineConfig, LateEvent, Prepared, Preparer, SharedRising, UnknownAccounts,
+    WindowResult,
 };
 pub use service::{Detect, DetectError, DetectSink, WalOptions};
 pub use store::DetectStore;
@@ -120,6 +121,11 @@ pub struct DetectArgs {
     /// notified (e.g. http://127.0.0.1:50054); none keeps them in detect.
     #[arg(long, env = "TRAILHOUND_INSIGHTS_ENDPOINT")]
     pub insights_endpoint: Option<String>,
+    /// This replica's share of the accounts, I/N (e.g. 0/3): run N
+    /// replicas, each with its own data dir, and list them in shard order
+    /// in enrich's --detect-endpoint [default: 0/1, every account].
+    #[arg(long, env = "TRAILHOUND_DETECT_SHARD")]
+    pub shard: Option<trailhound_core::Shard>,
 }
 
 impl DetectArgs {
@@ -130,6 +136,9 @@ impl DetectArgs {
         }
         if let Some(e) = &self.insights_endpoint {
             c.insights_endpoint = Some(e.clone());
+        }
+        if let Some(s) = self.shard {
+            c.shard = s;
         }
         c.validate()
             .map_err(|e| anyhow::anyhow!("invalid [detect] configuration: {e}"))?;
@@ -164,7 +173,8 @@ pub fn build(
                 checkpoint_after_events: config.wal_checkpoint_events,
             },
         )?
-        .with_max_future_skew(config.max_future_skew),
+        .with_max_future_skew(config.max_future_skew)
+        .with_shard(config.shard),
     );
     if config.backend == config::DetectBackend::Opensearch {
         // The cluster is reached lazily: it may be down now; serve() sets

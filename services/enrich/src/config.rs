@@ -40,8 +40,15 @@ pub enum CacheKind {
 pub struct EnrichConfig {
     /// Address the gRPC server listens on.
     pub listen: SocketAddr,
-    /// detect's gRPC endpoint, where enriched events go.
+    /// detect's gRPC endpoint, where enriched events go. Several,
+    /// comma-separated, are detect replicas started with `--shard I/N`,
+    /// listed in shard order (0 first): each gets its accounts' events.
     pub detect_endpoint: String,
+    /// With several detect replicas: how long one that does not answer is
+    /// retried before its share is spooled under the data dir (the others
+    /// go on meanwhile; the spool is sent on when it is back).
+    #[serde(with = "humantime_serde")]
+    pub replica_patience: Duration,
     /// Where account metadata comes from: "snapshot" or "organizations".
     pub source: SourceKind,
     /// The org snapshot JSON file (the embedded account source). Without
@@ -80,6 +87,7 @@ impl Default for EnrichConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
             detect_endpoint: "http://127.0.0.1:50053".into(),
+            replica_patience: Duration::from_secs(10),
             source: SourceKind::default(),
             org_snapshot: None,
             cache: CacheKind::default(),
@@ -97,6 +105,15 @@ impl Default for EnrichConfig {
 }
 
 impl EnrichConfig {
+    /// The detect replicas, in shard order.
+    pub fn detect_endpoints(&self) -> Vec<String> {
+        self.detect_endpoint
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(String::from)
+            .collect()
+    }
     pub fn cache_path(&self, data_dir: &Path) -> PathBuf {
         self.cache_path
             .clone()
@@ -110,6 +127,9 @@ impl EnrichConfig {
 
     /// Rejects combinations that cannot be what was meant.
     pub fn validate(&self) -> Result<(), String> {
+        if self.detect_endpoints().is_empty() {
+            return Err("[enrich] detect_endpoint is empty: name detect's endpoint (or its replicas', comma-separated)".into());
+        }
         if self.source == SourceKind::Organizations
             && let Some(p) = &self.org_snapshot
         {

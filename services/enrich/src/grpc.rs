@@ -171,6 +171,7 @@ impl EnrichedSink for GrpcDetectSink {
     async fn send(&self, events: Vec<EnrichedEvent>) -> Result<u64, SinkError> {
         let req = ObserveRequest {
             events: events.iter().map(enriched_to_pb).collect(),
+            peer_rising: Vec::new(),
         };
         trailhound_runtime::retry::hop("detect", self.patience, || {
             let mut client = self.client.clone();

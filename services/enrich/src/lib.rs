@@ -19,6 +19,7 @@ pub mod dynamo;
 pub mod enricher;
 pub mod grpc;
 pub mod org_command;
+pub mod shards;
 pub mod source;
 pub mod store;
 
@@ -185,7 +186,9 @@ pub struct EnrichArgs {
         env = "TRAILHOUND_ENRICH_LISTEN"
     )]
     pub listen: Option<std::net::SocketAddr>,
-    /// detect's endpoint [default: http://127.0.0.1:50053].
+    /// detect's endpoint [default: http://127.0.0.1:50053]; several,
+    /// comma-separated, are replicas started with --shard I/N, in shard
+    /// order.
     #[arg(long, env = "TRAILHOUND_DETECT_ENDPOINT")]
     pub detect_endpoint: Option<String>,
     /// Org snapshot JSON file (see the README for its format).
@@ -266,10 +269,24 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = args.config(common)?;
     let enricher = build(&config, &common.data_dir).await?;
-    let downstream = Arc::new(grpc::GrpcDetectSink::new(
-        &config.detect_endpoint,
-        std::time::Duration::from_secs(60),
-    )?);
+    let endpoints = config.detect_endpoints();
+    let downstream: Arc<dyn EnrichedSink> = match endpoints.as_slice() {
+        [one] => Arc::new(grpc::GrpcDetectSink::new(
+            one,
+            std::time::Duration::from_secs(60),
+        )?),
+        many => {
+            tracing::info!(
+                replicas = many.len(),
+                "detect is sharded: each replica gets its accounts' events"
+            );
+            Arc::new(shards::ShardedDetectSink::new(
+                many,
+                &common.data_dir.join("enrich-spool"),
+                config.replica_patience,
+            )?)
+        }
+    };
     let listener = trailhound_runtime::bind(config.listen).await?;
     serve(listener, enricher, downstream, shutdown).await
 }

@@ -199,7 +199,10 @@ async fn page(
         _ => newest.map(|a| (a.detector, a.account_id, a.region)),
     };
     let entity = entity.filter(|(_, a, _)| account_visible(a));
-    let series = match (&entity, cfg.targets.get("detect")) {
+    let series = match (
+        &entity,
+        entity.as_ref().and_then(|(_, a, _)| detect_for(cfg, a)),
+    ) {
         (Some((d, a, r)), Some(ep)) => Some(fetch_series(ep, d, a, r, &scope).await),
         (Some(_), None) => Some(Err(HealthError::NotConfigured("detect"))),
         (None, _) => None,
@@ -276,6 +279,23 @@ async fn fetch_insights(
     tokio::time::timeout(FETCH_TIMEOUT, fut)
         .await
         .unwrap_or(Err(HealthError::Late("insights")))
+}
+
+/// The detect replica holding `account`'s series: the `detect` target,
+/// or with sharded detect (`--shard I/N`) the targets `detect-0` …
+/// `detect-<N-1>`, one per replica, the account's owner among them.
+fn detect_for<'a>(cfg: &'a crate::config::HealthConfig, account: &str) -> Option<&'a String> {
+    if let Some(one) = cfg.targets.get("detect") {
+        return Some(one);
+    }
+    let n = (0..)
+        .take_while(|i| cfg.targets.contains_key(&format!("detect-{i}")))
+        .count() as u32;
+    if n == 0 {
+        return None;
+    }
+    cfg.targets
+        .get(&format!("detect-{}", trailhound_core::shard_of(account, n)))
 }
 
 /// An entity's series, read for a viewer with `scope` (a series summed

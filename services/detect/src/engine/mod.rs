@@ -297,6 +297,21 @@ pub struct Engine {
     generation: u64,
     pool: Pool<Evaluation>,
     folded: Arc<AccountMetadata>,
+    /// With `detect --shard`: the accounts this replica saw rising, for the
+    /// other replicas' coordination rule (see [`Engine::take_shared`]).
+    /// None when the engine sees every account.
+    shared: Option<Vec<SharedRising>>,
+}
+
+/// An account rising in a window, as one replica tells the others: the
+/// coordination rule counts accounts across the whole organization, and
+/// with `detect --shard` no replica sees them all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedRising {
+    pub detector: String,
+    pub window_start_ms: i64,
+    pub account_id: String,
+    pub keys: Vec<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -336,6 +351,7 @@ impl Engine {
             generation: next_generation(),
             pool: Pool::default(),
             folded: folded_account(),
+            shared: None,
         }
     }
 
@@ -396,6 +412,59 @@ impl Engine {
             generation: next_generation(),
             pool: Pool::default(),
             folded: folded_account(),
+            shared: None,
+        }
+    }
+
+    /// Keeps the accounts this engine sees rising for the other replicas
+    /// (`detect --shard`): [`Engine::take_shared`] hands them out, and
+    /// [`Engine::observe_shared`] takes theirs in.
+    pub fn share_rising(&mut self) {
+        self.shared.get_or_insert_with(Vec::new);
+    }
+
+    /// What rose here since the last call, for the other replicas.
+    pub fn take_shared(&mut self) -> Vec<SharedRising> {
+        self.shared.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Counts other replicas' rising accounts in the coordination rule:
+    /// this replica's own candidates in a group they complete are raised
+    /// now, as they would have been by one engine seeing every account.
+    /// The same report twice counts once (a group is a set of accounts).
+    pub fn observe_shared(&mut self, rising: &[SharedRising], out: &mut Vec<WindowResult>) {
+        for i in 0..self.detectors.len() {
+            let d = &mut self.detectors[i];
+            let theirs: Vec<Rising> = rising
+                .iter()
+                .filter(|r| r.detector == d.spec.name)
+                .map(|r| Rising {
+                    window_start: r.window_start_ms,
+                    account_id: r.account_id.clone(),
+                    entity_key: String::new(),
+                    keys: r.keys.clone(),
+                    candidate: None,
+                })
+                .collect();
+            if theirs.is_empty() {
+                continue;
+            }
+            let interval = d.spec.interval_ms();
+            // The newest window closed here: theirs older than the rule's
+            // reach from it are history.
+            let newest = d
+                .rising
+                .iter()
+                .map(|r| r.window_start)
+                .chain(d.next_close.map(|c| c - interval))
+                .max()
+                .unwrap_or(i64::MIN);
+            let reach = i64::from(self.config.coordinated_windows.max(1) - 1) * interval;
+            let theirs: Vec<Rising> = theirs
+                .into_iter()
+                .filter(|r| r.window_start >= newest.saturating_sub(reach))
+                .collect();
+            self.join_rising(i, theirs, newest.max(0), out);
         }
     }
 
@@ -936,6 +1005,24 @@ impl Engine {
         let interval = d.spec.interval_ms();
         let oldest = start - i64::from(cfg.coordinated_windows.max(1) - 1) * interval;
         d.rising.retain(|r| r.window_start >= oldest);
+        if let Some(shared) = &mut self.shared {
+            shared.extend(new.iter().map(|r| SharedRising {
+                detector: d.spec.name.clone(),
+                window_start_ms: r.window_start,
+                account_id: r.account_id.clone(),
+                keys: r.keys.clone(),
+            }));
+        }
+        self.join_rising(i, new, start, out);
+    }
+
+    /// Adds rising accounts to detector `i`'s recent ones and raises the
+    /// candidates of every group now wide enough (`start`: the window
+    /// whose end a raise is stamped with).
+    fn join_rising(&mut self, i: usize, new: Vec<Rising>, start: i64, out: &mut Vec<WindowResult>) {
+        let cfg = &self.config;
+        let d = &mut self.detectors[i];
+        let interval = d.spec.interval_ms();
         if new.is_empty() || cfg.coordinated_min_accounts < 2 {
             return;
         }

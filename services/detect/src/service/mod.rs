@@ -109,6 +109,8 @@ pub struct Detect {
     late_by: Mutex<std::collections::BTreeMap<String, u64>>,
     /// How far ahead of the wall clock an event may be (see `quarantine`).
     max_future_skew_ms: i64,
+    /// The accounts this replica owns (`detect --shard I/N`).
+    shard: trailhound_core::Shard,
     figures: Figures,
     /// Set when `[detect] backend = "opensearch"`: events go to the
     /// cluster and anomalies come from its Anomaly Detection plugin.
@@ -203,6 +205,7 @@ impl Detect {
             last_arrival_watermark: AtomicI64::new(i64::MIN),
             late_by: Mutex::new(Default::default()),
             max_future_skew_ms: 5 * 60 * 1000,
+            shard: trailhound_core::Shard::ALL,
             figures: Figures {
                 common: trailhound_runtime::stats::Common::new("detect"),
                 batch: Default::default(),
@@ -237,6 +240,28 @@ impl Detect {
         self
     }
 
+    /// Makes this replica the owner of `shard`'s accounts only: it then
+    /// reports the accounts it sees rising ([`Detect::take_shared`]) and
+    /// counts the other replicas' ([`Detect::accept_shared`]), so the
+    /// coordination rule still sees the whole organization.
+    pub fn with_shard(mut self, shard: trailhound_core::Shard) -> Self {
+        self.shard = shard;
+        if !shard.is_all() {
+            self.engine().share_rising();
+        }
+        self
+    }
+
+    pub fn shard(&self) -> trailhound_core::Shard {
+        self.shard
+    }
+
+    /// The accounts seen rising here since the last call, for the other
+    /// replicas (empty unless sharded).
+    pub fn take_shared(&self) -> Vec<crate::engine::SharedRising> {
+        self.engine().take_shared()
+    }
+
     /// Takes a batch from enrich, the one way in whether enrich calls over
     /// gRPC or in process: indexed into OpenSearch when that backend is
     /// active (its anomalies come from the results poller), else fed to
@@ -248,6 +273,16 @@ impl Detect {
     pub async fn accept(
         self: &Arc<Self>,
         events: Vec<EnrichedEvent>,
+    ) -> Result<ObserveOutcome, DetectError> {
+        self.accept_shared(events, Vec::new()).await
+    }
+
+    /// [`Detect::accept`], counting first what other replicas reported
+    /// rising (`detect --shard`; enrich carries the reports between them).
+    pub async fn accept_shared(
+        self: &Arc<Self>,
+        events: Vec<EnrichedEvent>,
+        peers: Vec<crate::engine::SharedRising>,
     ) -> Result<ObserveOutcome, DetectError> {
         if let Some(os) = self.opensearch.get() {
             let accepted = os.send(events).await.map_err(|e| DetectError::Backend {
@@ -267,7 +302,7 @@ impl Detect {
         let span = tracing::Span::current();
         let outcome = tokio::task::spawn_blocking(move || {
             let _g = span.enter();
-            d.observe(&events)
+            d.observe_with(&events, &peers)
         })
         .await
         .map_err(|e| DetectError::Internal(format!("detection task failed: {e}")))??;

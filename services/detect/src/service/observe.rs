@@ -12,16 +12,25 @@ use trailhound_runtime::telemetry::{TraceLink, add_links};
 
 use super::error::wal_error;
 use super::{Detect, DetectError, ObserveOutcome};
-use crate::engine::{LateEvent, WindowResult};
+use crate::engine::{LateEvent, SharedRising, WindowResult};
 use crate::wal;
 
 impl Detect {
     /// Feeds a batch (CPU-bound; callers on an async runtime use
     /// `spawn_blocking`).
     pub fn observe(&self, events: &[EnrichedEvent]) -> Result<ObserveOutcome, DetectError> {
+        self.observe_with(events, &[])
+    }
+
+    /// [`Detect::observe`] after counting other replicas' rising accounts.
+    pub fn observe_with(
+        &self,
+        events: &[EnrichedEvent],
+        peers: &[SharedRising],
+    ) -> Result<ObserveOutcome, DetectError> {
         let _pending = self.figures.pending.begin();
         let started = Instant::now();
-        let out = self.observe_inner(events);
+        let out = self.observe_inner(events, peers);
         self.figures.batch.record(started.elapsed());
         if out.is_err() {
             self.figures.observe_errors.fetch_add(1, Ordering::Relaxed);
@@ -29,7 +38,11 @@ impl Detect {
         out
     }
 
-    fn observe_inner(&self, events: &[EnrichedEvent]) -> Result<ObserveOutcome, DetectError> {
+    fn observe_inner(
+        &self,
+        events: &[EnrichedEvent],
+        peers: &[SharedRising],
+    ) -> Result<ObserveOutcome, DetectError> {
         let fingerprint = wal::fingerprint(events);
         let (events, quarantined) = self.quarantine(events);
         let events: &[EnrichedEvent] = &events;
@@ -43,12 +56,33 @@ impl Detect {
         };
         let mut results = Vec::new();
         let mut late: Vec<LateEvent>;
+        // Raised by other replicas' reports: committed on their own, before
+        // the batch (which may be a resend), so a restart replays both.
+        let mut from_peers = Vec::new();
         let late_count = {
             let mut engine = self.engine();
+            if !peers.is_empty() {
+                engine.observe_shared(peers, &mut from_peers);
+                if self.wal_options.enabled {
+                    let entry = wal::encode_shared(peers).map_err(wal_error)?;
+                    self.commit_locked(&mut engine, &entry, None, 0, &from_peers, &[])?;
+                } else {
+                    self.store.record(&from_peers, &[])?;
+                }
+            }
+            // Reports alone (a replica with no events in this batch).
+            if events.is_empty() && quarantined.is_empty() {
+                drop(engine);
+                return Ok(ObserveOutcome {
+                    anomalies: self.announce(from_peers),
+                    ..Default::default()
+                });
+            }
             if let Some((fp, _)) = &logged
                 && self.wal().recent_set.contains(fp)
             {
                 drop(engine);
+                let anomalies = self.announce(from_peers);
                 self.figures
                     .duplicate_batches
                     .fetch_add(1, Ordering::Relaxed);
@@ -62,6 +96,7 @@ impl Detect {
                 return Ok(ObserveOutcome {
                     accepted: n,
                     duplicate: true,
+                    anomalies,
                     ..Default::default()
                 });
             }
@@ -79,13 +114,14 @@ impl Detect {
             engine.stats().late_events - before
         };
         *self.last_arrival.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        let anomalies = if logged.is_some() {
+        let mut anomalies = self.announce(from_peers);
+        anomalies.extend(if logged.is_some() {
             let a = self.announce(results);
             self.checkpoint_if_due();
             a
         } else {
             self.publish(results, &late)?
-        };
+        });
         self.note_late(&mut late);
         Ok(ObserveOutcome {
             accepted: n,

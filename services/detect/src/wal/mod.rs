@@ -3,7 +3,8 @@
 //! rebuild exactly the state detect had acknowledged.
 //!
 //! An entry is a batch of enriched events, a wall-clock advance of the
-//! watermark (the idle close), a flush, or a new detector set. Batches are
+//! watermark (the idle close), a flush, a new detector set, or the rising
+//! accounts other replicas reported (`detect --shard`). Batches are
 //! postcard: the accounts once each, then every event without its raw
 //! record (the engine never reads it). The first byte says which kind and
 //! which format; an entry this build cannot read is skipped with an error
@@ -30,6 +31,7 @@ const BATCH_V1: u8 = 1;
 const ADVANCE: u8 = 2;
 const FLUSH: u8 = 3;
 const DETECTORS: u8 = 4;
+const SHARED: u8 = 5;
 
 /// One change to the engine, as replayed.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +43,8 @@ pub enum WalEntry {
     Flush,
     /// The detector set became this.
     Detectors(Vec<DetectorSpec>),
+    /// Other replicas' rising accounts were counted.
+    Shared(Vec<crate::engine::SharedRising>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +193,12 @@ pub fn encode_detectors(specs: &[DetectorSpec]) -> Result<Vec<u8>, WalError> {
     Ok(out)
 }
 
+pub fn encode_shared(rising: &[crate::engine::SharedRising]) -> Result<Vec<u8>, WalError> {
+    let mut out = vec![SHARED];
+    out.extend(postcard::to_stdvec(rising).map_err(|e| WalError(e.to_string()))?);
+    Ok(out)
+}
+
 pub fn decode(bytes: &[u8]) -> Result<WalEntry, WalError> {
     let Some((&kind, body)) = bytes.split_first() else {
         return Err(WalError("empty".into()));
@@ -260,6 +270,9 @@ pub fn decode(bytes: &[u8]) -> Result<WalEntry, WalError> {
         FLUSH => Ok(WalEntry::Flush),
         DETECTORS => serde_json::from_slice(body)
             .map(WalEntry::Detectors)
+            .map_err(|e| WalError(e.to_string())),
+        SHARED => postcard::from_bytes(body)
+            .map(WalEntry::Shared)
             .map_err(|e| WalError(e.to_string())),
         other => Err(WalError(format!("unknown kind {other}"))),
     }

@@ -130,6 +130,10 @@ fn apply_entry(engine: &mut Engine, entry: WalEntry, out: &mut Vec<WindowResult>
             reconcile(engine, &specs);
             0
         }
+        WalEntry::Shared(rising) => {
+            engine.observe_shared(&rising, out);
+            0
+        }
     }
 }
 
