@@ -18,5 +18,6 @@ mod pipeline;
 mod quality;
 mod robustness;
 mod security;
+mod shards;
 mod shutdown;
 mod trace;

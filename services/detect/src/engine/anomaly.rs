@@ -106,8 +106,11 @@ pub(super) fn build_anomaly(
             })
             .collect(),
         grade,
-        confidence,
-        score,
+        // A forest that has not seen enough to score gives NaN: JSON has
+        // no NaN, and a stored anomaly that cannot be read back is lost
+        // to every reader (coordinated anomalies were, before this).
+        confidence: finite(confidence),
+        score: finite(score),
         event_count: agg.events,
         top_contributors: contributors,
         detected_at: now(),
@@ -146,4 +149,8 @@ pub(super) fn fold_key(spec: &DetectorSpec, key: &str, account: &str, region: &s
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+fn finite(v: f64) -> f64 {
+    if v.is_finite() { v } else { 0.0 }
 }

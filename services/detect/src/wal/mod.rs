@@ -304,6 +304,18 @@ pub fn fingerprint(events: &[EnrichedEvent]) -> u128 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn other_replicas_reports_survive_the_log() {
+        let rising = vec![crate::engine::SharedRising {
+            detector: "ec2-run-instances".into(),
+            window_start_ms: 1_767_571_200_000,
+            account_id: "111111111111".into(),
+            keys: vec!["principal:assumed-role/Ops".into(), "ip:203.0.113.9".into()],
+        }];
+        let entry = encode_shared(&rising).expect("encode");
+        assert_eq!(decode(&entry).expect("decode"), WalEntry::Shared(rising));
+    }
+
     fn event(id: &str, acct: &Arc<AccountMetadata>) -> EnrichedEvent {
         EnrichedEvent {
             event: Event {
