@@ -107,6 +107,31 @@ def schema_problems(docs):
     return problems
 
 
+def shard_problems(where, pod, n, deployments):
+    """Sharded detect: each pod owns share I of N (--shard from its
+    pod-index label), and enrich sends to every pod, in shard order."""
+    problems = []
+    c = pod["containers"][0]
+    args = c.get("args", [])
+    want = f"$(TRAILHOUND_POD_INDEX)/{n}"
+    if "--shard" not in args or args[args.index("--shard") + 1:][:1] != [want]:
+        problems.append(f"{where}: {n} replicas of a store without --shard {want}")
+    env = {e["name"]: e for e in c.get("env", [])}
+    field = env.get("TRAILHOUND_POD_INDEX", {}).get("valueFrom", {}).get("fieldRef", {})
+    if field.get("fieldPath") != "metadata.labels['apps.kubernetes.io/pod-index']":
+        problems.append(f"{where}: TRAILHOUND_POD_INDEX is not the pod-index label")
+    name = where.split("/")[-1]
+    for d in deployments:
+        ca = d["spec"]["template"]["spec"]["containers"][0].get("args", [])
+        if "--detect-endpoint" not in ca:
+            continue
+        eps = ca[ca.index("--detect-endpoint") + 1].split(",")
+        expected = [f"{name}-{i}.{name}-headless." for i in range(n)]
+        if len(eps) != n or any(e not in ep for e, ep in zip(expected, eps)):
+            problems.append(f"{where}: enrich's --detect-endpoint {eps} is not its {n} pods in order")
+    return problems
+
+
 def container_problems(where, c, pod, service):
     problems = []
     sc = c.get("securityContext", {})
@@ -293,7 +318,10 @@ def policy_problems(docs, external_secrets=()):
         problems += reference_problems(where, pod, rendered, external_secrets)
         problems += tls_problems(where, service, pod, configs, certificates)
         if w["kind"] == "StatefulSet":
-            if w["spec"].get("replicas") != 1:
+            replicas = w["spec"].get("replicas")
+            if service == "detect" and isinstance(replicas, int) and replicas > 1:
+                problems += shard_problems(where, pod, replicas, by_kind("Deployment"))
+            elif replicas != 1:
                 problems.append(f"{where}: an embedded store needs exactly one replica")
             headless = [s for s in services if s["metadata"]["name"] == w["spec"].get("serviceName")]
             if not headless or headless[0]["spec"].get("clusterIP") != "None":

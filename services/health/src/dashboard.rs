@@ -658,6 +658,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_series_is_read_from_the_replica_that_owns_its_account() {
+        let mut cfg = crate::config::HealthConfig::default();
+        assert_eq!(
+            detect_for(&cfg, "111111111111").map(String::as_str),
+            Some("http://127.0.0.1:50053")
+        );
+        cfg.targets.remove("detect");
+        assert_eq!(detect_for(&cfg, "111111111111"), None);
+        for i in 0..3 {
+            cfg.targets
+                .insert(format!("detect-{i}"), format!("http://detect-{i}:50053"));
+        }
+        for account in ["111111111111", "222222222222", "123456789012"] {
+            let owner = trailhound_core::shard_of(account, 3);
+            assert_eq!(
+                detect_for(&cfg, account).map(String::as_str),
+                Some(format!("http://detect-{owner}:50053").as_str()),
+                "{account}"
+            );
+        }
+    }
+
+    #[test]
     fn the_page_escapes_names_and_marks_anomalies() {
         let h = pb::SystemHealth {
             status: pb::Status::Degraded as i32,

@@ -45,6 +45,26 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- printf "%s://%s.%s.svc:%s" (ternary "https" "http" .root.Values.tls.enabled) (include "trailhound.name" .) .root.Release.Namespace (include "trailhound.port" .) -}}
 {{- end -}}
 
+{{/*
+Where enrich sends events: detect's Service, or with detect.replicas > 1
+every pod in shard order, by its stable name under the headless Service.
+*/}}
+{{- define "trailhound.detectEndpoints" -}}
+{{- $root := .root -}}
+{{- $n := int $root.Values.detect.replicas -}}
+{{- $ctx := dict "root" $root "component" "detect" -}}
+{{- if le $n 1 -}}
+{{- include "trailhound.endpoint" $ctx -}}
+{{- else -}}
+{{- $name := include "trailhound.name" $ctx -}}
+{{- $eps := list -}}
+{{- range $i := until $n -}}
+{{- $eps = append $eps (printf "%s://%s-%d.%s-headless.%s.svc:%s" (ternary "https" "http" $root.Values.tls.enabled) $name $i $name $root.Release.Namespace (include "trailhound.port" $ctx)) -}}
+{{- end -}}
+{{- join "," $eps -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "trailhound.image" -}}
 {{- $img := .root.Values.image -}}
 {{- printf "%s%s%s:%s" $img.registry $img.repositoryPrefix .component (default .root.Chart.AppVersion $img.tag) -}}
@@ -105,6 +125,13 @@ spec:
           value: {{ $root.Values.logJson | quote }}
         - name: TRAILHOUND_SHUTDOWN_DEADLINE
           value: {{ $root.Values.shutdownDeadline | quote }}
+        {{- if and (eq .component "detect") (gt (int $root.Values.detect.replicas) 1) }}
+        # This pod's ordinal: its share of the accounts (--shard).
+        - name: TRAILHOUND_POD_INDEX
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.labels['apps.kubernetes.io/pod-index']
+        {{- end }}
         {{- if $root.Values.insecure }}
         - name: TRAILHOUND_INSECURE
           value: "true"
