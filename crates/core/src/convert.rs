@@ -75,7 +75,23 @@ pub fn environment_from_pb(e: i32) -> Environment {
     }
 }
 
+/// An event on the pipeline's hops (ingest → enrich → detect): without
+/// its raw record. Detection reads only the typed fields, the record is
+/// most of an event's bytes (copied, encoded and decoded at every hop),
+/// and the trail itself stays where it came from (S3, CloudWatch Logs).
+pub fn event_to_pb_lean(e: &Event) -> pb::CloudTrailEvent {
+    let mut pb = event_to_pb_fields(e);
+    pb.raw_json = String::new();
+    pb
+}
+
 pub fn event_to_pb(e: &Event) -> pb::CloudTrailEvent {
+    let mut pb = event_to_pb_fields(e);
+    pb.raw_json = e.raw.clone();
+    pb
+}
+
+fn event_to_pb_fields(e: &Event) -> pb::CloudTrailEvent {
     let u = &e.user_identity;
     pb::CloudTrailEvent {
         event_id: e.event_id.clone(),
@@ -105,7 +121,7 @@ pub fn event_to_pb(e: &Event) -> pb::CloudTrailEvent {
         event_version: e.event_version.clone(),
         request_parameters_json: e.request_parameters.clone(),
         response_elements_json: e.response_elements.clone(),
-        raw_json: e.raw.clone(),
+        raw_json: String::new(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tonic::{Request, Response, Status};
-use trailhound_core::convert::{account_to_pb, event_from_pb, event_to_pb};
+use trailhound_core::convert::{account_to_pb, event_from_pb, event_to_pb, event_to_pb_lean};
 use trailhound_core::pipeline::{EnrichedSink, EventSink, SinkError};
 use trailhound_core::{EnrichedEvent, Event};
 use trailhound_proto::common::v1 as common;
@@ -56,6 +56,15 @@ impl EnrichGrpc {
 pub fn enriched_to_pb(e: &EnrichedEvent) -> common::EnrichedEvent {
     common::EnrichedEvent {
         event: Some(event_to_pb(&e.event)),
+        account: Some(account_to_pb(&e.account)),
+    }
+}
+
+/// An enriched event on its way to detect: without its raw record (see
+/// [`trailhound_core::convert::event_to_pb_lean`]).
+pub fn enriched_to_pb_lean(e: &EnrichedEvent) -> common::EnrichedEvent {
+    common::EnrichedEvent {
+        event: Some(event_to_pb_lean(&e.event)),
         account: Some(account_to_pb(&e.account)),
     }
 }
@@ -170,7 +179,7 @@ impl GrpcDetectSink {
 impl EnrichedSink for GrpcDetectSink {
     async fn send(&self, events: Vec<EnrichedEvent>) -> Result<u64, SinkError> {
         let req = ObserveRequest {
-            events: events.iter().map(enriched_to_pb).collect(),
+            events: events.iter().map(enriched_to_pb_lean).collect(),
             peer_rising: Vec::new(),
         };
         trailhound_runtime::retry::hop("detect", self.patience, || {

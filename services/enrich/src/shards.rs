@@ -28,7 +28,7 @@ use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;
 use trailhound_proto::detect::v1::{ObserveRequest, SharedRising};
 use trailhound_runtime::TracedChannel;
 
-use crate::grpc::enriched_to_pb;
+use crate::grpc::enriched_to_pb_lean;
 
 /// One replica: its client, the reports waiting for it, its spool.
 struct Replica {
@@ -161,7 +161,7 @@ impl Shards {
         }
         let n = events.len() as u64;
         let req = ObserveRequest {
-            events: events.iter().map(enriched_to_pb).collect(),
+            events: events.iter().map(enriched_to_pb_lean).collect(),
             peer_rising,
         };
         let mut lane = r.lane.lock().await;

@@ -9,7 +9,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use trailhound_core::Event;
 use trailhound_core::cloudtrail::Collect;
-use trailhound_core::convert::event_to_pb;
+use trailhound_core::convert::event_to_pb_lean;
 use trailhound_core::pipeline::{EventSink, SinkError};
 use trailhound_proto::enrich::v1::enrich_service_client::EnrichServiceClient;
 use trailhound_proto::ingest::v1 as pb;
@@ -223,7 +223,7 @@ impl GrpcEnrichSink {
 impl EventSink for GrpcEnrichSink {
     async fn send(&self, events: Vec<Event>) -> Result<u64, SinkError> {
         let batch = pb::EventBatch {
-            events: events.iter().map(event_to_pb).collect(),
+            events: events.iter().map(event_to_pb_lean).collect(),
         };
         let mut client = self.client.clone();
         client
