@@ -390,6 +390,22 @@ fn fleet(
     out: &mut Vec<WindowResult>,
     extra: impl Fn(i64, usize) -> Option<(&'static str, &'static str, usize)>,
 ) {
+    fleet_events(days, env, extra, |step| {
+        if let Some(ev) = step {
+            e.observe(ev, out);
+        }
+    });
+    e.flush(out);
+}
+
+/// [`fleet`]'s events in order, each as `Some`, with a `None` after each
+/// 10-minute step.
+fn fleet_events(
+    days: i64,
+    env: Environment,
+    extra: impl Fn(i64, usize) -> Option<(&'static str, &'static str, usize)>,
+    mut step: impl FnMut(Option<&EnrichedEvent>),
+) {
     let mut id = 1_000_000;
     for w in 0..days * 144 {
         let t0 = T0 + w * 10 * MIN;
@@ -398,42 +414,36 @@ fn fleet(
             let ip = format!("10.0.{k}.1");
             for j in 0..2 {
                 id += 1;
-                e.observe(
-                    &call(
-                        id,
-                        t0 + j * 4 * MIN + k as i64 * 1000,
-                        acct,
-                        env,
-                        "RunInstances",
-                        &own,
-                        &ip,
-                        1,
-                    ),
-                    out,
-                );
+                step(Some(&call(
+                    id,
+                    t0 + j * 4 * MIN + k as i64 * 1000,
+                    acct,
+                    env,
+                    "RunInstances",
+                    &own,
+                    &ip,
+                    1,
+                )));
             }
             if let Some((role, ip, n)) = extra(t0, k) {
                 for j in 0..n {
                     id += 1;
                     let p = format!("arn:aws:sts::{acct}:assumed-role/{role}");
-                    e.observe(
-                        &call(
-                            id,
-                            t0 + 5 * MIN + j as i64 * 1000,
-                            acct,
-                            env,
-                            "RunInstances",
-                            &p,
-                            ip,
-                            1,
-                        ),
-                        out,
-                    );
+                    step(Some(&call(
+                        id,
+                        t0 + 5 * MIN + j as i64 * 1000,
+                        acct,
+                        env,
+                        "RunInstances",
+                        &p,
+                        ip,
+                        1,
+                    )));
                 }
             }
         }
+        step(None);
     }
-    e.flush(out);
 }
 
 /// [`fleet`] in production for four days, on a fresh engine.
@@ -548,6 +558,59 @@ fn accounts_rising_together_under_one_role_are_raised_as_coordinated() {
         |t: i64, _k: usize| (t == rise).then_some(("ci-deployer/gha-1", "198.51.100.205", 5));
     let (_, out) = production_fleet(intruder);
     assert!(any_coordinated(&out), "{:#?}", anomalies(&out));
+}
+
+/// detect split across replicas (`--shard`): two engines, each seeing
+/// half the accounts and told after every step what the other saw rising
+/// (as enrich carries it between replicas), raise exactly the coordinated
+/// anomalies one engine seeing every account raises; without the reports
+/// neither sees enough accounts to raise any.
+#[test]
+fn replicas_that_share_rising_accounts_coordinate_as_one_engine() {
+    let rise = T0 + 3 * 86_400_000 + 14 * 3_600_000;
+    let shared = |t: i64, _k: usize| {
+        (t >= rise && t < rise + 30 * MIN).then_some((
+            "OrganizationAccountAccessRole/ops",
+            "198.51.100.50",
+            5,
+        ))
+    };
+    let ids = |out: &[WindowResult]| -> std::collections::BTreeSet<String> {
+        anomalies(out).iter().map(|a| a.id.clone()).collect()
+    };
+    let (_, one) = production_fleet(shared);
+    let expected = ids(&one);
+    assert!(any_coordinated(&one));
+
+    for exchange in [true, false] {
+        let mut replicas: Vec<Engine> = (0..2)
+            .map(|_| {
+                let mut e = Engine::new(default_detectors(), EngineConfig::default());
+                e.share_rising();
+                e
+            })
+            .collect();
+        let mut out = Vec::new();
+        let owner = |acct: &str| usize::from(ACCOUNTS.iter().position(|a| *a == acct) >= Some(2));
+        fleet_events(4, Environment::Production, shared, |step| match step {
+            Some(ev) => replicas[owner(&ev.event.recipient_account_id)].observe(ev, &mut out),
+            None if exchange => {
+                let reports: Vec<_> = replicas.iter_mut().map(Engine::take_shared).collect();
+                for (i, r) in replicas.iter_mut().enumerate() {
+                    r.observe_shared(&reports[1 - i], &mut out);
+                }
+            }
+            None => {}
+        });
+        for r in replicas.iter_mut() {
+            r.flush(&mut out);
+        }
+        if exchange {
+            assert_eq!(ids(&out), expected);
+        } else {
+            assert!(!any_coordinated(&out), "{:#?}", anomalies(&out));
+        }
+    }
 }
 
 #[test]
