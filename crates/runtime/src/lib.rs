@@ -16,6 +16,7 @@ pub mod drain;
 pub mod jsonl;
 pub mod layer;
 pub mod metrics;
+pub mod pipelined;
 pub mod private;
 pub mod retry;
 pub mod rpc_metrics;
