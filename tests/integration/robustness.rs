@@ -135,6 +135,7 @@ async fn event_times_cannot_blind_detection_or_wedge_a_service() {
                 account: None,
             }],
             peer_rising: Vec::new(),
+            traceparent: String::new(),
         })
         .await
         .expect("observe")

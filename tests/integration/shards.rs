@@ -266,6 +266,7 @@ async fn three_replicas_find_what_one_engine_finds_and_survive_a_kill() {
         c.observe(ObserveRequest {
             events: Vec::new(),
             peer_rising,
+            traceparent: String::new(),
         })
         .await
         .expect("hand over rising accounts");
@@ -327,6 +328,7 @@ async fn three_replicas_find_what_one_engine_finds_and_survive_a_kill() {
                 account: None,
             }],
             peer_rising: Vec::new(),
+            traceparent: String::new(),
         })
         .await
         .expect_err("another replica's account");

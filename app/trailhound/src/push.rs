@@ -162,6 +162,7 @@ async fn flush(
         r.observe(ObserveRequest {
             events: Vec::new(),
             peer_rising,
+            traceparent: String::new(),
         })
         .await
         .map_err(|e| anyhow::anyhow!("handing rising accounts to detect failed: {e}"))?;

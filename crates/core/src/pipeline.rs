@@ -17,17 +17,33 @@ pub struct SinkError {
     pub retryable: bool,
 }
 
+/// A queued batch's acknowledgement (see [`EventSink::queue`]).
+pub type Ack = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, SinkError>> + Send>>;
+
 /// Where ingest sends validated events (enrich).
 #[async_trait]
 pub trait EventSink: Send + Sync {
     /// Returns once the batch is accepted downstream.
     async fn send(&self, events: Vec<Event>) -> Result<u64, SinkError>;
+
+    /// A pipelined hop (a gRPC stream): queues the batch now, behind
+    /// every batch queued before it, and returns its acknowledgement, so
+    /// several batches are on the way at once and still applied in order.
+    /// None (the default): one batch at a time, through `send`.
+    fn queue(&self, _events: &[Event]) -> Option<Ack> {
+        None
+    }
 }
 
 /// Where enrich sends enriched events (detect).
 #[async_trait]
 pub trait EnrichedSink: Send + Sync {
     async fn send(&self, events: Vec<EnrichedEvent>) -> Result<u64, SinkError>;
+
+    /// As [`EventSink::queue`].
+    fn queue(&self, _events: &[EnrichedEvent]) -> Option<Ack> {
+        None
+    }
 }
 
 /// Where detect sends anomalies (insights).

@@ -47,7 +47,7 @@ struct Job<Req, Resp> {
 
 /// The client side of a pipelined hop (see the module doc).
 pub struct Pipelined<Req, Resp> {
-    jobs: mpsc::Sender<Job<Req, Resp>>,
+    jobs: mpsc::UnboundedSender<Job<Req, Resp>>,
 }
 
 impl<Req, Resp> Clone for Pipelined<Req, Resp> {
@@ -64,25 +64,34 @@ where
     Resp: Send + 'static,
 {
     /// Starts the driver on the current runtime; it ends when every
-    /// handle is dropped. `window`: requests sent and not yet answered.
+    /// handle is dropped. `window`: requests sent and not yet answered;
+    /// more wait in the driver's queue, which the callers bound (each
+    /// waits for its answer).
     pub fn new(name: &'static str, window: usize, open: Open<Req, Resp>) -> Self {
-        let (jobs, rx) = mpsc::channel(window.max(1));
+        let (jobs, rx) = mpsc::unbounded_channel();
         tokio::spawn(drive(name, window.max(1), open, rx));
         Self { jobs }
     }
 
-    /// Queues `req` behind every request submitted before it and waits
-    /// for its answer. Requests are queued in the order `submit` is first
-    /// polled: submit from one task to keep an order.
-    pub async fn submit(&self, req: Req) -> Result<Resp, Status> {
+    /// Queues `req` behind every request queued before it, now, and
+    /// returns its answer to wait for: the order of `enqueue` calls is the
+    /// order the server applies them in.
+    pub fn enqueue(&self, req: Req) -> impl Future<Output = Result<Resp, Status>> + Send + 'static {
         let (done, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { req, done })
-            .await
-            .map_err(|_| Status::unavailable("the hop's driver has stopped"))?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable("the hop's driver has stopped"))?
+        let queued = self.jobs.send(Job { req, done }).is_ok();
+        async move {
+            if !queued {
+                return Err(Status::unavailable("the hop's driver has stopped"));
+            }
+            answer
+                .await
+                .map_err(|_| Status::unavailable("the hop's driver has stopped"))?
+        }
+    }
+
+    /// [`Pipelined::enqueue`] and wait.
+    pub async fn submit(&self, req: Req) -> Result<Resp, Status> {
+        self.enqueue(req).await
     }
 }
 
@@ -90,7 +99,7 @@ async fn drive<Req, Resp>(
     name: &'static str,
     window: usize,
     open: Open<Req, Resp>,
-    mut jobs: mpsc::Receiver<Job<Req, Resp>>,
+    mut jobs: mpsc::UnboundedReceiver<Job<Req, Resp>>,
 ) where
     Req: Clone + Send + 'static,
     Resp: Send + 'static,
@@ -120,7 +129,7 @@ async fn drive<Req, Resp>(
             Ok(a) => a,
             Err(s) => {
                 let wait = backoff.fail();
-                tracing::debug!(hop = name, code = ?s.code(), ?wait, "stream did not open, retrying");
+                tracing::warn!(hop = name, code = ?s.code(), message = s.message(), ?wait, "downstream unavailable, retrying");
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -144,7 +153,7 @@ async fn drive<Req, Resp>(
                     }
                     Some(Err(s)) if crate::status::is_retryable(s.code()) => {
                         let wait = backoff.fail();
-                        tracing::debug!(hop = name, code = ?s.code(), ?wait, "stream broke, sending the unanswered again");
+                        tracing::warn!(hop = name, code = ?s.code(), message = s.message(), ?wait, "stream broke: sending the unanswered again, retrying");
                         tokio::time::sleep(wait).await;
                         break;
                     }
@@ -223,8 +232,8 @@ mod tests {
     }
 
     async fn submit_all(p: &Pipelined<u32, u32>, n: u32) -> Vec<Result<u32, Status>> {
-        // Submitted in order from one task, awaited together.
-        let futures: Vec<_> = (0..n).map(|v| p.submit(v)).collect();
+        // Queued in order, awaited together.
+        let futures: Vec<_> = (0..n).map(|v| p.enqueue(v)).collect();
         futures::future::join_all(futures).await
     }
 
@@ -275,10 +284,6 @@ mod tests {
         assert!(answers[5].is_err());
         let applied = applied.lock().unwrap().clone();
         assert!(!applied.contains(&5));
-        assert_eq!(
-            applied.iter().filter(|v| **v > 5).count(),
-            6,
-            "{applied:?}"
-        );
+        assert_eq!(applied.iter().filter(|v| **v > 5).count(), 6, "{applied:?}");
     }
 }

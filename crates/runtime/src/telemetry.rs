@@ -318,6 +318,26 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     }
 }
 
+/// The span of one message on a pipelined stream (`ObserveStream`,
+/// `ProcessStream`), named as the unary call it stands for (`path`, e.g.
+/// `trailhound.detect.v1.DetectService/Observe`) and continuing the trace
+/// the message's `traceparent` names: each batch keeps its own trace
+/// although many share one stream.
+pub fn message_span(path: &str, traceparent: &str) -> tracing::Span {
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = %path,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.streamed = true,
+    );
+    continue_trace(&span, traceparent);
+    span
+}
+
 /// Another trace's span, for a span that merges work from several traces
 /// (a batched hop): a span has one parent, so OpenTelemetry records the
 /// other contributors as links.

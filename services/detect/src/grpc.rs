@@ -155,6 +155,27 @@ fn decode_events(req: Vec<common::EnrichedEvent>) -> Result<Vec<EnrichedEvent>, 
         .collect()
 }
 
+/// One Observe, unary or from a stream.
+async fn observe_one(
+    detect: &Arc<Detect>,
+    req: pb::ObserveRequest,
+) -> Result<pb::ObserveResponse, Status> {
+    let events = decode_events(req.events)?;
+    check_owned(detect.shard(), &events)?;
+    let peers = shared_from_pb("peer_rising", req.peer_rising)?;
+    let outcome = detect
+        .accept_shared(events, peers)
+        .await
+        .map_err(to_status)?;
+    Ok(pb::ObserveResponse {
+        accepted: outcome.accepted,
+        late: outcome.late,
+        anomalies: outcome.anomalies.len() as u32,
+        quarantined: outcome.quarantined,
+        rising: detect.take_shared().iter().map(shared_to_pb).collect(),
+    })
+}
+
 const MAX_PAGE: u32 = 1000;
 
 type AnomalyStream = Pin<Box<dyn Stream<Item = Result<common::Anomaly, Status>> + Send>>;
@@ -165,22 +186,45 @@ impl DetectService for DetectGrpc {
         &self,
         req: Request<pb::ObserveRequest>,
     ) -> Result<Response<pb::ObserveResponse>, Status> {
-        let req = req.into_inner();
-        let events = decode_events(req.events)?;
-        check_owned(self.detect.shard(), &events)?;
-        let peers = shared_from_pb("peer_rising", req.peer_rising)?;
-        let outcome = self
-            .detect
-            .accept_shared(events, peers)
+        observe_one(&self.detect, req.into_inner())
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ObserveResponse {
-            accepted: outcome.accepted,
-            late: outcome.late,
-            anomalies: outcome.anomalies.len() as u32,
-            quarantined: outcome.quarantined,
-            rising: self.detect.take_shared().iter().map(shared_to_pb).collect(),
-        }))
+            .map(Response::new)
+    }
+
+    type ObserveStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ObserveResponse, Status>> + Send>>;
+
+    /// Applies each request in the order it came, answering in that
+    /// order; the first refusal ends the stream (nothing after it is
+    /// applied, so the client's resend keeps the order).
+    async fn observe_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::ObserveRequest>>,
+    ) -> Result<Response<Self::ObserveStreamStream>, Status> {
+        let mut requests = req.into_inner();
+        let detect = self.detect.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            loop {
+                let answer = match requests.message().await {
+                    Ok(Some(m)) => {
+                        let span = trailhound_runtime::telemetry::message_span(
+                            "trailhound.detect.v1.DetectService/Observe",
+                            &m.traceparent,
+                        );
+                        use tracing::Instrument;
+                        observe_one(&detect, m).instrument(span).await
+                    }
+                    Ok(None) => return,
+                    Err(s) => Err(s),
+                };
+                let stop = answer.is_err();
+                if tx.send(answer).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn list_late_events(

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use trailhound_core::pipeline::{EnrichedSink, EventSink, SinkError};
+use trailhound_core::pipeline::{Ack, EnrichedSink, EventSink, SinkError};
 use trailhound_core::{AccountMetadata, EnrichedEvent, EnvironmentRules, Event};
 
 use crate::source::{AccountSource, SourceError};
@@ -268,6 +268,49 @@ impl Enricher {
             Err(e) => {
                 f.forward_errors.fetch_add(1, Ordering::Relaxed);
                 Err(e)
+            }
+        }
+    }
+
+    /// [`Self::process`] for a stream of batches: enriches now and, when
+    /// downstream is pipelined, queues the batch and returns its
+    /// acknowledgement without waiting for it, so the next batch is
+    /// enriched meanwhile; otherwise sends it and returns the outcome.
+    /// Its span is [`Self::process`]'s: the same work on every path.
+    #[tracing::instrument(name = "trailhound.enrich/Process", skip_all, fields(events = events.len()))]
+    pub async fn process_queued(
+        self: &Arc<Self>,
+        events: Vec<Event>,
+        downstream: &dyn EnrichedSink,
+    ) -> Ack {
+        let started = std::time::Instant::now();
+        let enriched = self.enrich(events).await;
+        match downstream.queue(&enriched) {
+            Some(ack) => {
+                let me = self.clone();
+                Box::pin(async move {
+                    let r = ack.await;
+                    me.note_forward(&r, started);
+                    r
+                })
+            }
+            None => {
+                let r = downstream.send(enriched).await;
+                self.note_forward(&r, started);
+                Box::pin(std::future::ready(r))
+            }
+        }
+    }
+
+    fn note_forward(&self, r: &Result<u64, SinkError>, started: std::time::Instant) {
+        let f = self.figures();
+        match r {
+            Ok(n) => {
+                f.forwarded.fetch_add(*n, Ordering::Relaxed);
+                f.batch.record(started.elapsed());
+            }
+            Err(_) => {
+                f.forward_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -8,17 +8,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tonic::{Request, Response, Status};
 use trailhound_core::convert::{account_to_pb, event_from_pb, event_to_pb, event_to_pb_lean};
-use trailhound_core::pipeline::{EnrichedSink, EventSink, SinkError};
+use trailhound_core::pipeline::{Ack, EnrichedSink, EventSink, SinkError};
 use trailhound_core::{EnrichedEvent, Event};
 use trailhound_proto::common::v1 as common;
-use trailhound_proto::detect::v1::ObserveRequest;
 use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;
+use trailhound_proto::detect::v1::{ObserveRequest, ObserveResponse};
 use trailhound_proto::enrich::v1 as pb;
 use trailhound_proto::enrich::v1::enrich_service_server::EnrichService;
 use trailhound_proto::ingest::v1::EventBatch;
+use trailhound_runtime::pipelined::Pipelined;
 use trailhound_runtime::{TracedChannel, status};
 
 use crate::{EnrichSink, Enricher};
+
+/// Batches a ProcessStream holds at once (enriched, waiting for detect).
+const STREAM_WINDOW: usize = 8;
 
 /// Serves EnrichService: `Process` is the same [`EnrichSink`] `trailhound
 /// up` hands ingest's batches to.
@@ -78,6 +82,83 @@ impl EnrichService for EnrichGrpc {
         let events = Self::decode(req.into_inner())?;
         let accepted = self.stage.send(events).await.map_err(|e| status::of(&e))?;
         Ok(Response::new(pb::ProcessResponse { accepted }))
+    }
+
+    type ProcessStreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::ProcessResponse, Status>> + Send>,
+    >;
+
+    /// Enriches each batch in the order it came and queues it downstream
+    /// without waiting (when detect is reached over a stream too), so
+    /// several are on the way; answers in order as detect acknowledges.
+    /// A refusal ends the stream after the answers before it.
+    async fn process_stream(
+        &self,
+        req: Request<tonic::Streaming<EventBatch>>,
+    ) -> Result<Response<Self::ProcessStreamStream>, Status> {
+        use futures::StreamExt;
+        let mut requests = req.into_inner();
+        let enricher = self.stage.enricher.clone();
+        let downstream = self.stage.downstream.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut acks = futures::stream::FuturesOrdered::new();
+            let mut reading = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(done) = acks.next(), if !acks.is_empty() => {
+                        let answer: Result<pb::ProcessResponse, Status> = done;
+                        let stop = answer.is_err();
+                        if tx.send(answer).await.is_err() || stop {
+                            return;
+                        }
+                    }
+                    msg = requests.message(), if reading && acks.len() < STREAM_WINDOW => {
+                        let ack: std::pin::Pin<Box<dyn std::future::Future<Output = Result<pb::ProcessResponse, Status>> + Send>> = match msg {
+                            Ok(Some(batch)) => {
+                                let span = trailhound_runtime::telemetry::message_span(
+                                    "trailhound.enrich.v1.EnrichService/Process",
+                                    &batch.traceparent,
+                                );
+                                use tracing::Instrument;
+                                match EnrichGrpc::decode(batch) {
+                                    Ok(events) => {
+                                        let queued = enricher
+                                            .process_queued(events, &*downstream)
+                                            .instrument(span.clone())
+                                            .await;
+                                        Box::pin(async move {
+                                            queued
+                                                .await
+                                                .map(|accepted| pb::ProcessResponse { accepted })
+                                                .map_err(|e| status::of(&e))
+                                        }.instrument(span))
+                                    }
+                                    Err(s) => {
+                                        reading = false;
+                                        Box::pin(std::future::ready(Err(s)))
+                                    }
+                                }
+                            }
+                            Ok(None) => {
+                                reading = false;
+                                continue;
+                            }
+                            Err(s) => {
+                                reading = false;
+                                Box::pin(std::future::ready(Err(s)))
+                            }
+                        };
+                        acks.push_back(ack);
+                    }
+                    else => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn enrich(
@@ -155,13 +236,20 @@ impl EnrichService for EnrichGrpc {
     }
 }
 
-/// Sends enriched batches to a detect server, retrying while it is
-/// unavailable (restarting) for up to `patience`.
+/// Sends enriched batches to a detect server: one at a time with `send`
+/// (retrying while it is unavailable, restarting, for up to `patience`),
+/// or pipelined over an ObserveStream with `queue` (see
+/// [`trailhound_runtime::pipelined`]: the stream's driver retries, in
+/// order, for as long as the caller waits).
 #[derive(Clone)]
 pub struct GrpcDetectSink {
     client: DetectServiceClient<TracedChannel>,
     patience: Duration,
+    stream: Arc<std::sync::OnceLock<Pipelined<ObserveRequest, ObserveResponse>>>,
 }
+
+/// ObserveStream requests in flight at once.
+const DETECT_WINDOW: usize = 4;
 
 impl GrpcDetectSink {
     pub fn new(endpoint: &str, patience: Duration) -> Result<Self, tonic::transport::Error> {
@@ -171,6 +259,28 @@ impl GrpcDetectSink {
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
             patience,
+            stream: Default::default(),
+        })
+    }
+
+    /// The stream's driver, started on first use (on the runtime).
+    fn stream(&self) -> &Pipelined<ObserveRequest, ObserveResponse> {
+        self.stream.get_or_init(|| {
+            let client = self.client.clone();
+            Pipelined::new(
+                "detect",
+                DETECT_WINDOW,
+                Box::new(move |requests| {
+                    let mut client = client.clone();
+                    Box::pin(async move {
+                        let answers = client
+                            .observe_stream(tokio_stream::wrappers::ReceiverStream::new(requests))
+                            .await?
+                            .into_inner();
+                        Ok(Box::pin(answers) as trailhound_runtime::pipelined::Answers<_>)
+                    })
+                }),
+            )
         })
     }
 }
@@ -181,6 +291,7 @@ impl EnrichedSink for GrpcDetectSink {
         let req = ObserveRequest {
             events: events.iter().map(enriched_to_pb_lean).collect(),
             peer_rising: Vec::new(),
+            traceparent: String::new(),
         };
         trailhound_runtime::retry::hop("detect", self.patience, || {
             let mut client = self.client.clone();
@@ -189,5 +300,19 @@ impl EnrichedSink for GrpcDetectSink {
         })
         .await
         .map(|r| r.into_inner().accepted)
+    }
+
+    fn queue(&self, events: &[EnrichedEvent]) -> Option<Ack> {
+        let answer = self.stream().enqueue(ObserveRequest {
+            events: events.iter().map(enriched_to_pb_lean).collect(),
+            peer_rising: Vec::new(),
+            traceparent: trailhound_runtime::telemetry::traceparent(),
+        });
+        Some(Box::pin(async move {
+            answer
+                .await
+                .map(|r| r.accepted)
+                .map_err(|s| status::to_sink_error("detect", &s))
+        }))
     }
 }

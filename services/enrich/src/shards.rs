@@ -163,6 +163,7 @@ impl Shards {
         let req = ObserveRequest {
             events: events.iter().map(enriched_to_pb_lean).collect(),
             peer_rising,
+            traceparent: String::new(),
         };
         let mut lane = r.lane.lock().await;
         if !lane.backlog {

@@ -10,10 +10,12 @@ use tonic::{Request, Response, Status, Streaming};
 use trailhound_core::Event;
 use trailhound_core::cloudtrail::Collect;
 use trailhound_core::convert::event_to_pb_lean;
-use trailhound_core::pipeline::{EventSink, SinkError};
+use trailhound_core::pipeline::{Ack, EventSink, SinkError};
+use trailhound_proto::enrich::v1::ProcessResponse;
 use trailhound_proto::enrich::v1::enrich_service_client::EnrichServiceClient;
 use trailhound_proto::ingest::v1 as pb;
 use trailhound_proto::ingest::v1::ingest_service_server::IngestService;
+use trailhound_runtime::pipelined::Pipelined;
 use trailhound_runtime::{TracedChannel, status};
 
 use crate::ingest::{Ingest, Outcome};
@@ -202,11 +204,17 @@ impl IngestService for IngestGrpc {
     }
 }
 
-/// Forwards batches to an enrich server's Process call.
+/// Forwards batches to an enrich server: one at a time with `send`
+/// (Process), or pipelined over a ProcessStream with `queue` (see
+/// [`trailhound_runtime::pipelined`]).
 #[derive(Clone)]
 pub struct GrpcEnrichSink {
     client: EnrichServiceClient<TracedChannel>,
+    stream: Arc<std::sync::OnceLock<Pipelined<pb::EventBatch, ProcessResponse>>>,
 }
+
+/// ProcessStream batches in flight at once.
+const ENRICH_WINDOW: usize = 4;
 
 impl GrpcEnrichSink {
     pub fn new(endpoint: &str) -> Result<Self, tonic::transport::Error> {
@@ -215,6 +223,28 @@ impl GrpcEnrichSink {
             client: EnrichServiceClient::new(channel)
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
+            stream: Default::default(),
+        })
+    }
+
+    /// The stream's driver, started on first use (on the runtime).
+    fn stream(&self) -> &Pipelined<pb::EventBatch, ProcessResponse> {
+        self.stream.get_or_init(|| {
+            let client = self.client.clone();
+            Pipelined::new(
+                "enrich",
+                ENRICH_WINDOW,
+                Box::new(move |requests| {
+                    let mut client = client.clone();
+                    Box::pin(async move {
+                        let answers = client
+                            .process_stream(tokio_stream::wrappers::ReceiverStream::new(requests))
+                            .await?
+                            .into_inner();
+                        Ok(Box::pin(answers) as trailhound_runtime::pipelined::Answers<_>)
+                    })
+                }),
+            )
         })
     }
 }
@@ -224,6 +254,7 @@ impl EventSink for GrpcEnrichSink {
     async fn send(&self, events: Vec<Event>) -> Result<u64, SinkError> {
         let batch = pb::EventBatch {
             events: events.iter().map(event_to_pb_lean).collect(),
+            traceparent: String::new(),
         };
         let mut client = self.client.clone();
         client
@@ -231,5 +262,18 @@ impl EventSink for GrpcEnrichSink {
             .await
             .map(|r| r.into_inner().accepted)
             .map_err(|s| status::to_sink_error("enrich", &s))
+    }
+
+    fn queue(&self, events: &[Event]) -> Option<Ack> {
+        let answer = self.stream().enqueue(pb::EventBatch {
+            events: events.iter().map(event_to_pb_lean).collect(),
+            traceparent: trailhound_runtime::telemetry::traceparent(),
+        });
+        Some(Box::pin(async move {
+            answer
+                .await
+                .map(|r| r.accepted)
+                .map_err(|s| status::to_sink_error("enrich", &s))
+        }))
     }
 }

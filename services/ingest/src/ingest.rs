@@ -452,6 +452,11 @@ impl Ingest {
             let rest = events.split_off(events.len().min(size));
             batches.push(std::mem::replace(&mut events, rest));
         }
+        // A pipelined downstream (a stream to enrich) takes every batch
+        // now, in order, and acknowledges them as it goes.
+        if let Some(first) = self.downstream.queue(&batches[0]) {
+            return self.forward_queued(batches, first).await;
+        }
         let mut results = futures::stream::iter(batches)
             .map(|batch| async move {
                 let ids: Vec<(String, String)> = batch
@@ -497,6 +502,86 @@ impl Ingest {
                     let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
                     for (account, id) in &ids {
                         d.forget(account, id);
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(accepted),
+        }
+    }
+
+    /// [`Self::forward`] to a pipelined downstream: every batch queued at
+    /// once, in order; each acknowledgement awaited for `retry_patience`
+    /// (the stream's driver retries meanwhile, in order), then the batch
+    /// spooled (or its events forgotten by the deduplicator), as a batch
+    /// sent alone would be.
+    async fn forward_queued(
+        &self,
+        batches: Vec<Vec<Event>>,
+        first: trailhound_core::pipeline::Ack,
+    ) -> Result<u64, SinkError> {
+        let started = std::time::Instant::now();
+        let mut acks = Vec::with_capacity(batches.len());
+        acks.push(first);
+        for b in &batches[1..] {
+            acks.push(self.downstream.queue(b).unwrap_or_else(|| {
+                Box::pin(std::future::ready(Err(SinkError {
+                    downstream: "enrich".into(),
+                    message: "downstream stopped taking queued batches".into(),
+                    retryable: true,
+                })))
+            }));
+        }
+        let patience = self.options.retry_patience;
+        let mut accepted = 0;
+        let mut first_error = None;
+        for (batch, ack) in batches.into_iter().zip(acks) {
+            let sent = match tokio::time::timeout(patience, ack).await {
+                Ok(r) => r,
+                Err(_) => Err(SinkError {
+                    downstream: "enrich".into(),
+                    message: format!("no acknowledgement within {patience:?}"),
+                    retryable: true,
+                }),
+            };
+            let n = batch.len() as u64;
+            let sent = match sent {
+                Ok(_) => {
+                    self.figures.batch.record(started.elapsed());
+                    self.figures.backend.record(started.elapsed());
+                    self.stats.batches_forwarded.fetch_add(1, Ordering::Relaxed);
+                    self.stats.accepted.fetch_add(n, Ordering::Relaxed);
+                    Ok(n)
+                }
+                Err(e) => {
+                    self.stats.forward_errors.fetch_add(1, Ordering::Relaxed);
+                    if e.retryable && self.spool.is_some() {
+                        match self.spool_batch(&batch) {
+                            Ok(()) => {
+                                self.stats.spooled.fetch_add(n, Ordering::Relaxed);
+                                self.stats.spooled_pending.fetch_add(n, Ordering::Relaxed);
+                                tracing::warn!(events = n, error = %e, "downstream unavailable: batch spooled for replay");
+                                Ok(n)
+                            }
+                            Err(io) => {
+                                tracing::error!(error = %io, "failed to spool a batch");
+                                Err(e)
+                            }
+                        }
+                    } else {
+                        Err(e)
+                    }
+                }
+            };
+            match sent {
+                Ok(n) => accepted += n,
+                Err(e) => {
+                    let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
+                    for ev in &batch {
+                        d.forget(&ev.recipient_account_id, &ev.event_id);
                     }
                     first_error.get_or_insert(e);
                 }

@@ -46,9 +46,8 @@ pub fn requirement(path: &str) -> Requirement {
             // Alerts: a forged one would page people and spend budgets.
             "Notify" | "Analyze" | "AnalyzeBatch" => Service,
             // The pipeline's own hops.
-            "PushEvents" | "PushCloudWatchLogs" | "Process" | "Enrich" | "Observe" | "Flush" => {
-                ServiceOrAdmin
-            }
+            "PushEvents" | "PushCloudWatchLogs" | "Process" | "ProcessStream" | "Enrich"
+            | "Observe" | "ObserveStream" | "Flush" => ServiceOrAdmin,
             // Late and quarantined events are about the pipeline's input
             // across every account: for those who run it.
             "CreateDetector" | "UpdateDetector" | "DeleteDetector" | "StartDetector"
@@ -94,6 +93,15 @@ mod tests {
         );
         assert_eq!(
             requirement("/trailhound.enrich.v1.EnrichService/Process"),
+            ServiceOrAdmin
+        );
+        // The pipelined hops are the same hops.
+        assert_eq!(
+            requirement("/trailhound.enrich.v1.EnrichService/ProcessStream"),
+            ServiceOrAdmin
+        );
+        assert_eq!(
+            requirement("/trailhound.detect.v1.DetectService/ObserveStream"),
             ServiceOrAdmin
         );
         assert_eq!(

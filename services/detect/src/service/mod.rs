@@ -269,7 +269,6 @@ impl Detect {
     /// forwarded, in a span linked to the traces that filled their windows.
     /// Its own span has the same name on every path, so `up` and the
     /// separate services trace the same work.
-    #[tracing::instrument(name = "trailhound.detect/Accept", skip_all, fields(events = events.len()))]
     pub async fn accept(
         self: &Arc<Self>,
         events: Vec<EnrichedEvent>,
@@ -279,6 +278,7 @@ impl Detect {
 
     /// [`Detect::accept`], counting first what other replicas reported
     /// rising (`detect --shard`; enrich carries the reports between them).
+    #[tracing::instrument(name = "trailhound.detect/Accept", skip_all, fields(events = events.len()))]
     pub async fn accept_shared(
         self: &Arc<Self>,
         events: Vec<EnrichedEvent>,
