@@ -445,18 +445,13 @@ impl Ingest {
         if events.is_empty() {
             return Ok(0);
         }
-        let size = self.options.batch_size.max(1);
-        let mut batches = Vec::with_capacity(events.len() / size + 1);
-        let mut events = events;
-        while !events.is_empty() {
-            let rest = events.split_off(events.len().min(size));
-            batches.push(std::mem::replace(&mut events, rest));
-        }
+        let batches = self.batches(events);
         // A pipelined downstream (a stream to enrich) takes every batch
         // now, in order, and acknowledges them as it goes.
-        if let Some(first) = self.downstream.queue(&batches[0]) {
-            return self.forward_queued(batches, first).await;
-        }
+        let batches = match self.queue_batches(batches) {
+            Ok(queued) => return self.settle_queued(queued).await,
+            Err(batches) => batches,
+        };
         let mut results = futures::stream::iter(batches)
             .map(|batch| async move {
                 let ids: Vec<(String, String)> = batch
@@ -513,17 +508,27 @@ impl Ingest {
         }
     }
 
+    /// `events` in batches of `batch_size`, in order.
+    fn batches(&self, mut events: Vec<Event>) -> Vec<Vec<Event>> {
+        let size = self.options.batch_size.max(1);
+        let mut batches = Vec::with_capacity(events.len() / size + 1);
+        while !events.is_empty() {
+            let rest = events.split_off(events.len().min(size));
+            batches.push(std::mem::replace(&mut events, rest));
+        }
+        batches
+    }
+
     /// [`Self::forward`] to a pipelined downstream: every batch queued at
-    /// once, in order; each acknowledgement awaited for `retry_patience`
+    /// once, in order (`queue_batches`; Err when downstream takes one at a
+    /// time); each acknowledgement awaited for `retry_patience`
     /// (the stream's driver retries meanwhile, in order), then the batch
     /// spooled (or its events forgotten by the deduplicator), as a batch
     /// sent alone would be.
-    async fn forward_queued(
-        &self,
-        batches: Vec<Vec<Event>>,
-        first: trailhound_core::pipeline::Ack,
-    ) -> Result<u64, SinkError> {
-        let started = std::time::Instant::now();
+    fn queue_batches(&self, batches: Vec<Vec<Event>>) -> Result<Queued, Vec<Vec<Event>>> {
+        let Some(first) = batches.first().and_then(|b| self.downstream.queue(b)) else {
+            return Err(batches);
+        };
         let mut acks = Vec::with_capacity(batches.len());
         acks.push(first);
         for b in &batches[1..] {
@@ -535,10 +540,15 @@ impl Ingest {
                 })))
             }));
         }
+        Ok(batches.into_iter().zip(acks).collect())
+    }
+
+    async fn settle_queued(&self, queued: Queued) -> Result<u64, SinkError> {
+        let started = std::time::Instant::now();
         let patience = self.options.retry_patience;
         let mut accepted = 0;
         let mut first_error = None;
-        for (batch, ack) in batches.into_iter().zip(acks) {
+        for (batch, ack) in queued {
             let sent = match tokio::time::timeout(patience, ack).await {
                 Ok(r) => r,
                 Err(_) => Err(SinkError {
@@ -656,6 +666,9 @@ pub enum IngestPathError {
     Internal(String),
 }
 
+/// Batches queued to a pipelined downstream, each with its acknowledgement.
+type Queued = Vec<(Vec<Event>, trailhound_core::pipeline::Ack)>;
+
 /// The sequencer forwards merged push streams through ingest.
 #[async_trait::async_trait]
 impl Sequenced for Ingest {
@@ -665,5 +678,16 @@ impl Sequenced for Ingest {
 
     async fn forward_sorted(&self, events: Vec<Event>) -> Result<u64, SinkError> {
         Ingest::forward_sorted(self, events).await
+    }
+
+    fn queue_sorted(
+        self: Arc<Self>,
+        mut events: Vec<Event>,
+    ) -> Result<crate::order::Settle, Vec<Event>> {
+        sort_by_time(&mut events);
+        match self.queue_batches(self.batches(events)) {
+            Ok(queued) => Ok(Box::pin(async move { self.settle_queued(queued).await })),
+            Err(batches) => Err(batches.concat()),
+        }
     }
 }

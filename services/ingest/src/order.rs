@@ -112,7 +112,22 @@ impl Sequencer {
 pub trait Sequenced: Send + Sync + 'static {
     fn sequencer(&self) -> &Sequencer;
     async fn forward_sorted(&self, events: Vec<Event>) -> Result<u64, SinkError>;
+
+    /// To a pipelined downstream: sorts and queues the period's batches
+    /// now, behind every period queued before, and returns the wait for
+    /// their acknowledgements, so the next period is queued meanwhile.
+    /// Err(events) when downstream takes one batch at a time.
+    fn queue_sorted(self: Arc<Self>, events: Vec<Event>) -> Result<Settle, Vec<Event>> {
+        Err(events)
+    }
 }
+
+/// The acknowledgements of a queued period (see [`Sequenced::queue_sorted`]).
+pub type Settle =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, SinkError>> + Send>>;
+
+/// Periods queued to a pipelined downstream and not yet acknowledged.
+const PERIODS_IN_FLIGHT: usize = 8;
 
 /// One push stream's handle.
 pub struct Stream {
@@ -286,21 +301,32 @@ fn ready(st: &mut State, idle: Duration, gather: Duration) -> Option<(String, Pe
     Some((oldest, p))
 }
 
-/// Forwards ready periods in order, one at a time, until none is
-/// buffered; then stops (the next `add` starts it again).
+/// Forwards ready periods in order, until none is buffered; then stops
+/// (the next `add` starts it again). To a pipelined downstream up to
+/// [`PERIODS_IN_FLIGHT`] periods are queued before the oldest is waited
+/// for; otherwise one at a time.
 async fn release(ingest: Arc<dyn Sequenced>) {
     let seq = ingest.sequencer();
+    let mut in_flight: std::collections::VecDeque<(
+        HashMap<u64, u64>,
+        tokio::task::JoinHandle<Result<u64, SinkError>>,
+    )> = Default::default();
     loop {
         let notified = seq.changed.notified();
         let next = {
             let mut st = seq.lock();
-            if st.periods.is_empty() {
+            if st.periods.is_empty() && in_flight.is_empty() {
                 st.releasing = false;
                 return;
             }
             ready(&mut st, seq.idle, seq.gather)
         };
         let Some((period, p)) = next else {
+            // Nothing to queue now: settle what is on the way first.
+            if let Some((from, settle)) = in_flight.pop_front() {
+                settled(seq, from, joined(settle.await));
+                continue;
+            }
             // Someone still fills the oldest period: wait for a change, or
             // for it to go quiet.
             let wait = seq.idle.min(seq.gather).max(Duration::from_millis(50));
@@ -313,26 +339,53 @@ async fn release(ingest: Arc<dyn Sequenced>) {
             streams = p.from.len(),
             "forwarding a delivery period"
         );
-        let result = ingest.forward_sorted(p.events).await;
-        {
-            let mut st = seq.lock();
-            for (id, n) in p.from {
-                let Some(s) = st.streams.get_mut(&id) else {
-                    continue;
-                };
-                s.pending = s.pending.saturating_sub(1);
-                match &result {
-                    Ok(_) => s.accepted += n,
-                    Err(e) => {
-                        s.error.get_or_insert_with(|| e.clone());
-                    }
+        match ingest.clone().queue_sorted(p.events) {
+            Ok(settle) => {
+                in_flight.push_back((p.from, tokio::spawn(settle)));
+                if in_flight.len() >= PERIODS_IN_FLIGHT
+                    && let Some((from, settle)) = in_flight.pop_front()
+                {
+                    settled(seq, from, joined(settle.await));
                 }
             }
-            // A stream abandoned mid-call: nobody will read its figures.
-            st.streams.retain(|_, s| !(s.abandoned && s.pending == 0));
+            Err(events) => {
+                let result = ingest.forward_sorted(events).await;
+                settled(seq, p.from, result);
+            }
         }
-        seq.changed.notify_waiters();
     }
+}
+
+fn joined(r: Result<Result<u64, SinkError>, tokio::task::JoinError>) -> Result<u64, SinkError> {
+    r.unwrap_or_else(|e| {
+        Err(SinkError {
+            downstream: "enrich".into(),
+            message: format!("forwarding failed: {e}"),
+            retryable: true,
+        })
+    })
+}
+
+/// Credits a forwarded period to the streams that gave its events.
+fn settled(seq: &Sequencer, from: HashMap<u64, u64>, result: Result<u64, SinkError>) {
+    {
+        let mut st = seq.lock();
+        for (id, n) in from {
+            let Some(s) = st.streams.get_mut(&id) else {
+                continue;
+            };
+            s.pending = s.pending.saturating_sub(1);
+            match &result {
+                Ok(_) => s.accepted += n,
+                Err(e) => {
+                    s.error.get_or_insert_with(|| e.clone());
+                }
+            }
+        }
+        // A stream abandoned mid-call: nobody will read its figures.
+        st.streams.retain(|_, s| !(s.abandoned && s.pending == 0));
+    }
+    seq.changed.notify_waiters();
 }
 
 /// The delivery period a pushed file's source names, if any.
