@@ -277,6 +277,9 @@ impl Enricher {
     /// acknowledgement without waiting for it, so the next batch is
     /// enriched meanwhile; otherwise sends it and returns the outcome.
     /// Its span is [`Self::process`]'s: the same work on every path.
+    // The acknowledgement is returned unawaited on purpose: awaiting it
+    // here would take the overlap away.
+    #[allow(clippy::async_yields_async)]
     #[tracing::instrument(name = "trailhound.enrich/Process", skip_all, fields(events = events.len()))]
     pub async fn process_queued(
         self: &Arc<Self>,

@@ -307,10 +307,7 @@ fn ready(st: &mut State, idle: Duration, gather: Duration) -> Option<(String, Pe
 /// for; otherwise one at a time.
 async fn release(ingest: Arc<dyn Sequenced>) {
     let seq = ingest.sequencer();
-    let mut in_flight: std::collections::VecDeque<(
-        HashMap<u64, u64>,
-        tokio::task::JoinHandle<Result<u64, SinkError>>,
-    )> = Default::default();
+    let mut in_flight: std::collections::VecDeque<InFlight> = Default::default();
     loop {
         let notified = seq.changed.notified();
         let next = {
@@ -355,6 +352,13 @@ async fn release(ingest: Arc<dyn Sequenced>) {
         }
     }
 }
+
+/// A queued period: the streams that gave its events, and the wait for
+/// its acknowledgements.
+type InFlight = (
+    HashMap<u64, u64>,
+    tokio::task::JoinHandle<Result<u64, SinkError>>,
+);
 
 fn joined(r: Result<Result<u64, SinkError>, tokio::task::JoinError>) -> Result<u64, SinkError> {
     r.unwrap_or_else(|e| {
