@@ -40,6 +40,25 @@ pub type Open<Req, Resp> = Box<
         + Sync,
 >;
 
+/// Opens streams with a generated client's bidirectional method, e.g.
+/// `open_with(client, |mut c, r| async move { c.observe_stream(r).await })`.
+pub fn open_with<Req, Resp, C, F, Fut>(client: C, call: F) -> Open<Req, Resp>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    C: Clone + Send + Sync + 'static,
+    F: Fn(C, tokio_stream::wrappers::ReceiverStream<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<tonic::Response<tonic::Streaming<Resp>>, Status>> + Send + 'static,
+{
+    Box::new(move |requests| {
+        let opening = call(
+            client.clone(),
+            tokio_stream::wrappers::ReceiverStream::new(requests),
+        );
+        Box::pin(async move { Ok(Box::pin(opening.await?.into_inner()) as Answers<Resp>) })
+    })
+}
+
 struct Job<Req, Resp> {
     req: Req,
     done: oneshot::Sender<Result<Resp, Status>>,

@@ -18,6 +18,21 @@ fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The files in `dir` named `*.ext`, by name (a spool's files are named
+/// by time: oldest first); none when `dir` does not exist. Files being
+/// written under another extension (`.tmp`) are left out.
+pub fn files_with_extension(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == ext))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 /// Creates `dir` (and its parents) and makes it 0700.
 pub fn dir(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;

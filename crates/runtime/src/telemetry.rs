@@ -231,16 +231,7 @@ pub fn server_span(req: &http::Request<()>) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/grpc"));
     let span = if grpc {
-        let path = req.uri().path().trim_start_matches('/');
-        let (service, method) = path.split_once('/').unwrap_or((path, ""));
-        tracing::info_span!(
-            "grpc.server",
-            otel.name = %path,
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-        )
+        grpc_server_span(req.uri().path().trim_start_matches('/'))
     } else {
         // Unknown methods are `_OTHER`, so a client cannot mint names.
         let method = match *req.method() {
@@ -324,18 +315,24 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
 /// the message's `traceparent` names: each batch keeps its own trace
 /// although many share one stream.
 pub fn message_span(path: &str, traceparent: &str) -> tracing::Span {
+    let span = grpc_server_span(path);
+    span.record("rpc.streamed", true);
+    continue_trace(&span, traceparent);
+    span
+}
+
+/// A gRPC server span for `path` (`package.Service/Method`).
+fn grpc_server_span(path: &str) -> tracing::Span {
     let (service, method) = path.split_once('/').unwrap_or((path, ""));
-    let span = tracing::info_span!(
+    tracing::info_span!(
         "grpc.server",
         otel.name = %path,
         otel.kind = "server",
         rpc.system = "grpc",
         rpc.service = %service,
         rpc.method = %method,
-        rpc.streamed = true,
-    );
-    continue_trace(&span, traceparent);
-    span
+        rpc.streamed = tracing::field::Empty,
+    )
 }
 
 /// Another trace's span, for a span that merges work from several traces

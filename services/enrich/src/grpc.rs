@@ -16,7 +16,7 @@ use trailhound_proto::detect::v1::{ObserveRequest, ObserveResponse};
 use trailhound_proto::enrich::v1 as pb;
 use trailhound_proto::enrich::v1::enrich_service_server::EnrichService;
 use trailhound_proto::ingest::v1::EventBatch;
-use trailhound_runtime::pipelined::Pipelined;
+use trailhound_runtime::pipelined::{Pipelined, open_with};
 use trailhound_runtime::{TracedChannel, status};
 
 use crate::{EnrichSink, Enricher};
@@ -266,19 +266,11 @@ impl GrpcDetectSink {
     /// The stream's driver, started on first use (on the runtime).
     fn stream(&self) -> &Pipelined<ObserveRequest, ObserveResponse> {
         self.stream.get_or_init(|| {
-            let client = self.client.clone();
             Pipelined::new(
                 "detect",
                 DETECT_WINDOW,
-                Box::new(move |requests| {
-                    let mut client = client.clone();
-                    Box::pin(async move {
-                        let answers = client
-                            .observe_stream(tokio_stream::wrappers::ReceiverStream::new(requests))
-                            .await?
-                            .into_inner();
-                        Ok(Box::pin(answers) as trailhound_runtime::pipelined::Answers<_>)
-                    })
+                open_with(self.client.clone(), |mut c, r| async move {
+                    c.observe_stream(r).await
                 }),
             )
         })

@@ -321,15 +321,7 @@ impl EnrichedSink for ShardedDetectSink {
 }
 
 fn spool_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "pb"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
+    trailhound_runtime::private::files_with_extension(dir, "pb")
 }
 
 /// Writes one sub-batch whole and synced before it counts as held: the

@@ -15,7 +15,7 @@ use trailhound_proto::enrich::v1::ProcessResponse;
 use trailhound_proto::enrich::v1::enrich_service_client::EnrichServiceClient;
 use trailhound_proto::ingest::v1 as pb;
 use trailhound_proto::ingest::v1::ingest_service_server::IngestService;
-use trailhound_runtime::pipelined::Pipelined;
+use trailhound_runtime::pipelined::{Pipelined, open_with};
 use trailhound_runtime::{TracedChannel, status};
 
 use crate::ingest::{Ingest, Outcome};
@@ -230,19 +230,11 @@ impl GrpcEnrichSink {
     /// The stream's driver, started on first use (on the runtime).
     fn stream(&self) -> &Pipelined<pb::EventBatch, ProcessResponse> {
         self.stream.get_or_init(|| {
-            let client = self.client.clone();
             Pipelined::new(
                 "enrich",
                 ENRICH_WINDOW,
-                Box::new(move |requests| {
-                    let mut client = client.clone();
-                    Box::pin(async move {
-                        let answers = client
-                            .process_stream(tokio_stream::wrappers::ReceiverStream::new(requests))
-                            .await?
-                            .into_inner();
-                        Ok(Box::pin(answers) as trailhound_runtime::pipelined::Answers<_>)
-                    })
+                open_with(self.client.clone(), |mut c, r| async move {
+                    c.process_stream(r).await
                 }),
             )
         })

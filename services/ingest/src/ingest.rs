@@ -216,18 +216,10 @@ impl Ingest {
     }
 
     fn spool_files(&self) -> Vec<std::path::PathBuf> {
-        let Some(dir) = &self.spool else {
-            return Vec::new();
-        };
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        files
+        match &self.spool {
+            Some(dir) => trailhound_runtime::private::files_with_extension(dir, "jsonl"),
+            None => Vec::new(),
+        }
     }
 
     /// Writes a batch's raw records to the spool, one per line; the file
@@ -454,30 +446,10 @@ impl Ingest {
         };
         let mut results = futures::stream::iter(batches)
             .map(|batch| async move {
-                let ids: Vec<(String, String)> = batch
-                    .iter()
-                    .map(|e| (e.recipient_account_id.clone(), e.event_id.clone()))
-                    .collect();
                 let sent = match self.in_flight.acquire().await {
                     Ok(_permit) => match self.send_with_retry(batch.clone()).await {
-                        // Downstream stayed down: keep the batch in the
-                        // durable buffer for a replay rather than fail.
-                        Err(e) if e.retryable && self.spool.is_some() => {
-                            match self.spool_batch(&batch) {
-                                Ok(()) => {
-                                    let n = batch.len() as u64;
-                                    self.stats.spooled.fetch_add(n, Ordering::Relaxed);
-                                    self.stats.spooled_pending.fetch_add(n, Ordering::Relaxed);
-                                    tracing::warn!(events = n, error = %e, "downstream unavailable: batch spooled for replay");
-                                    Ok(n)
-                                }
-                                Err(io) => {
-                                    tracing::error!(error = %io, "failed to spool a batch");
-                                    Err(e)
-                                }
-                            }
-                        }
-                        other => other,
+                        Err(e) => self.spool_or_fail(&batch, e),
+                        ok => ok,
                     },
                     Err(_) => Err(SinkError {
                         downstream: "enrich".into(),
@@ -485,19 +457,16 @@ impl Ingest {
                         retryable: true,
                     }),
                 };
-                (ids, sent)
+                (batch, sent)
             })
             .buffered(1);
         let mut accepted = 0;
         let mut first_error = None;
-        while let Some((ids, r)) = results.next().await {
+        while let Some((batch, r)) = results.next().await {
             match r {
                 Ok(n) => accepted += n,
                 Err(e) => {
-                    let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
-                    for (account, id) in &ids {
-                        d.forget(account, id);
-                    }
+                    self.forget(&batch);
                     first_error.get_or_insert(e);
                 }
             }
@@ -506,6 +475,44 @@ impl Ingest {
             Some(e) => Err(e),
             None => Ok(accepted),
         }
+    }
+
+    /// A batch downstream did not take: kept in the durable buffer for a
+    /// replay when downstream stayed down and there is a spool, rather
+    /// than failed; else the error.
+    fn spool_or_fail(&self, batch: &[Event], e: SinkError) -> Result<u64, SinkError> {
+        if !(e.retryable && self.spool.is_some()) {
+            return Err(e);
+        }
+        match self.spool_batch(batch) {
+            Ok(()) => {
+                let n = batch.len() as u64;
+                self.stats.spooled.fetch_add(n, Ordering::Relaxed);
+                self.stats.spooled_pending.fetch_add(n, Ordering::Relaxed);
+                tracing::warn!(events = n, error = %e, "downstream unavailable: batch spooled for replay");
+                Ok(n)
+            }
+            Err(io) => {
+                tracing::error!(error = %io, "failed to spool a batch");
+                Err(e)
+            }
+        }
+    }
+
+    /// Events of a batch that was neither accepted nor spooled are
+    /// forgotten by the deduplicator, so sending them again works.
+    fn forget(&self, batch: &[Event]) {
+        let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
+        for e in batch {
+            d.forget(&e.recipient_account_id, &e.event_id);
+        }
+    }
+
+    /// Counts a batch downstream accepted, `started` when it was first sent.
+    fn note_forwarded(&self, n: u64, started: std::time::Instant) {
+        self.figures.batch.record(started.elapsed());
+        self.stats.batches_forwarded.fetch_add(1, Ordering::Relaxed);
+        self.stats.accepted.fetch_add(n, Ordering::Relaxed);
     }
 
     /// `events` in batches of `batch_size`, in order.
@@ -557,42 +564,21 @@ impl Ingest {
                     retryable: true,
                 }),
             };
-            let n = batch.len() as u64;
             let sent = match sent {
                 Ok(_) => {
-                    self.figures.batch.record(started.elapsed());
                     self.figures.backend.record(started.elapsed());
-                    self.stats.batches_forwarded.fetch_add(1, Ordering::Relaxed);
-                    self.stats.accepted.fetch_add(n, Ordering::Relaxed);
-                    Ok(n)
+                    self.note_forwarded(batch.len() as u64, started);
+                    Ok(batch.len() as u64)
                 }
                 Err(e) => {
                     self.stats.forward_errors.fetch_add(1, Ordering::Relaxed);
-                    if e.retryable && self.spool.is_some() {
-                        match self.spool_batch(&batch) {
-                            Ok(()) => {
-                                self.stats.spooled.fetch_add(n, Ordering::Relaxed);
-                                self.stats.spooled_pending.fetch_add(n, Ordering::Relaxed);
-                                tracing::warn!(events = n, error = %e, "downstream unavailable: batch spooled for replay");
-                                Ok(n)
-                            }
-                            Err(io) => {
-                                tracing::error!(error = %io, "failed to spool a batch");
-                                Err(e)
-                            }
-                        }
-                    } else {
-                        Err(e)
-                    }
+                    self.spool_or_fail(&batch, e)
                 }
             };
             match sent {
                 Ok(n) => accepted += n,
                 Err(e) => {
-                    let mut d = self.dedupe.lock().unwrap_or_else(|p| p.into_inner());
-                    for ev in &batch {
-                        d.forget(&ev.recipient_account_id, &ev.event_id);
-                    }
+                    self.forget(&batch);
                     first_error.get_or_insert(e);
                 }
             }
@@ -622,9 +608,7 @@ impl Ingest {
         .await;
         match sent {
             Ok(_) => {
-                self.figures.batch.record(started.elapsed());
-                self.stats.batches_forwarded.fetch_add(1, Ordering::Relaxed);
-                self.stats.accepted.fetch_add(n, Ordering::Relaxed);
+                self.note_forwarded(n, started);
                 Ok(n)
             }
             Err(e) => {
