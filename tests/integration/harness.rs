@@ -237,6 +237,48 @@ impl Pipeline {
     }
 }
 
+/// Every file under `dir`, at any depth, by path; none when `dir` does
+/// not exist.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `trailhound detect --input` over a generated organization's trail (`org`
+/// holds org.json and trail/): its anomalies, in the order printed.
+/// Asserts no event was late.
+pub fn replay(org: &Path) -> Vec<trailhound_core::Anomaly> {
+    let out = run_ok(
+        Command::new(trailhound_bin())
+            .args(["--log", "warn", "detect", "--org"])
+            .arg(org.join("org.json"))
+            .arg("--input")
+            .arg(org.join("trail")),
+        "the replay",
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains(" 0 late"), "{summary}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("anomaly json"))
+        .collect()
+}
+
 /// Each delivery group's records in time order, as raw JSON: how a client
 /// replays a trail through PushEvents.
 pub fn trail_records(trail: &Path) -> Vec<String> {

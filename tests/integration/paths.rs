@@ -13,7 +13,7 @@ use std::process::Command;
 use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;
 use trailhound_proto::detect::v1::{FlushRequest, ListLateEventsRequest};
 
-use crate::harness::{Pipeline, Service, free_port, run_ok, trailhound_bin, wait_ready};
+use crate::harness::{Pipeline, Service, free_port, trailhound_bin, wait_ready};
 
 /// An anomaly as the paths must agree on it.
 type Found = (String, String, String, String);
@@ -31,20 +31,9 @@ fn generate(dir: &Path, file_minutes: u32) {
 }
 
 fn replay(org: &Path) -> BTreeSet<Found> {
-    let out = run_ok(
-        Command::new(trailhound_bin())
-            .args(["--log", "warn", "detect", "--org"])
-            .arg(org.join("org.json"))
-            .arg("--input")
-            .arg(org.join("trail")),
-        "the replay",
-    );
-    let summary = String::from_utf8_lossy(&out.stderr);
-    assert!(summary.contains(" 0 late"), "{summary}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let a: trailhound_core::Anomaly = serde_json::from_str(l).expect("anomaly json");
+    crate::harness::replay(org)
+        .into_iter()
+        .map(|a| {
             (
                 a.detector,
                 a.account_id,
@@ -156,19 +145,8 @@ async fn flow(
 /// Splits a trail's files round-robin into `n` trees (hard links), as
 /// shippers that share the work would.
 fn split(trail: &Path, into: &Path, n: usize) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![trail.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read trail") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
+    let files = crate::harness::files_under(trail);
+    assert!(!files.is_empty(), "no trail under {}", trail.display());
     let dirs: Vec<PathBuf> = (0..n).map(|i| into.join(format!("part{i}"))).collect();
     for (i, f) in files.iter().enumerate() {
         let dst = dirs[i % n].join(f.strip_prefix(trail).expect("under trail"));

@@ -14,25 +14,14 @@ use std::time::{Duration, Instant};
 use trailhound_proto::detect::v1::detect_service_client::DetectServiceClient;
 use trailhound_proto::detect::v1::{FlushRequest, ListLateEventsRequest, ObserveRequest};
 
-use crate::harness::{Service, free_port, run_ok, trailhound_bin, wait_ready};
+use crate::harness::{Service, free_port, trailhound_bin, wait_ready};
 
 const REPLICAS: u32 = 3;
 
 fn replay(org: &Path) -> BTreeSet<String> {
-    let out = run_ok(
-        Command::new(trailhound_bin())
-            .args(["--log", "warn", "detect", "--org"])
-            .arg(org.join("org.json"))
-            .arg("--input")
-            .arg(org.join("trail")),
-        "the replay",
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let a: serde_json::Value = serde_json::from_str(l).expect("anomaly json");
-            a["id"].as_str().expect("an id").to_string()
-        })
+    crate::harness::replay(org)
+        .into_iter()
+        .map(|a| a.id)
         .collect()
 }
 
@@ -40,21 +29,13 @@ fn replay(org: &Path) -> BTreeSet<String> {
 /// `cutoff` (`YYYYMMDDTHHMMZ`) and the rest.
 fn split_at(trail: &Path, into: &Path, cutoff: &str) -> (PathBuf, PathBuf) {
     let (before, after) = (into.join("before"), into.join("after"));
-    let mut stack = vec![trail.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read trail") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            let period = name.split('_').nth(3).expect("CloudTrail file name");
-            let side = if period < cutoff { &before } else { &after };
-            let dst = side.join(p.strip_prefix(trail).expect("under trail"));
-            std::fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
-            std::fs::hard_link(&p, &dst).expect("link");
-        }
+    for p in crate::harness::files_under(trail) {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let period = name.split('_').nth(3).expect("CloudTrail file name");
+        let side = if period < cutoff { &before } else { &after };
+        let dst = side.join(p.strip_prefix(trail).expect("under trail"));
+        std::fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
+        std::fs::hard_link(&p, &dst).expect("link");
     }
     (before, after)
 }
@@ -81,29 +62,10 @@ fn pushed(child: std::process::Child) {
 }
 
 fn spooled_files(dir: &Path) -> usize {
-    walk(dir)
+    crate::harness::files_under(dir)
         .iter()
         .filter(|p| p.extension().is_some_and(|x| x == "pb"))
         .count()
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 fn start_replica(dir: &Path, i: u32, port: u16) -> Service {
